@@ -1,0 +1,38 @@
+"""Heatmap codecs: keypoints <-> Gaussian heatmaps, with DARK and the usual baselines.
+
+``HeatmapCodec`` is the only object in the project that knows the stride and
+the heatmap size; everything else speaks input (or original-image) pixels.
+Convention: ``(x, y)``, integer coordinates are pixel centres,
+``x_heatmap = (x_input + 0.5) / s - 0.5``.
+"""
+
+from unipose_jax.codecs.coordinates import heatmap_to_input, input_to_heatmap, strides
+from unipose_jax.codecs.decoding import (
+    DECODINGS,
+    decode_argmax,
+    decode_dark,
+    decode_heatmaps,
+    decode_shift,
+    decode_upsample,
+    modulate,
+)
+from unipose_jax.codecs.encoding import ENCODINGS, OFF_MAP_SIGMAS, encode_heatmaps, gaussian_heatmaps
+from unipose_jax.codecs.heatmap_codec import HeatmapCodec
+
+__all__ = [
+    "DECODINGS",
+    "ENCODINGS",
+    "OFF_MAP_SIGMAS",
+    "HeatmapCodec",
+    "decode_argmax",
+    "decode_dark",
+    "decode_heatmaps",
+    "decode_shift",
+    "decode_upsample",
+    "encode_heatmaps",
+    "gaussian_heatmaps",
+    "heatmap_to_input",
+    "input_to_heatmap",
+    "modulate",
+    "strides",
+]
