@@ -12,9 +12,23 @@ import pathlib
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+import jax  # noqa: E402
 import pytest  # noqa: E402
 
+# Tests build the same small networks many times (each training run, each device
+# count): a persistent compilation cache, private to this test session, compiles
+# each distinct program once.
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("UNIPOSE_TEST_JAX_CACHE") or tempfile.mkdtemp(prefix="jax_cache_"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+  sys.path.insert(0, str(REPO_ROOT))  # `configs` is a top-level package beside `unipose_jax`
 
 
 def lsp_archive_dir() -> pathlib.Path:

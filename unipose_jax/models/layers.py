@@ -64,12 +64,19 @@ def conv(
 
 
 def batch_norm(
-    train: bool, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32, name: str | None = None
+    train: bool,
+    *,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    name: str | None = None,
+    axis_name: str | None = None,
 ) -> nn.BatchNorm:
     """BatchNorm with PyTorch's defaults: batch statistics when ``train``, running averages otherwise.
 
     Note: PyTorch updates ``running_var`` with the unbiased batch variance, Flax
     with the biased one; inference with imported statistics is identical.
+    ``axis_name`` (under ``pmap``) averages the batch statistics over that axis, so
+    every device normalises with the statistics of the global batch.
     """
     return nn.BatchNorm(
         use_running_average=not train,
@@ -78,6 +85,7 @@ def batch_norm(
         dtype=dtype,
         param_dtype=param_dtype,
         name=name,
+        axis_name=axis_name,
     )
 
 

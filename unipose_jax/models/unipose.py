@@ -73,12 +73,13 @@ class UniPose(nn.Module):
     wasp_projection_repeats: int = 2
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    bn_axis_name: str | None = None  # pmap axis name: BatchNorm statistics over all devices
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"UniPose expects images of shape (B, H, W, 3), got {images.shape}")
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, bn_axis_name=self.bn_axis_name)
         if self.backbone is not None:
             make_backbone = self.backbone
         elif self.backbone_depth in RESNETS:
