@@ -7,6 +7,14 @@
       --images=a.jpg,b.jpg --output=predictions/
 
 Any config key can be overridden with ``--config.a.b=value``; an unknown key is an error.
+
+Several hosts (one process per host; train, eval and predict):
+
+  python launch.py --mode=train ... --coordinator_address=host0:1234 --num_processes=2 --process_id=0
+
+or $UNIPOSE_COORDINATOR / $UNIPOSE_NUM_PROCESSES / $UNIPOSE_PROCESS_ID, or --distributed_auto
+on a Cloud TPU pod slice, or nothing at all under SLURM's srun or Open MPI's mpirun, where
+JAX reads the cluster's own settings. See README.md, "Several hosts".
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # makes `configs` importable
@@ -32,6 +40,15 @@ flags.DEFINE_list("datasets", ["lsp", "lsp_extended", "synthetic"], "prepare: wh
 flags.DEFINE_list("images", [], "predict: image files.")
 flags.DEFINE_string("output", None, "predict: output folder (default: <workdir>/predict).")
 flags.DEFINE_integer("stop_after", None, "train: stop (with a checkpoint) after this many steps.")
+flags.DEFINE_string("coordinator_address", None, "Several hosts: host:port of process 0 "
+                    "(default: $UNIPOSE_COORDINATOR; see --distributed_auto).")
+flags.DEFINE_integer("num_processes", None, "Several hosts: number of processes "
+                     "(default: $UNIPOSE_NUM_PROCESSES).")
+flags.DEFINE_integer("process_id", None, "Several hosts: this process, 0 .. num_processes-1 "
+                     "(default: $UNIPOSE_PROCESS_ID).")
+flags.DEFINE_bool("distributed_auto", False, "Several hosts: let JAX find the settings itself "
+                  "(Cloud TPU pod slices; SLURM srun, Open MPI and GKE TPU slices are detected "
+                  "without it). Also $UNIPOSE_DISTRIBUTED_AUTO=1.")
 
 
 def _require(name: str) -> None:
@@ -43,6 +60,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   mode = FLAGS.mode
+  logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step at INFO
   if mode is None:
     raise app.UsageError(f"--mode is required: one of {', '.join(MODES)}")
 
@@ -55,6 +73,10 @@ def main(argv) -> None:
   _require("config")
   _require("workdir")
   config = FLAGS.config
+  # Before anything touches a device: JAX's multi-process runtime, when configured.
+  from unipose_jax import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                         auto=FLAGS.distributed_auto)
   if mode == "train":
     from unipose_jax import train  # pylint: disable=g-import-not-at-top
     train.train_and_evaluate(config, FLAGS.workdir, stop_after=FLAGS.stop_after)

@@ -176,13 +176,13 @@ class Evaluator:
 
   def _examples(self, local, out, have: int):
     """(original image, predicted and annotated keypoints, network input, its joint heatmaps)
-    of a few valid images of this batch (single-process runs only)."""
+    of a few valid images of this process's batch (only the primary's are written)."""
     want = self.config.num_example_images - have
     first = np.flatnonzero(local["valid"])[:want]
-    if not len(first) or jax.process_count() > 1:
+    if not len(first) or not distributed.is_primary():
       return []
-    preds = np.asarray(out[self.config.codec.decoding]["keypoints"])
-    heatmaps = np.asarray(out["heatmaps"])
+    preds = distributed.local_rows(out[self.config.codec.decoding]["keypoints"])
+    heatmaps = distributed.local_rows(out["heatmaps"])
     found = []
     for i in first:
       record = self.source[self._index_of(int(local["image_id"][i]))]
@@ -313,7 +313,9 @@ def predict_images(config: ml_collections.ConfigDict, workdir: str, paths: Seque
 
   k = skeleton.NUM_JOINTS
   results: dict[str, Any] = {}
-  os.makedirs(output_dir, exist_ok=True)
+  write = distributed.is_primary()  # every process predicts; only the first writes
+  if write:
+    os.makedirs(output_dir, exist_ok=True)
   for path, image in zip(paths, images):
     record = {"image": image, "keypoints": np.zeros((k, 2), np.float32),
               "labeled": np.zeros(k, bool), "visible": np.zeros(k, bool), "image_id": 0}
@@ -322,7 +324,9 @@ def predict_images(config: ml_collections.ConfigDict, workdir: str, paths: Seque
     results[path] = {name: [float(kp[0, j, 0]), float(kp[0, j, 1]), float(sc[0, j])]
                      for j, name in enumerate(skeleton.JOINT_NAMES)}
     stem = os.path.splitext(os.path.basename(path))[0]
-    visualize.save_prediction_png(os.path.join(output_dir, f"{stem}_pose.png"), image, kp[0],
-                                  None, title=stem)
-  write_json(os.path.join(output_dir, "keypoints.json"), results)
+    if write:
+      visualize.save_prediction_png(os.path.join(output_dir, f"{stem}_pose.png"), image, kp[0],
+                                    None, title=stem)
+  if write:
+    write_json(os.path.join(output_dir, "keypoints.json"), results)
   return results

@@ -153,6 +153,10 @@ class ParallelTrainer:
   def __init__(self, parallelism: str, mesh, step_fn: Callable):
     if parallelism not in ("jit", "pmap"):
       raise ValueError(f"unknown parallelism {parallelism!r}; expected 'jit' or 'pmap'")
+    if parallelism == "pmap" and jax.process_count() > 1:
+      raise ValueError(
+          f"parallelism='pmap' runs on one process only (this run has {jax.process_count()}); "
+          "use the default parallelism='jit', whose mesh spans the devices of every process")
     self.parallelism = parallelism
     self.mesh = mesh
     if parallelism == "jit":
@@ -204,8 +208,16 @@ def build_trainer(config: ml_collections.ConfigDict, mesh, pmap_axis: bool | Non
   return model, codec, tx, lr_fn, ParallelTrainer(parallel, mesh, step_fn)
 
 
-def make_train_iterator(config: ml_collections.ConfigDict, mesh):
-  """This process's share of the training data, sharded by process index."""
+def make_train_iterator(config: ml_collections.ConfigDict, mesh, shard_index: int | None = None,
+                        shard_count: int | None = None):
+  """This process's share of the training data: shard ``jax.process_index()`` of
+  ``jax.process_count()``, ``batch_size / process_count`` examples a batch.
+
+  ``shard_index`` / ``shard_count`` build another shard's iterator instead (tests build
+  every shard in one process to reproduce a multi-process run's global batches).
+  """
+  shard_index = jax.process_index() if shard_index is None else shard_index
+  shard_count = jax.process_count() if shard_count is None else shard_count
   d = config.data
   if not (len(d.train_sources) == len(d.train_splits) == len(d.mixture_weights)):
     raise ValueError("config.data.train_sources, train_splits and mixture_weights must have "
@@ -214,9 +226,9 @@ def make_train_iterator(config: ml_collections.ConfigDict, mesh):
              for name, split in zip(d.train_sources, d.train_splits)]
   return input_pipeline.make_train_iterator(
       sources, mixture_weights=list(d.mixture_weights),
-      batch_size=distributed.per_process_batch_size(config.batch_size, mesh),
-      input_size=d.input_size, seed=config.seed, shard_index=jax.process_index(),
-      shard_count=jax.process_count(), worker_count=d.worker_count,
+      batch_size=distributed.per_process_batch_size(config.batch_size, mesh, shard_count),
+      input_size=d.input_size, seed=config.seed, shard_index=shard_index,
+      shard_count=shard_count, worker_count=d.worker_count,
       augment=input_pipeline.AugmentConfig(**d.augment.to_dict()))
 
 
