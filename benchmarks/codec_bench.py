@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -38,16 +36,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from hardware import describe_device  # noqa: E402
+
 import dark_reference as ref  # noqa: E402
 
 from unipose_jax.codecs import DECODINGS, ENCODINGS, HeatmapCodec  # noqa: E402
-
-
-def device_name() -> str:
-    dev = jax.devices()[0]
-    if dev.platform == "cpu":
-        return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores visible)"
-    return f"{dev.platform} ({dev.device_kind})"
 
 
 def median_time(fn, repeats: int) -> float:
@@ -173,7 +166,7 @@ def main(argv=None):
     parser.add_argument("--eval-batch", type=int, default=64, help="batch of the optional GPU eval-step section")
     args = parser.parse_args(argv)
     codec = HeatmapCodec(input_size=(368, 368), heatmap_size=(46, 46), sigma=3.0)
-    device = device_name()
+    device = describe_device()
     bench_codec(codec, [int(b) for b in args.batches.split(",")], args.joints, args.repeats, device)
     bench_eval_step(codec, args.eval_batch, args.repeats, device)
 

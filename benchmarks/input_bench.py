@@ -32,26 +32,15 @@ import io
 import json
 import os
 import pathlib
-import platform
 import tempfile
 import time
 import zipfile
 
 import numpy as np
 
+from hardware import describe_device
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def device_name() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores (CPU; shared with other jobs, timings noisy)"
 
 
 class ZipLspSource:
@@ -168,7 +157,7 @@ def main():
     p.add_argument("--workers", default="0,1,2")
     args = p.parse_args()
 
-    dev = device_name()
+    dev = describe_device(accelerator=False)
     source, reader = lsp_train_source(args.archive_dir, args.data_dir)
     common = {"batch": args.batch, "input_size": args.input_size, "device": dev}
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -39,39 +38,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from hardware import describe_device, peak_flops  # noqa: E402
 from unipose_jax.models import UniPose, UniPoseTiny  # noqa: E402
 
-#: Dense peak FLOP/s by device kind substring and dtype ("tf32" = float32 on tensor cores).
-PEAK_FLOPS: dict[str, dict[str, float]] = {
-    "H100": {"bfloat16": 989e12, "float16": 989e12, "tf32": 494e12, "float32": 67e12},
-    "H200": {"bfloat16": 989e12, "float16": 989e12, "tf32": 494e12, "float32": 67e12},
-}
-
-
-def device_description() -> str:
-    dev = jax.devices()[0]
-    if dev.platform == "cpu":
-        model = platform.processor() or "cpu"
-        try:
-            with open("/proc/cpuinfo") as f:
-                for line in f:
-                    if line.startswith("model name"):
-                        model = line.split(":", 1)[1].strip()
-                        break
-        except OSError:
-            pass
-        return f"cpu: {model}, {os.cpu_count()} cores visible"
-    return f"{dev.platform}: {dev.device_kind}"
-
-
-def peak_flops(dtype_name: str) -> dict[str, float] | None:
-    kind = jax.devices()[0].device_kind
-    for key, table in PEAK_FLOPS.items():
-        if key in kind:
-            if dtype_name == "float32":
-                return {"tf32": table["tf32"], "float32": table["float32"]}
-            return {dtype_name: table[dtype_name]}
-    return None
 
 
 def random_variables(model, input_shape, seed=0):
@@ -161,7 +130,7 @@ def bench_one(depth, output_stride, input_size, batch, dtype_name, repeats):
         "dtype": dtype_name,
         "params": int(sum(p.size for p in jax.tree.leaves(params))),
         "output_shape": list(out.shape),
-        "device": device_description(),
+        "device": describe_device(),
         "repeats": repeats,
         "compile_fwd_s": round(compile_fwd, 2),
         "compile_fwd_bwd_s": round(compile_fwd_bwd, 2),

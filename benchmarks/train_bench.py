@@ -16,7 +16,6 @@ import argparse
 import importlib
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -26,31 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from hardware import describe_device, peak_flops  # noqa: E402
 from unipose_jax import distributed, input_pipeline, train  # noqa: E402
 
-# Dense peak FLOP/s per device by device kind and compute dtype (vendor data sheets).
-PEAK_FLOPS = {
-    ("H100", "bfloat16"): 989e12, ("H100", "float32"): 494e12,   # float32 runs as TF32 on XLA:GPU
-    ("H200", "bfloat16"): 989e12, ("H200", "float32"): 494e12,
-    ("A100", "bfloat16"): 312e12, ("A100", "float32"): 156e12,
-    ("TPU v4", "bfloat16"): 275e12, ("TPU v5", "bfloat16"): 197e12,
-}
-
-
-def device_name() -> str:
-  d = jax.devices()[0]
-  if d.platform == "cpu":
-    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
-           f"{jax.device_count()} jax devices"
-  return f"{d.platform}: {d.device_kind} x{jax.device_count()}"
-
-
-def peak_flops(dtype: str) -> float | None:
-  kind = jax.devices()[0].device_kind
-  for (name, dt), peak in PEAK_FLOPS.items():
-    if name in kind and dt == dtype:
-      return peak * jax.device_count()
-  return None
 
 
 def random_batch(n: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -104,11 +81,11 @@ def bench_case(config_name: str, batch: int, dtype: str, steps: int, workers: in
   out = {"name": f"train_step/{config_name}", "config": f"configs/{config_name}.py",
          "batch": batch, "dtype": dtype, "input_size": size,
          "backbone": f"resnet{config.model.backbone_depth}", "step_s": round(step_s, 5),
-         "images_per_s": round(ips, 2), "flops_per_step": flops, "device": device_name(),
+         "images_per_s": round(ips, 2), "flops_per_step": flops, "device": describe_device(),
          "pipeline_images_per_s": round(pipe, 1), "pipeline_ratio": round(pipe / ips, 3)}
-  peak = peak_flops(dtype)
-  if peak and flops == flops:
-    out["mfu"] = round(flops / step_s / peak, 4)
+  peaks = peak_flops(dtype)  # float32: rated against the TF32 peak, XLA:GPU's default
+  if peaks and flops == flops:
+    out["mfu"] = round(flops / step_s / (next(iter(peaks.values())) * jax.device_count()), 4)
   return out
 
 
