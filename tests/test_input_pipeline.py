@@ -281,7 +281,7 @@ def test_normalize_matches_definition_and_denormalize_inverts():
 # ------------------------------------------------------------------------------------------------
 
 TRAIN_KEYS = {"image", "keypoints", "weights", "affine", "inverse_affine", "image_id"}
-EVAL_KEYS = TRAIN_KEYS | {"keypoints_orig", "labeled", "visible", "valid"}
+EVAL_KEYS = TRAIN_KEYS | {"keypoints_orig", "labeled", "visible", "valid", "source_index"}
 
 
 def _assert_batches_equal(a, b):
@@ -400,6 +400,8 @@ def test_eval_counts_every_image_exactly_once(n, batch, shards):
             assert b["image"].shape[0] == batch and b["valid"].dtype == np.bool_
         ids = np.concatenate([b["image_id"][b["valid"]] for b in batches]).tolist()
         assert ids == list(range(start, stop))  # in order, contiguous
+        where = np.concatenate([b["source_index"][b["valid"]] for b in batches]).tolist()
+        assert [src[i]["image_id"] for i in where] == ids  # the record each entry came from
         valid_ids += ids
     assert sorted(valid_ids) == list(range(n))
     assert len(set(counts)) == 1 and counts[0] == ip.num_eval_batches(n, batch, shards)

@@ -185,15 +185,10 @@ class Evaluator:
     heatmaps = distributed.local_rows(out["heatmaps"])
     found = []
     for i in first:
-      record = self.source[self._index_of(int(local["image_id"][i]))]
+      record = self.source[int(local["source_index"][i])]
       found.append((record["image"], preds[i], local["keypoints_orig"][i],
                     input_pipeline.denormalize(local["image"][i]), heatmaps[i]))
     return found
-
-  def _index_of(self, image_id: int) -> int:
-    if not hasattr(self, "_ids"):
-      self._ids = {int(self.source[i]["image_id"]): i for i in range(len(self.source))}
-    return self._ids[image_id]
 
 
 # ----------------------------------------------------------------------------- files

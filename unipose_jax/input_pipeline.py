@@ -23,6 +23,7 @@ per-process batch)::
     keypoints_orig  float32 (B, K, 2)    annotation, original pixels
     labeled, visible bool   (B, K)
     valid           bool    (B,)         False on padding entries
+    source_index    int32   (B,)         the record's position in the evaluated source
 
 Pipeline shape (training)::
 
@@ -226,7 +227,8 @@ def num_eval_batches(num_records: int, batch_size: int, shard_count: int = 1) ->
 
 
 class _PaddedShard:
-    """Records ``[start, stop)`` of a source, then copies marked ``valid=False`` up to ``length``."""
+    """Records ``[start, stop)`` of a source, then copies marked ``valid=False`` up to ``length``;
+    each record carries its position in the source as ``source_index``."""
 
     def __init__(self, source: Any, start: int, stop: int, length: int):
         if len(source) == 0:
@@ -245,6 +247,7 @@ class _PaddedShard:
             real = self._stop - 1 if self._stop > self._start else 0
         record = dict(self._source[real])
         record["valid"] = valid
+        record["source_index"] = real
         return record
 
 

@@ -366,6 +366,8 @@ def transform_eval(record: Mapping[str, Any], *, input_size: int = 368,
                       entries of unlabeled joints set to 0)
       labeled, visible bool (K,)
       valid           bool () ``record.get('valid', True)``
+      source_index    int32 () ``record.get('source_index', -1)``: the record's position in
+                      its data source (set by the evaluation loader)
     """
     image, kp, labeled, visible = check_record(record)
     h, w = image.shape[:2]
@@ -377,5 +379,6 @@ def transform_eval(record: Mapping[str, Any], *, input_size: int = 368,
         visible=visible,
         image_id=np.int32(record.get("image_id", -1)),
         valid=np.bool_(record.get("valid", True)),
+        source_index=np.int32(record.get("source_index", -1)),
     )
     return out
