@@ -34,21 +34,35 @@ flags.DEFINE_enum("mode", None, MODES, "What to do.")
 config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, results.")
 flags.DEFINE_string("manual_dir", "data", "prepare: folder holding the LSP archives.")
-flags.DEFINE_string("data_dir", None, "prepare: where TFDS datasets are written "
-                    "(default: the config's data.data_dir, else data/tfds).")
+flags.DEFINE_string(
+  "data_dir",
+  None,
+  "prepare: where TFDS datasets are written (default: the config's data.data_dir, else data/tfds).",
+)
 flags.DEFINE_list("datasets", ["lsp", "lsp_extended", "synthetic"], "prepare: which datasets.")
 flags.DEFINE_list("images", [], "predict: image files.")
 flags.DEFINE_string("output", None, "predict: output folder (default: <workdir>/predict).")
 flags.DEFINE_integer("stop_after", None, "train: stop (with a checkpoint) after this many steps.")
-flags.DEFINE_string("coordinator_address", None, "Several hosts: host:port of process 0 "
-                    "(default: $UNIPOSE_COORDINATOR; see --distributed_auto).")
-flags.DEFINE_integer("num_processes", None, "Several hosts: number of processes "
-                     "(default: $UNIPOSE_NUM_PROCESSES).")
-flags.DEFINE_integer("process_id", None, "Several hosts: this process, 0 .. num_processes-1 "
-                     "(default: $UNIPOSE_PROCESS_ID).")
-flags.DEFINE_bool("distributed_auto", False, "Several hosts: let JAX find the settings itself "
-                  "(Cloud TPU pod slices; SLURM srun, Open MPI and GKE TPU slices are detected "
-                  "without it). Also $UNIPOSE_DISTRIBUTED_AUTO=1.")
+flags.DEFINE_string(
+  "coordinator_address",
+  None,
+  "Several hosts: host:port of process 0 (default: $UNIPOSE_COORDINATOR; see --distributed_auto).",
+)
+flags.DEFINE_integer(
+  "num_processes", None, "Several hosts: number of processes (default: $UNIPOSE_NUM_PROCESSES)."
+)
+flags.DEFINE_integer(
+  "process_id",
+  None,
+  "Several hosts: this process, 0 .. num_processes-1 (default: $UNIPOSE_PROCESS_ID).",
+)
+flags.DEFINE_bool(
+  "distributed_auto",
+  False,
+  "Several hosts: let JAX find the settings itself "
+  "(Cloud TPU pod slices; SLURM srun, Open MPI and GKE TPU slices are detected "
+  "without it). Also $UNIPOSE_DISTRIBUTED_AUTO=1.",
+)
 
 
 def _require(name: str) -> None:
@@ -66,6 +80,7 @@ def main(argv) -> None:
 
   if mode == "prepare":
     from unipose_jax import datasets  # pylint: disable=g-import-not-at-top
+
     data_dir = FLAGS.data_dir or (FLAGS.config.data.data_dir if FLAGS.config else "data/tfds")
     datasets.prepare(FLAGS.datasets, manual_dir=FLAGS.manual_dir, data_dir=data_dir)
     return
@@ -75,20 +90,26 @@ def main(argv) -> None:
   config = FLAGS.config
   # Before anything touches a device: JAX's multi-process runtime, when configured.
   from unipose_jax import distributed  # pylint: disable=g-import-not-at-top
-  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                         auto=FLAGS.distributed_auto)
+
+  distributed.initialize(
+    FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, auto=FLAGS.distributed_auto
+  )
   if mode == "train":
     from unipose_jax import train  # pylint: disable=g-import-not-at-top
+
     train.train_and_evaluate(config, FLAGS.workdir, stop_after=FLAGS.stop_after)
   elif mode == "eval":
     from unipose_jax import evaluate  # pylint: disable=g-import-not-at-top
+
     evaluate.evaluate_checkpoint(config, FLAGS.workdir)
   elif mode == "predict":
     if not FLAGS.images:
       raise app.UsageError("--mode=predict needs --images=a.jpg,b.jpg")
     from unipose_jax import evaluate  # pylint: disable=g-import-not-at-top
-    evaluate.predict_images(config, FLAGS.workdir, FLAGS.images,
-                            FLAGS.output or os.path.join(FLAGS.workdir, "predict"))
+
+    evaluate.predict_images(
+      config, FLAGS.workdir, FLAGS.images, FLAGS.output or os.path.join(FLAGS.workdir, "predict")
+    )
 
 
 if __name__ == "__main__":

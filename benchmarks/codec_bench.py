@@ -36,140 +36,151 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from hardware import describe_device  # noqa: E402
-
 import dark_reference as ref  # noqa: E402
+from hardware import describe_device  # noqa: E402
 
 from unipose_jax.codecs import DECODINGS, ENCODINGS, HeatmapCodec  # noqa: E402
 
 
 def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
 
 
 def realistic_inputs(codec: HeatmapCodec, batch: int, joints: int, seed: int = 0):
-    """Keypoints (input px), weights, and noisy heatmaps like a trained network's output."""
-    rng = np.random.default_rng(seed)
-    h, w = codec.heatmap_size
-    hm_xy = rng.uniform(-0.5, [w - 0.5, h - 0.5], size=(batch, joints, 2)).astype(np.float32)
-    keypoints = np.asarray(codec.heatmap_to_input(hm_xy))
-    weights = (rng.uniform(size=(batch, joints)) > 0.1).astype(np.float32)
-    heat, _ = codec.encode(keypoints, np.ones((batch, joints), np.float32))
-    heat = np.asarray(heat) * rng.uniform(0.4, 1.0, (batch, 1, 1, joints))
-    heat = (heat + rng.normal(0.0, 0.03, heat.shape)).astype(np.float32)
-    return keypoints, weights, heat
+  """Keypoints (input px), weights, and noisy heatmaps like a trained network's output."""
+  rng = np.random.default_rng(seed)
+  h, w = codec.heatmap_size
+  hm_xy = rng.uniform(-0.5, [w - 0.5, h - 0.5], size=(batch, joints, 2)).astype(np.float32)
+  keypoints = np.asarray(codec.heatmap_to_input(hm_xy))
+  weights = (rng.uniform(size=(batch, joints)) > 0.1).astype(np.float32)
+  heat, _ = codec.encode(keypoints, np.ones((batch, joints), np.float32))
+  heat = np.asarray(heat) * rng.uniform(0.4, 1.0, (batch, 1, 1, joints))
+  heat = (heat + rng.normal(0.0, 0.03, heat.shape)).astype(np.float32)
+  return keypoints, weights, heat
 
 
 def bench_codec(codec: HeatmapCodec, batches, joints: int, repeats: int, device: str):
-    for batch in batches:
-        keypoints, weights, heat = realistic_inputs(codec, batch, joints)
-        ref_repeats = 3 if batch <= 64 else 1
-        common = dict(batch=batch, joints=joints, heatmap_size=list(codec.heatmap_size), device=device)
-        rows = []
-        for decoding in DECODINGS:
-            fn = jax.jit(functools.partial(codec.decode, decoding=decoding))
-            heat_dev = jax.device_put(heat)
-            got = np.asarray(jax.block_until_ready(fn(heat_dev))[0])  # compile
-            jax_s = median_time(lambda: fn(heat_dev), repeats)
-            want = None
+  for batch in batches:
+    keypoints, weights, heat = realistic_inputs(codec, batch, joints)
+    ref_repeats = 3 if batch <= 64 else 1
+    common = dict(batch=batch, joints=joints, heatmap_size=list(codec.heatmap_size), device=device)
+    rows = []
+    for decoding in DECODINGS:
+      fn = jax.jit(functools.partial(codec.decode, decoding=decoding))
+      heat_dev = jax.device_put(heat)
+      got = np.asarray(jax.block_until_ready(fn(heat_dev))[0])  # compile
+      jax_s = median_time(lambda: fn(heat_dev), repeats)
+      want = None
 
-            def run_ref():
-                nonlocal want
-                want = ref.decode_reference(heat, codec.input_size, decoding, codec.sigma)[0]
+      def run_ref():
+        nonlocal want
+        want = ref.decode_reference(heat, codec.input_size, decoding, codec.sigma)[0]
 
-            ref_s = median_time(run_ref, ref_repeats)
-            rows.append((f"decode_{decoding}", jax_s, ref_s, float(np.abs(got - want).max())))
-        for encoding in ENCODINGS:
-            fn = jax.jit(functools.partial(codec.encode, encoding=encoding))
-            kp_dev, wt_dev = jax.device_put(keypoints), jax.device_put(weights)
-            got = np.asarray(jax.block_until_ready(fn(kp_dev, wt_dev))[0])
-            jax_s = median_time(lambda: fn(kp_dev, wt_dev), repeats)
-            want = None
+      ref_s = median_time(run_ref, ref_repeats)
+      rows.append((f"decode_{decoding}", jax_s, ref_s, float(np.abs(got - want).max())))
+    for encoding in ENCODINGS:
+      fn = jax.jit(functools.partial(codec.encode, encoding=encoding))
+      kp_dev, wt_dev = jax.device_put(keypoints), jax.device_put(weights)
+      got = np.asarray(jax.block_until_ready(fn(kp_dev, wt_dev))[0])
+      jax_s = median_time(lambda: fn(kp_dev, wt_dev), repeats)
+      want = None
 
-            def run_ref():
-                nonlocal want
-                want = ref.encode_reference(
-                    keypoints, weights, codec.input_size, codec.heatmap_size, codec.sigma, encoding
-                )[0]
+      def run_ref():
+        nonlocal want
+        want = ref.encode_reference(
+          keypoints, weights, codec.input_size, codec.heatmap_size, codec.sigma, encoding
+        )[0]
 
-            ref_s = median_time(run_ref, ref_repeats)
-            rows.append((f"encode_{encoding}", jax_s, ref_s, float(np.abs(got - want).max())))
-        for name, jax_s, ref_s, diff in rows:
-            print(
-                json.dumps(
-                    dict(
-                        name=name,
-                        **common,
-                        jax_s=round(jax_s, 7),
-                        reference_s=round(ref_s, 5),
-                        speedup=round(ref_s / jax_s, 1),
-                        max_abs_diff_px=diff if name.startswith("decode") else None,
-                        max_abs_diff=diff if name.startswith("encode") else None,
-                        jax_repeats=repeats,
-                        reference_repeats=ref_repeats,
-                    )
-                ),
-                flush=True,
-            )
+      ref_s = median_time(run_ref, ref_repeats)
+      rows.append((f"encode_{encoding}", jax_s, ref_s, float(np.abs(got - want).max())))
+    for name, jax_s, ref_s, diff in rows:
+      print(
+        json.dumps(
+          dict(
+            name=name,
+            **common,
+            jax_s=round(jax_s, 7),
+            reference_s=round(ref_s, 5),
+            speedup=round(ref_s / jax_s, 1),
+            max_abs_diff_px=diff if name.startswith("decode") else None,
+            max_abs_diff=diff if name.startswith("encode") else None,
+            jax_repeats=repeats,
+            reference_repeats=ref_repeats,
+          )
+        ),
+        flush=True,
+      )
 
 
 def bench_eval_step(codec: HeatmapCodec, batch: int, repeats: int, device: str):
-    """OPTIONAL (GPU only): DARK decoding inside a jitted eval step vs the model forward alone."""
-    common = dict(name="eval_step_decode_dark", batch=batch, joints=14, heatmap_size=list(codec.heatmap_size), device=device)
-    if jax.default_backend() == "cpu":
-        print(json.dumps(dict(**common, skipped="no accelerator: the model forward would take minutes on CPU")))
-        return
-    try:
-        from unipose_jax.models import UniPose
-    except Exception as err:  # the model package is developed separately
-        print(json.dumps(dict(**common, skipped=f"unipose_jax.models unavailable: {err!r}")))
-        return
-    model = UniPose(num_joints=14)
-    images = jnp.zeros((batch, *codec.input_size, 3), jnp.float32)
-    variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, train=False))(images[:1])
-
-    @jax.jit
-    def forward(v, x):
-        return model.apply(v, x, train=False)
-
-    @jax.jit
-    def forward_decode(v, x):
-        return codec.decode(model.apply(v, x, train=False)[..., 1:], "dark")
-
-    for fn in (forward, forward_decode):
-        jax.block_until_ready(fn(variables, images))
-    fwd_s = median_time(lambda: forward(variables, images), repeats)
-    both_s = median_time(lambda: forward_decode(variables, images), repeats)
+  """OPTIONAL (GPU only): DARK decoding inside a jitted eval step vs the model forward alone."""
+  common = dict(
+    name="eval_step_decode_dark",
+    batch=batch,
+    joints=14,
+    heatmap_size=list(codec.heatmap_size),
+    device=device,
+  )
+  if jax.default_backend() == "cpu":
     print(
-        json.dumps(
-            dict(
-                **common,
-                forward_s=round(fwd_s, 6),
-                forward_decode_s=round(both_s, 6),
-                decode_overhead_ratio=round((both_s - fwd_s) / fwd_s, 4),
-            )
-        ),
-        flush=True,
+      json.dumps(
+        dict(**common, skipped="no accelerator: the model forward would take minutes on CPU")
+      )
     )
+    return
+  try:
+    from unipose_jax.models import UniPose
+  except Exception as err:  # the model package is developed separately
+    print(json.dumps(dict(**common, skipped=f"unipose_jax.models unavailable: {err!r}")))
+    return
+  model = UniPose(num_joints=14)
+  images = jnp.zeros((batch, *codec.input_size, 3), jnp.float32)
+  variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, train=False))(images[:1])
+
+  @jax.jit
+  def forward(v, x):
+    return model.apply(v, x, train=False)
+
+  @jax.jit
+  def forward_decode(v, x):
+    return codec.decode(model.apply(v, x, train=False)[..., 1:], "dark")
+
+  for fn in (forward, forward_decode):
+    jax.block_until_ready(fn(variables, images))
+  fwd_s = median_time(lambda: forward(variables, images), repeats)
+  both_s = median_time(lambda: forward_decode(variables, images), repeats)
+  print(
+    json.dumps(
+      dict(
+        **common,
+        forward_s=round(fwd_s, 6),
+        forward_decode_s=round(both_s, 6),
+        decode_overhead_ratio=round((both_s - fwd_s) / fwd_s, 4),
+      )
+    ),
+    flush=True,
+  )
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", default="1,64,512", help="comma-separated batch sizes")
-    parser.add_argument("--joints", type=int, default=14)
-    parser.add_argument("--repeats", type=int, default=20, help="timed calls of the jitted codec")
-    parser.add_argument("--eval-batch", type=int, default=64, help="batch of the optional GPU eval-step section")
-    args = parser.parse_args(argv)
-    codec = HeatmapCodec(input_size=(368, 368), heatmap_size=(46, 46), sigma=3.0)
-    device = describe_device()
-    bench_codec(codec, [int(b) for b in args.batches.split(",")], args.joints, args.repeats, device)
-    bench_eval_step(codec, args.eval_batch, args.repeats, device)
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batches", default="1,64,512", help="comma-separated batch sizes")
+  parser.add_argument("--joints", type=int, default=14)
+  parser.add_argument("--repeats", type=int, default=20, help="timed calls of the jitted codec")
+  parser.add_argument(
+    "--eval-batch", type=int, default=64, help="batch of the optional GPU eval-step section"
+  )
+  args = parser.parse_args(argv)
+  codec = HeatmapCodec(input_size=(368, 368), heatmap_size=(46, 46), sigma=3.0)
+  device = describe_device()
+  bench_codec(codec, [int(b) for b in args.batches.split(",")], args.joints, args.repeats, device)
+  bench_eval_step(codec, args.eval_batch, args.repeats, device)
 
 
 if __name__ == "__main__":
-    main()
+  main()

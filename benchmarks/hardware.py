@@ -8,50 +8,50 @@ import platform
 #: Dense peak FLOP/s by device-kind substring and dtype (vendor data sheets);
 #: "tf32" is float32 on tensor cores, XLA:GPU's default precision for float32 matmuls.
 PEAK_FLOPS: dict[str, dict[str, float]] = {
-    "H100": {"bfloat16": 989e12, "float16": 989e12, "tf32": 494e12, "float32": 67e12},
-    "H200": {"bfloat16": 989e12, "float16": 989e12, "tf32": 494e12, "float32": 67e12},
-    "A100": {"bfloat16": 312e12, "float16": 312e12, "tf32": 156e12, "float32": 19.5e12},
-    "TPU v4": {"bfloat16": 275e12},
-    "TPU v5": {"bfloat16": 197e12},
+  "H100": {"bfloat16": 989e12, "float16": 989e12, "tf32": 494e12, "float32": 67e12},
+  "H200": {"bfloat16": 989e12, "float16": 989e12, "tf32": 494e12, "float32": 67e12},
+  "A100": {"bfloat16": 312e12, "float16": 312e12, "tf32": 156e12, "float32": 19.5e12},
+  "TPU v4": {"bfloat16": 275e12},
+  "TPU v5": {"bfloat16": 197e12},
 }
 
 
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+  """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
 
 
 def describe_device(accelerator: bool = True) -> str:
-    """E.g. ``"cpu: AMD EPYC 7B13, 2 cores, 8 jax devices"`` or ``"gpu: NVIDIA H100 x1 (host ...)"``.
+  """E.g. ``"cpu: AMD EPYC 7B13, 2 cores, 8 jax devices"`` or ``"gpu: NVIDIA H100 x1 (host ...)"``.
 
-    With ``accelerator=False`` (host-only benchmarks such as the input pipeline) JAX is not consulted.
-    """
-    cpu = f"{cpu_model()}, {os.cpu_count()} cores"
-    if not accelerator:
-        return f"cpu: {cpu}"
-    import jax  # pylint: disable=g-import-not-at-top
+  With ``accelerator=False`` (host-only benchmarks such as the input pipeline) JAX is not consulted.
+  """
+  cpu = f"{cpu_model()}, {os.cpu_count()} cores"
+  if not accelerator:
+    return f"cpu: {cpu}"
+  import jax  # pylint: disable=g-import-not-at-top
 
-    dev = jax.devices()[0]
-    if dev.platform == "cpu":
-        return f"cpu: {cpu}, {jax.device_count()} jax devices"
-    return f"{dev.platform}: {dev.device_kind} x{jax.device_count()} (host {cpu})"
+  dev = jax.devices()[0]
+  if dev.platform == "cpu":
+    return f"cpu: {cpu}, {jax.device_count()} jax devices"
+  return f"{dev.platform}: {dev.device_kind} x{jax.device_count()} (host {cpu})"
 
 
 def peak_flops(dtype: str) -> dict[str, float] | None:
-    """Peak FLOP/s of ONE device for ``dtype``: ``{"bfloat16": ...}``, or for float32 both
-    ``{"tf32": ..., "float32": ...}`` where known; None for an unknown device (the CPU)."""
-    import jax  # pylint: disable=g-import-not-at-top
+  """Peak FLOP/s of ONE device for ``dtype``: ``{"bfloat16": ...}``, or for float32 both
+  ``{"tf32": ..., "float32": ...}`` where known; None for an unknown device (the CPU)."""
+  import jax  # pylint: disable=g-import-not-at-top
 
-    kind = jax.devices()[0].device_kind
-    for key, table in PEAK_FLOPS.items():
-        if key in kind:
-            names = ("tf32", "float32") if dtype == "float32" else (dtype,)
-            return {n: table[n] for n in names if n in table} or None
-    return None
+  kind = jax.devices()[0].device_kind
+  for key, table in PEAK_FLOPS.items():
+    if key in kind:
+      names = ("tf32", "float32") if dtype == "float32" else (dtype,)
+      return {n: table[n] for n in names if n in table} or None
+  return None

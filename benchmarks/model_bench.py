@@ -39,149 +39,164 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from hardware import describe_device, peak_flops  # noqa: E402
+
 from unipose_jax.models import UniPose, UniPoseTiny  # noqa: E402
 
 
-
 def random_variables(model, input_shape, seed=0):
-    """Variables filled with numpy normals (skips compiling the RNG-heavy init; timing does not depend on values)."""
-    abstract = jax.eval_shape(
-        lambda x: model.init(jax.random.key(0), x, train=False), jax.ShapeDtypeStruct(input_shape, jnp.float32)
-    )
-    rng = np.random.default_rng(seed)
+  """Variables filled with numpy normals (skips compiling the RNG-heavy init; timing does not depend on values)."""
+  abstract = jax.eval_shape(
+    lambda x: model.init(jax.random.key(0), x, train=False),
+    jax.ShapeDtypeStruct(input_shape, jnp.float32),
+  )
+  rng = np.random.default_rng(seed)
 
-    def fill(path, leaf):
-        name = path[-1].key
-        if name == "kernel":
-            value = rng.standard_normal(leaf.shape, dtype=np.float32) * np.sqrt(2.0 / np.prod(leaf.shape[:-1]))
-        elif name in ("var", "scale"):
-            value = np.ones(leaf.shape, np.float32)
-        else:
-            value = np.zeros(leaf.shape, np.float32)
-        return jnp.asarray(value, leaf.dtype)
+  def fill(path, leaf):
+    name = path[-1].key
+    if name == "kernel":
+      value = rng.standard_normal(leaf.shape, dtype=np.float32) * np.sqrt(
+        2.0 / np.prod(leaf.shape[:-1])
+      )
+    elif name in ("var", "scale"):
+      value = np.ones(leaf.shape, np.float32)
+    else:
+      value = np.zeros(leaf.shape, np.float32)
+    return jnp.asarray(value, leaf.dtype)
 
-    return jax.tree_util.tree_map_with_path(fill, abstract)
+  return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
 def flops_of(compiled) -> float | None:
-    try:
-        cost = compiled.cost_analysis()
-    except Exception:  # noqa: BLE001 - not every backend implements it
-        return None
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else None
-    if not cost or "flops" not in cost:
-        return None
-    return float(cost["flops"])
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # noqa: BLE001 - not every backend implements it
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  if not cost or "flops" not in cost:
+    return None
+  return float(cost["flops"])
 
 
 def timed(fn, args, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
 
 
 def make_model(depth: str, output_stride: int, dtype):
-    if depth == "tiny":
-        return UniPoseTiny(output_stride=output_stride, dtype=dtype), "resnet-tiny"
-    return UniPose(backbone_depth=int(depth), output_stride=output_stride, dtype=dtype), f"resnet{depth}"
+  if depth == "tiny":
+    return UniPoseTiny(output_stride=output_stride, dtype=dtype), "resnet-tiny"
+  return UniPose(
+    backbone_depth=int(depth), output_stride=output_stride, dtype=dtype
+  ), f"resnet{depth}"
 
 
 def bench_one(depth, output_stride, input_size, batch, dtype_name, repeats):
-    dtype = jnp.dtype(dtype_name)
-    model, backbone = make_model(depth, output_stride, dtype)
-    shape = (batch, input_size, input_size, 3)
-    variables = random_variables(model, shape)
-    params, stats = variables["params"], variables["batch_stats"]
-    x = jax.random.normal(jax.random.key(0), shape, jnp.float32)
+  dtype = jnp.dtype(dtype_name)
+  model, backbone = make_model(depth, output_stride, dtype)
+  shape = (batch, input_size, input_size, 3)
+  variables = random_variables(model, shape)
+  params, stats = variables["params"], variables["batch_stats"]
+  x = jax.random.normal(jax.random.key(0), shape, jnp.float32)
 
-    fwd = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  fwd = jax.jit(lambda v, x: model.apply(v, x, train=False))
 
-    def loss_fn(params, stats, x, rng):
-        out, updates = model.apply(
-            {"params": params, "batch_stats": stats}, x, train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
-        )
-        return jnp.mean(out**2), updates["batch_stats"]
+  def loss_fn(params, stats, x, rng):
+    out, updates = model.apply(
+      {"params": params, "batch_stats": stats},
+      x,
+      train=True,
+      rngs={"dropout": rng},
+      mutable=["batch_stats"],
+    )
+    return jnp.mean(out**2), updates["batch_stats"]
 
-    fwd_bwd = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
-    rng = jax.random.key(1)
+  fwd_bwd = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+  rng = jax.random.key(1)
 
-    t = time.perf_counter()
-    fwd_c = fwd.lower(variables, x).compile()
-    compile_fwd = time.perf_counter() - t
-    t = time.perf_counter()
-    fwd_bwd_c = fwd_bwd.lower(params, stats, x, rng).compile()
-    compile_fwd_bwd = time.perf_counter() - t
+  t = time.perf_counter()
+  fwd_c = fwd.lower(variables, x).compile()
+  compile_fwd = time.perf_counter() - t
+  t = time.perf_counter()
+  fwd_bwd_c = fwd_bwd.lower(params, stats, x, rng).compile()
+  compile_fwd_bwd = time.perf_counter() - t
 
-    out = fwd_c(variables, x)
-    jax.block_until_ready(fwd_bwd_c(params, stats, x, rng))  # warm-up
-    fwd_s = timed(fwd_c, (variables, x), repeats)
-    fwd_bwd_s = timed(fwd_bwd_c, (params, stats, x, rng), repeats)
+  out = fwd_c(variables, x)
+  jax.block_until_ready(fwd_bwd_c(params, stats, x, rng))  # warm-up
+  fwd_s = timed(fwd_c, (variables, x), repeats)
+  fwd_bwd_s = timed(fwd_bwd_c, (params, stats, x, rng), repeats)
 
-    row = {
-        "name": f"unipose_{backbone}_os{output_stride}",
-        "backbone": backbone,
-        "output_stride": output_stride,
-        "input_size": input_size,
-        "batch": batch,
-        "dtype": dtype_name,
-        "params": int(sum(p.size for p in jax.tree.leaves(params))),
-        "output_shape": list(out.shape),
-        "device": describe_device(),
-        "repeats": repeats,
-        "compile_fwd_s": round(compile_fwd, 2),
-        "compile_fwd_bwd_s": round(compile_fwd_bwd, 2),
-        "fwd_s": round(fwd_s, 4),
-        "fwd_bwd_s": round(fwd_bwd_s, 4),
-        "fwd_bwd_over_fwd": round(fwd_bwd_s / fwd_s, 3),
-        "per_image_fwd_bwd_s": round(fwd_bwd_s / batch, 4),
-    }
-    f_fwd, f_fb = flops_of(fwd_c), flops_of(fwd_bwd_c)
-    if f_fwd is not None and f_fb is not None:
-        row["gflops_fwd"] = round(f_fwd / 1e9, 2)
-        row["gflops_fwd_bwd"] = round(f_fb / 1e9, 2)
-    if jax.devices()[0].platform == "gpu":
-        row["images_per_s_fwd"] = round(batch / fwd_s, 2)
-        row["images_per_s_train"] = round(batch / fwd_bwd_s, 2)
-        peaks = peak_flops(dtype_name)
-        if peaks and f_fb is not None:
-            row["peak_flops"] = peaks
-            for kind, peak in peaks.items():
-                row[f"mfu_fwd_bwd_vs_{kind}"] = round(f_fb / fwd_bwd_s / peak, 4)
-            row["mfu_fwd_bwd"] = row[f"mfu_fwd_bwd_vs_{next(iter(peaks))}"]
-    return row
+  row = {
+    "name": f"unipose_{backbone}_os{output_stride}",
+    "backbone": backbone,
+    "output_stride": output_stride,
+    "input_size": input_size,
+    "batch": batch,
+    "dtype": dtype_name,
+    "params": int(sum(p.size for p in jax.tree.leaves(params))),
+    "output_shape": list(out.shape),
+    "device": describe_device(),
+    "repeats": repeats,
+    "compile_fwd_s": round(compile_fwd, 2),
+    "compile_fwd_bwd_s": round(compile_fwd_bwd, 2),
+    "fwd_s": round(fwd_s, 4),
+    "fwd_bwd_s": round(fwd_bwd_s, 4),
+    "fwd_bwd_over_fwd": round(fwd_bwd_s / fwd_s, 3),
+    "per_image_fwd_bwd_s": round(fwd_bwd_s / batch, 4),
+  }
+  f_fwd, f_fb = flops_of(fwd_c), flops_of(fwd_bwd_c)
+  if f_fwd is not None and f_fb is not None:
+    row["gflops_fwd"] = round(f_fwd / 1e9, 2)
+    row["gflops_fwd_bwd"] = round(f_fb / 1e9, 2)
+  if jax.devices()[0].platform == "gpu":
+    row["images_per_s_fwd"] = round(batch / fwd_s, 2)
+    row["images_per_s_train"] = round(batch / fwd_bwd_s, 2)
+    peaks = peak_flops(dtype_name)
+    if peaks and f_fb is not None:
+      row["peak_flops"] = peaks
+      for kind, peak in peaks.items():
+        row[f"mfu_fwd_bwd_vs_{kind}"] = round(f_fb / fwd_bwd_s / peak, 4)
+      row["mfu_fwd_bwd"] = row[f"mfu_fwd_bwd_vs_{next(iter(peaks))}"]
+  return row
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--depth", default="101", help="ResNet depth (18/34/50/101/152) or 'tiny'")
-    p.add_argument("--output_stride", type=int, default=16)
-    p.add_argument("--input_size", type=int, default=368)
-    p.add_argument("--batch", default="1,8", help="comma-separated batch sizes; the first is the baseline")
-    p.add_argument("--dtype", default="float32", help="comma-separated: float32, bfloat16")
-    p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args(argv)
-    batches = [int(b) for b in args.batch.split(",")]
-    dtypes = [d.strip() for d in args.dtype.split(",")]
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  p.add_argument("--depth", default="101", help="ResNet depth (18/34/50/101/152) or 'tiny'")
+  p.add_argument("--output_stride", type=int, default=16)
+  p.add_argument("--input_size", type=int, default=368)
+  p.add_argument(
+    "--batch", default="1,8", help="comma-separated batch sizes; the first is the baseline"
+  )
+  p.add_argument("--dtype", default="float32", help="comma-separated: float32, bfloat16")
+  p.add_argument("--repeats", type=int, default=3)
+  args = p.parse_args(argv)
+  batches = [int(b) for b in args.batch.split(",")]
+  dtypes = [d.strip() for d in args.dtype.split(",")]
 
-    rows = []
-    for dtype_name in dtypes:
-        for batch in batches:
-            row = bench_one(args.depth, args.output_stride, args.input_size, batch, dtype_name, args.repeats)
-            base = next((r for r in rows if r["dtype"] == dtype_name and r["batch"] == batches[0]), None)
-            if base is not None:
-                row[f"per_image_speedup_vs_batch{batches[0]}"] = round(
-                    base["per_image_fwd_bwd_s"] / row["per_image_fwd_bwd_s"], 3
-                )
-            f32 = next((r for r in rows if r["dtype"] == "float32" and r["batch"] == batch), None)
-            if f32 is not None and dtype_name != "float32":
-                row["fwd_bwd_speedup_vs_float32"] = round(f32["fwd_bwd_s"] / row["fwd_bwd_s"], 3)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+  rows = []
+  for dtype_name in dtypes:
+    for batch in batches:
+      row = bench_one(
+        args.depth, args.output_stride, args.input_size, batch, dtype_name, args.repeats
+      )
+      base = next((r for r in rows if r["dtype"] == dtype_name and r["batch"] == batches[0]), None)
+      if base is not None:
+        row[f"per_image_speedup_vs_batch{batches[0]}"] = round(
+          base["per_image_fwd_bwd_s"] / row["per_image_fwd_bwd_s"], 3
+        )
+      f32 = next((r for r in rows if r["dtype"] == "float32" and r["batch"] == batch), None)
+      if f32 is not None and dtype_name != "float32":
+        row["fwd_bwd_speedup_vs_float32"] = round(f32["fwd_bwd_s"] / row["fwd_bwd_s"], 3)
+      rows.append(row)
+      print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
-    main()
+  main()

@@ -24,28 +24,36 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-
 from hardware import describe_device, peak_flops  # noqa: E402
-from unipose_jax import distributed, input_pipeline, train  # noqa: E402
 
+from unipose_jax import distributed, input_pipeline, train  # noqa: E402
 
 
 def random_batch(n: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(seed)
-  return {"image": rng.normal(size=(n, size, size, 3)).astype(np.float32),
-          "keypoints": rng.uniform(4, size - 5, size=(n, 14, 2)).astype(np.float32),
-          "weights": np.ones((n, 14), np.float32)}
+  return {
+    "image": rng.normal(size=(n, size, size, 3)).astype(np.float32),
+    "keypoints": rng.uniform(4, size - 5, size=(n, 14, 2)).astype(np.float32),
+    "weights": np.ones((n, 14), np.float32),
+  }
 
 
 def pipeline_rate(batch: int, size: int, n_batches: int, workers: int) -> float:
   """Images/s of the training pipeline on LSP-like records (random 160x100 images)."""
   rng = np.random.default_rng(0)
-  records = [{"image": rng.integers(0, 255, (160, 100, 3), dtype=np.uint8),
-              "keypoints": rng.uniform(10, 90, (14, 2)).astype(np.float32),
-              "labeled": np.ones(14, bool), "visible": np.ones(14, bool), "image_id": i}
-             for i in range(256)]
-  it = input_pipeline.make_train_iterator([records], [1.0], batch_size=batch, input_size=size,
-                                          seed=0, worker_count=workers)
+  records = [
+    {
+      "image": rng.integers(0, 255, (160, 100, 3), dtype=np.uint8),
+      "keypoints": rng.uniform(10, 90, (14, 2)).astype(np.float32),
+      "labeled": np.ones(14, bool),
+      "visible": np.ones(14, bool),
+      "image_id": i,
+    }
+    for i in range(256)
+  ]
+  it = input_pipeline.make_train_iterator(
+    [records], [1.0], batch_size=batch, input_size=size, seed=0, worker_count=workers
+  )
   next(it)
   t0 = time.perf_counter()
   for _ in range(n_batches):
@@ -60,8 +68,9 @@ def bench_case(config_name: str, batch: int, dtype: str, steps: int, workers: in
   mesh = distributed.data_mesh()
   model, _, tx, _, trainer = train.build_trainer(config, mesh)
   size = config.data.input_size
-  state = trainer.place(distributed.replicate(
-      train.create_train_state(model, tx, config.seed, size), mesh))
+  state = trainer.place(
+    distributed.replicate(train.create_train_state(model, tx, config.seed, size), mesh)
+  )
   local = random_batch(batch, size)
   lowered = trainer._step.lower(state, distributed.global_batch(local, mesh))  # pylint: disable=protected-access
   cost = lowered.compile().cost_analysis()
@@ -78,11 +87,20 @@ def bench_case(config_name: str, batch: int, dtype: str, steps: int, workers: in
   step_s = statistics.median(times)
   ips = batch / step_s
   pipe = pipeline_rate(batch, size, max(4, min(40, int(400 // batch))), workers)
-  out = {"name": f"train_step/{config_name}", "config": f"configs/{config_name}.py",
-         "batch": batch, "dtype": dtype, "input_size": size,
-         "backbone": f"resnet{config.model.backbone_depth}", "step_s": round(step_s, 5),
-         "images_per_s": round(ips, 2), "flops_per_step": flops, "device": describe_device(),
-         "pipeline_images_per_s": round(pipe, 1), "pipeline_ratio": round(pipe / ips, 3)}
+  out = {
+    "name": f"train_step/{config_name}",
+    "config": f"configs/{config_name}.py",
+    "batch": batch,
+    "dtype": dtype,
+    "input_size": size,
+    "backbone": f"resnet{config.model.backbone_depth}",
+    "step_s": round(step_s, 5),
+    "images_per_s": round(ips, 2),
+    "flops_per_step": flops,
+    "device": describe_device(),
+    "pipeline_images_per_s": round(pipe, 1),
+    "pipeline_ratio": round(pipe / ips, 3),
+  }
   peaks = peak_flops(dtype)  # float32: rated against the TF32 peak, XLA:GPU's default
   if peaks and flops == flops:
     out["mfu"] = round(flops / step_s / (next(iter(peaks.values())) * jax.device_count()), 4)

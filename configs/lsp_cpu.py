@@ -10,11 +10,11 @@ from configs import default
 def get_config():
   c = default.get_config()
   c.data.input_size = 128
-  c.data.worker_count = 0                 # grain threads: workers do not pay on 2 cores
+  c.data.worker_count = 0  # grain threads: workers do not pay on 2 cores
   c.model.backbone_depth = 18
   c.model.backbone_width = 32
   c.model.output_stride = 16
-  c.model.wasp_rates = (6, 4, 2)          # an 8x8 final map
+  c.model.wasp_rates = (6, 4, 2)  # an 8x8 final map
   c.model.wasp_features = 64
   c.model.low_level_features = 24
   c.model.decoder_features = 64
@@ -28,7 +28,7 @@ def get_config():
   c.optimizer.schedule = "cosine"
   c.optimizer.warmup_steps = 200
   c.batch_size = 16
-  c.num_train_steps = 3000                # 48 epochs of LSP train
+  c.num_train_steps = 3000  # 48 epochs of LSP train
   c.log_every = 50
   c.checkpoint_every = 500
   c.eval_every = 500

@@ -20,7 +20,7 @@ def get_config():
   c.model.stage_sizes = (1, 1, 1, 1)
   c.model.backbone_width = 16
   c.model.output_stride = 8
-  c.model.wasp_rates = (6, 4, 2)          # a 16x16 final map
+  c.model.wasp_rates = (6, 4, 2)  # a 16x16 final map
   c.model.wasp_features = 32
   c.model.low_level_features = 16
   c.model.decoder_features = 32

@@ -29,15 +29,20 @@ def lsp_annotations(zip_path):
 
 
 def score(pred, gt):
-  d = np.linalg.norm(pred - gt, axis=-1)                        # (N, 14)
+  d = np.linalg.norm(pred - gt, axis=-1)  # (N, 14)
   torso = np.linalg.norm(gt[:, 9] - gt[:, 2], axis=-1)[:, None]
   head = np.linalg.norm(gt[:, 12] - gt[:, 13], axis=-1)[:, None]
   thresholds = np.arange(41) / 200.0
   curve = np.array([(d <= a * torso).mean() for a in thresholds])
   auc = float(np.sum((curve[1:] + curve[:-1]) / 2 * np.diff(thresholds)) / 0.2)
-  return {"pck@0.2": float((d <= 0.2 * torso).mean()), "pck@0.1": float((d <= 0.1 * torso).mean()),
-          "pck@0.05": float((d <= 0.05 * torso).mean()), "auc@0.2": auc,
-          "pckh@0.5": float((d <= 0.5 * head).mean()), "images": int(d.shape[0])}
+  return {
+    "pck@0.2": float((d <= 0.2 * torso).mean()),
+    "pck@0.1": float((d <= 0.1 * torso).mean()),
+    "pck@0.05": float((d <= 0.05 * torso).mean()),
+    "auc@0.2": auc,
+    "pckh@0.5": float((d <= 0.5 * head).mean()),
+    "images": int(d.shape[0]),
+  }
 
 
 def main():
@@ -50,7 +55,8 @@ def main():
   with open(a.predictions, newline="") as f:
     for row in csv.DictReader(f):
       preds[row["decoder"]].setdefault(int(row["image_id"]), np.zeros((14, 2)))[
-          int(row["joint"])] = (float(row["x"]), float(row["y"]))
+        int(row["joint"])
+      ] = (float(row["x"]), float(row["y"]))
   out = {}
   for decoder, by_image in preds.items():
     ids = sorted(by_image)

@@ -21,8 +21,10 @@ import pytest  # noqa: E402
 # Tests build the same small networks many times (each training run, each device
 # count): a persistent compilation cache, private to this test session, compiles
 # each distinct program once.
-jax.config.update("jax_compilation_cache_dir",
-                  os.environ.get("UNIPOSE_TEST_JAX_CACHE") or tempfile.mkdtemp(prefix="jax_cache_"))
+jax.config.update(
+  "jax_compilation_cache_dir",
+  os.environ.get("UNIPOSE_TEST_JAX_CACHE") or tempfile.mkdtemp(prefix="jax_cache_"),
+)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
@@ -32,17 +34,17 @@ if str(REPO_ROOT) not in sys.path:
 
 
 def lsp_archive_dir() -> pathlib.Path:
-    """Folder holding lsp_dataset.zip / lspet_dataset.zip: $UNIPOSE_LSP_DIR or ../shared/data."""
-    env = os.environ.get("UNIPOSE_LSP_DIR")
-    return pathlib.Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+  """Folder holding lsp_dataset.zip / lspet_dataset.zip: $UNIPOSE_LSP_DIR or ../shared/data."""
+  env = os.environ.get("UNIPOSE_LSP_DIR")
+  return pathlib.Path(env) if env else REPO_ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
 def real_lsp_dir() -> pathlib.Path:
-    """The folder of the real LSP archives; skips the test (with the reason) when absent."""
-    folder = lsp_archive_dir()
-    needed = [folder / "lsp_dataset.zip", folder / "lspet_dataset.zip"]
-    missing = [str(p) for p in needed if not p.is_file()]
-    if missing:
-        pytest.skip(f"real LSP archives not found: {', '.join(missing)} (set UNIPOSE_LSP_DIR)")
-    return folder
+  """The folder of the real LSP archives; skips the test (with the reason) when absent."""
+  folder = lsp_archive_dir()
+  needed = [folder / "lsp_dataset.zip", folder / "lspet_dataset.zip"]
+  missing = [str(p) for p in needed if not p.is_file()]
+  if missing:
+    pytest.skip(f"real LSP archives not found: {', '.join(missing)} (set UNIPOSE_LSP_DIR)")
+  return folder

@@ -21,8 +21,8 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-
 from test_train import small_config  # noqa: E402  (the suite's tiny settings)
+
 from unipose_jax import distributed, train  # noqa: E402
 
 STEPS = 3
@@ -44,29 +44,35 @@ def config(data_dir):
 
 
 def flat_params(params):
-  return {"/".join(str(getattr(k, "key", k)) for k in path): v
-          for path, v in jax.tree_util.tree_leaves_with_path(params)}
+  return {
+    "/".join(str(getattr(k, "key", k)) for k in path): v
+    for path, v in jax.tree_util.tree_leaves_with_path(params)
+  }
 
 
 def steps_by_hand(cfg, batches):
   """STEPS training steps of the jit form over every device; ``batches(step)`` -> local batch."""
   mesh = distributed.data_mesh()
   model, _, tx, _, trainer = train.build_trainer(cfg, mesh)
-  state = trainer.place(distributed.replicate(
-      train.create_train_state(model, tx, cfg.seed, cfg.data.input_size), mesh))
+  state = trainer.place(
+    distributed.replicate(train.create_train_state(model, tx, cfg.seed, cfg.data.input_size), mesh)
+  )
   for i in range(STEPS):
-    state, metrics = trainer.step(state, {k: v for k, v in batches(i).items()
-                                          if k in train.TRAIN_KEYS})
+    state, metrics = trainer.step(
+      state, {k: v for k, v in batches(i).items() if k in train.TRAIN_KEYS}
+    )
   return state, float(jax.device_get(metrics["loss"]))
 
 
 def this_process_copy(tree):
   """This process's own replica of every leaf (and a check that its devices agree)."""
+
   def one(x):
     copies = [np.asarray(s.data) for s in x.addressable_shards]
     for c in copies[1:]:
       np.testing.assert_array_equal(c, copies[0])
     return copies[0]
+
   return jax.tree.map(one, tree)
 
 
@@ -79,23 +85,32 @@ def main(argv):
     cfg = config(data_dir)
     it = train.make_train_iterator(cfg, distributed.data_mesh())
     state, loss = steps_by_hand(cfg, lambda _: next(it))
-    np.savez(os.path.join(out, f"params_{jax.process_index()}.npz"),
-             loss=loss, **flat_params(this_process_copy(state.params)))
+    np.savez(
+      os.path.join(out, f"params_{jax.process_index()}.npz"),
+      loss=loss,
+      **flat_params(this_process_copy(state.params)),
+    )
     train.train_and_evaluate(cfg, workdir)  # the real loop: checkpoints, final evaluation
   elif mode == "one":
     data_dir, _, out = argv[2:]
     assert jax.process_count() == 1 and jax.device_count() == 4
     cfg = config(data_dir)
     mesh = distributed.data_mesh()
-    its = [train.make_train_iterator(cfg, mesh, shard_index=i, shard_count=NUM_PROCESSES)
-           for i in range(NUM_PROCESSES)]
+    its = [
+      train.make_train_iterator(cfg, mesh, shard_index=i, shard_count=NUM_PROCESSES)
+      for i in range(NUM_PROCESSES)
+    ]
 
     def together(_):
       parts = [next(it) for it in its]
       return {k: np.concatenate([p[k] for p in parts]) for k in train.TRAIN_KEYS}
+
     state, loss = steps_by_hand(cfg, together)
-    np.savez(os.path.join(out, "params_reference.npz"), loss=loss,
-             **flat_params(jax.device_get(state.params)))
+    np.savez(
+      os.path.join(out, "params_reference.npz"),
+      loss=loss,
+      **flat_params(jax.device_get(state.params)),
+    )
   else:
     raise SystemExit(f"unknown mode {mode!r}")
 

@@ -11,30 +11,38 @@ import time
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 from PIL import Image
 
-from conftest import REPO_ROOT
 from unipose_jax import checkpoints, datasets
 
 SMALL = "synthetic/small"
 
 
 def launch(*args, timeout=300, **popen):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             PYTHONUNBUFFERED="1")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONUNBUFFERED="1")
   cmd = [sys.executable, str(REPO_ROOT / "launch.py"), *args]
   if popen:
     return subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, text=True, **popen)
-  return subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
-                        timeout=timeout)
+  return subprocess.run(
+    cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+  )
 
 
 def small_flags(data_dir, workdir, steps):
-  return ["--config=configs/smoke.py", f"--workdir={workdir}",
-          f"--config.data.data_dir={data_dir}", f"--config.data.train_sources=('{SMALL}',)",
-          f"--config.data.eval_source={SMALL}", "--config.data.input_size=32",
-          "--config.batch_size=4", "--config.eval_batch_size=8", f"--config.num_train_steps={steps}",
-          "--config.log_every=1", "--config.checkpoint_every=1000"]
+  return [
+    "--config=configs/smoke.py",
+    f"--workdir={workdir}",
+    f"--config.data.data_dir={data_dir}",
+    f"--config.data.train_sources=('{SMALL}',)",
+    f"--config.data.eval_source={SMALL}",
+    "--config.data.input_size=32",
+    "--config.batch_size=4",
+    "--config.eval_batch_size=8",
+    f"--config.num_train_steps={steps}",
+    "--config.log_every=1",
+    "--config.checkpoint_every=1000",
+  ]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +53,12 @@ def data_dir(tmp_path_factory):
 
 
 def test_unknown_config_key_is_an_error(tmp_path):
-  r = launch("--mode=train", "--config=configs/smoke.py", f"--workdir={tmp_path}",
-             "--config.model.no_such_key=3")
+  r = launch(
+    "--mode=train",
+    "--config=configs/smoke.py",
+    f"--workdir={tmp_path}",
+    "--config.model.no_such_key=3",
+  )
   assert r.returncode != 0
   assert "no_such_key" in r.stderr
   assert not (tmp_path / "checkpoints").exists()
@@ -59,8 +71,12 @@ def test_mode_is_required():
 
 def test_sigterm_saves_and_exits_cleanly_then_eval_and_predict(data_dir, tmp_path):
   workdir = tmp_path / "run"
-  proc = launch("--mode=train", *small_flags(data_dir, workdir, 100000),
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  proc = launch(
+    "--mode=train",
+    *small_flags(data_dir, workdir, 100000),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+  )
   deadline = time.time() + 240
   metrics = workdir / "metrics.jsonl"
   while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
@@ -75,7 +91,9 @@ def test_sigterm_saves_and_exits_cleanly_then_eval_and_predict(data_dir, tmp_pat
 
   r = launch("--mode=eval", *small_flags(data_dir, workdir, 100000))
   assert r.returncode == 0, r.stderr
-  result = json.loads((workdir / "eval" / f"checkpoint_{steps[0]}" / "eval_metrics.json").read_text())
+  result = json.loads(
+    (workdir / "eval" / f"checkpoint_{steps[0]}" / "eval_metrics.json").read_text()
+  )
   assert set(result) == {"argmax", "shift", "upsample", "dark"}
   assert 0.0 <= result["dark"]["pck@0.2"] <= 1.0
 
@@ -85,12 +103,15 @@ def test_sigterm_saves_and_exits_cleanly_then_eval_and_predict(data_dir, tmp_pat
   Image.fromarray(rng.integers(0, 255, (90, 40, 3), dtype=np.uint8)).save(good[1])
   bad = tmp_path / "broken.jpg"
   bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-  r = launch("--mode=predict", *small_flags(data_dir, workdir, 100000),
-             f"--images={good[0]},{bad}")
+  r = launch("--mode=predict", *small_flags(data_dir, workdir, 100000), f"--images={good[0]},{bad}")
   assert r.returncode != 0 and "broken.jpg" in r.stderr and "not a readable image" in r.stderr
   out_dir = tmp_path / "pred"
-  r = launch("--mode=predict", *small_flags(data_dir, workdir, 100000),
-             f"--images={good[0]},{good[1]}", f"--output={out_dir}")
+  r = launch(
+    "--mode=predict",
+    *small_flags(data_dir, workdir, 100000),
+    f"--images={good[0]},{good[1]}",
+    f"--output={out_dir}",
+  )
   assert r.returncode == 0, r.stderr
   keypoints = json.loads((out_dir / "keypoints.json").read_text())
   assert list(keypoints) == [str(good[0]), str(good[1])]

@@ -16,274 +16,284 @@ K = skeleton.NUM_JOINTS
 
 
 def _hand_batch():
-    """Two images whose distances, torsos and head sizes are chosen by hand.
+  """Two images whose distances, torsos and head sizes are chosen by hand.
 
-    Image 0: torso ||(10,20)-(40,60)|| = 50 -> radii 2.5 / 5 / 10 at alpha
-    0.05 / 0.1 / 0.2; head ||(10,0)-(10,16)|| = 16 -> PCKh@0.5 radius 8.
-    Image 1: torso ||(100,100)-(100,120)|| = 20 -> radii 1 / 2 / 4; head
-    ||(100,90)-(100,60)|| = 30 -> radius 15.
-    Image 0 errors are along x, image 1 errors along y.
-    """
-    rng = np.random.default_rng(0)
-    gt = rng.uniform(0, 200, size=(2, K, 2)).astype(np.float32)
-    gt[0, 9], gt[0, 2], gt[0, 12], gt[0, 13] = (10, 20), (40, 60), (10, 0), (10, 16)
-    gt[1, 9], gt[1, 2], gt[1, 12], gt[1, 13] = (100, 100), (100, 120), (100, 90), (100, 60)
-    d0 = np.array([0, 2, 4, 7, 8, 9.9, 12, 30, 1, 3, 6, 0.5, 20, 100], np.float32)
-    d1 = np.array([0.5, 1.5, 3, 5, 0, 0, 0, 0, 14, 16, 2.5, 0.9, 1.1, 3.9], np.float32)
-    pred = gt.copy()
-    pred[0, :, 0] += d0
-    pred[1, :, 1] -= d1
-    return pred, gt
+  Image 0: torso ||(10,20)-(40,60)|| = 50 -> radii 2.5 / 5 / 10 at alpha
+  0.05 / 0.1 / 0.2; head ||(10,0)-(10,16)|| = 16 -> PCKh@0.5 radius 8.
+  Image 1: torso ||(100,100)-(100,120)|| = 20 -> radii 1 / 2 / 4; head
+  ||(100,90)-(100,60)|| = 30 -> radius 15.
+  Image 0 errors are along x, image 1 errors along y.
+  """
+  rng = np.random.default_rng(0)
+  gt = rng.uniform(0, 200, size=(2, K, 2)).astype(np.float32)
+  gt[0, 9], gt[0, 2], gt[0, 12], gt[0, 13] = (10, 20), (40, 60), (10, 0), (10, 16)
+  gt[1, 9], gt[1, 2], gt[1, 12], gt[1, 13] = (100, 100), (100, 120), (100, 90), (100, 60)
+  d0 = np.array([0, 2, 4, 7, 8, 9.9, 12, 30, 1, 3, 6, 0.5, 20, 100], np.float32)
+  d1 = np.array([0.5, 1.5, 3, 5, 0, 0, 0, 0, 14, 16, 2.5, 0.9, 1.1, 3.9], np.float32)
+  pred = gt.copy()
+  pred[0, :, 0] += d0
+  pred[1, :, 1] -= d1
+  return pred, gt
 
 
 # Correctness written out by hand from the distances above (rows: image 0, image 1).
 HAND = {
-    0.05: [[1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0],
-           [1, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 1, 0, 0]],
-    0.1: [[1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 0, 1, 0, 0],
-          [1, 1, 0, 0, 1, 1, 1, 1, 0, 0, 0, 1, 1, 0]],
-    0.2: [[1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 0],
-          [1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1]],
-    "pckh": [[1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 0, 0],   # d=8 == radius 8 counts
-             [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1]],
+  0.05: [[1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0], [1, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 1, 0, 0]],
+  0.1: [[1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 0, 1, 0, 0], [1, 1, 0, 0, 1, 1, 1, 1, 0, 0, 0, 1, 1, 0]],
+  0.2: [[1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1]],
+  "pckh": [
+    [1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 0, 0],  # d=8 == radius 8 counts
+    [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1],
+  ],
 }
 
 
 def test_reference_lengths():
-    pred, gt = _hand_batch()
-    np.testing.assert_allclose(metrics.torso_lengths(gt), [50.0, 20.0], rtol=1e-6)
-    np.testing.assert_allclose(metrics.head_lengths(gt), [16.0, 30.0], rtol=1e-6)
-    np.testing.assert_allclose(metrics.keypoint_distances(pred, gt)[0, :4], [0, 2, 4, 7], rtol=1e-5)
+  pred, gt = _hand_batch()
+  np.testing.assert_allclose(metrics.torso_lengths(gt), [50.0, 20.0], rtol=1e-6)
+  np.testing.assert_allclose(metrics.head_lengths(gt), [16.0, 30.0], rtol=1e-6)
+  np.testing.assert_allclose(metrics.keypoint_distances(pred, gt)[0, :4], [0, 2, 4, 7], rtol=1e-5)
 
 
 def test_pck_counts_hand_computed():
-    pred, gt = _hand_batch()
-    thresholds = (0.05, 0.1, 0.2)
-    c = metrics.pck_counts(pred, gt, thresholds=thresholds)
-    assert c["correct"].dtype == jnp.int32 and c["correct"].shape == (3, K)
-    for i, t in enumerate(thresholds):
-        np.testing.assert_array_equal(c["correct"][i], np.sum(HAND[t], axis=0), err_msg=str(t))
-    np.testing.assert_array_equal(c["total"], np.full(K, 2))
-    h = metrics.pckh_counts(pred, gt)
-    np.testing.assert_array_equal(h["correct"], np.sum(HAND["pckh"], axis=0))
+  pred, gt = _hand_batch()
+  thresholds = (0.05, 0.1, 0.2)
+  c = metrics.pck_counts(pred, gt, thresholds=thresholds)
+  assert c["correct"].dtype == jnp.int32 and c["correct"].shape == (3, K)
+  for i, t in enumerate(thresholds):
+    np.testing.assert_array_equal(c["correct"][i], np.sum(HAND[t], axis=0), err_msg=str(t))
+  np.testing.assert_array_equal(c["total"], np.full(K, 2))
+  h = metrics.pckh_counts(pred, gt)
+  np.testing.assert_array_equal(h["correct"], np.sum(HAND["pckh"], axis=0))
 
 
 def test_summary_hand_computed():
-    pred, gt = _hand_batch()
-    s = metrics.summarize(metrics.keypoint_counts(pred, gt))
-    assert s["pck@0.2"] == pytest.approx(21 / 28)
-    assert s["pck@0.1"] == pytest.approx(14 / 28)
-    assert s["pck@0.05"] == pytest.approx(10 / 28)
-    assert s["pckh@0.5"] == pytest.approx(22 / 28)
-    per_joint_02 = np.sum(HAND[0.2], axis=0) / 2
-    for k, name in enumerate(skeleton.JOINT_NAMES):
-        assert s[f"pck@0.2/{name}"] == pytest.approx(per_joint_02[k]), name
-    assert s["pckh@0.5/head_top"] == pytest.approx(0.5)
-    assert s["num_joints"] == 28 and s["num_images"] == 2
-    assert all(isinstance(v, float) for v in s.values())
+  pred, gt = _hand_batch()
+  s = metrics.summarize(metrics.keypoint_counts(pred, gt))
+  assert s["pck@0.2"] == pytest.approx(21 / 28)
+  assert s["pck@0.1"] == pytest.approx(14 / 28)
+  assert s["pck@0.05"] == pytest.approx(10 / 28)
+  assert s["pckh@0.5"] == pytest.approx(22 / 28)
+  per_joint_02 = np.sum(HAND[0.2], axis=0) / 2
+  for k, name in enumerate(skeleton.JOINT_NAMES):
+    assert s[f"pck@0.2/{name}"] == pytest.approx(per_joint_02[k]), name
+  assert s["pckh@0.5/head_top"] == pytest.approx(0.5)
+  assert s["num_joints"] == 28 and s["num_images"] == 2
+  assert all(isinstance(v, float) for v in s.values())
 
 
 def test_auc_step_curve_hand_computed():
-    # Every joint off by 3.9 px with a torso of 40: ratio 0.0975, between grid points
-    # 0.095 and 0.1. The curve is 0 for k = 0..19 and 1 for k = 20..40 (21 ones):
-    # trapezoid area = 0.005 * (21 - 0.5) = 0.1025, over the span 0.2 -> 0.5125.
-    gt = np.zeros((3, K, 2), np.float32)
-    gt[:, :, 0] = np.arange(K) * 7.0
-    gt[:, 9] = (0, 0)
-    gt[:, 2] = (0, 40)
-    pred = gt + np.array([0.0, 3.9], np.float32)
-    counts = metrics.keypoint_counts(pred, gt)
-    t, curve = metrics.pck_curve(counts)
-    assert t.shape == curve.shape == (41,)
-    np.testing.assert_array_equal(curve, (np.arange(41) >= 20).astype(float))
-    s = metrics.summarize(counts)
-    assert s["auc@0.2"] == pytest.approx(0.5125)
-    assert s["auc@0.2/neck"] == pytest.approx(0.5125)
-    assert s["pck@0.1"] == 1.0 and s["pck@0.05"] == 0.0
+  # Every joint off by 3.9 px with a torso of 40: ratio 0.0975, between grid points
+  # 0.095 and 0.1. The curve is 0 for k = 0..19 and 1 for k = 20..40 (21 ones):
+  # trapezoid area = 0.005 * (21 - 0.5) = 0.1025, over the span 0.2 -> 0.5125.
+  gt = np.zeros((3, K, 2), np.float32)
+  gt[:, :, 0] = np.arange(K) * 7.0
+  gt[:, 9] = (0, 0)
+  gt[:, 2] = (0, 40)
+  pred = gt + np.array([0.0, 3.9], np.float32)
+  counts = metrics.keypoint_counts(pred, gt)
+  t, curve = metrics.pck_curve(counts)
+  assert t.shape == curve.shape == (41,)
+  np.testing.assert_array_equal(curve, (np.arange(41) >= 20).astype(float))
+  s = metrics.summarize(counts)
+  assert s["auc@0.2"] == pytest.approx(0.5125)
+  assert s["auc@0.2/neck"] == pytest.approx(0.5125)
+  assert s["pck@0.1"] == 1.0 and s["pck@0.05"] == 0.0
 
 
 def test_perfect_predictor_scores_one():
-    gt = np.random.default_rng(1).uniform(0, 100, (4, K, 2)).astype(np.float32)
-    s = metrics.summarize(metrics.keypoint_counts(gt, gt))
-    for key in ("pck@0.2", "pck@0.1", "pck@0.05", "auc@0.2", "pckh@0.5"):
-        assert s[key] == 1.0, key
+  gt = np.random.default_rng(1).uniform(0, 100, (4, K, 2)).astype(np.float32)
+  s = metrics.summarize(metrics.keypoint_counts(gt, gt))
+  for key in ("pck@0.2", "pck@0.1", "pck@0.05", "auc@0.2", "pckh@0.5"):
+    assert s[key] == 1.0, key
 
 
 def test_area_under_curve_linear():
-    t = np.linspace(0, 0.2, 41)
-    assert metrics.area_under_curve(t, t / 0.2) == pytest.approx(0.5)
-    assert metrics.area_under_curve(t, np.ones(41)) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="at least two"):
-        metrics.area_under_curve([0.1], [1.0])
+  t = np.linspace(0, 0.2, 41)
+  assert metrics.area_under_curve(t, t / 0.2) == pytest.approx(0.5)
+  assert metrics.area_under_curve(t, np.ones(41)) == pytest.approx(1.0)
+  with pytest.raises(ValueError, match="at least two"):
+    metrics.area_under_curve([0.1], [1.0])
 
 
 def test_default_grid_contains_reported_alphas_exactly():
-    assert metrics.PCK_THRESHOLDS[0] == 0.0 and metrics.PCK_THRESHOLDS[-1] == 0.2
-    for a in (0.05, 0.1, 0.2):
-        assert a in metrics.PCK_THRESHOLDS
+  assert metrics.PCK_THRESHOLDS[0] == 0.0 and metrics.PCK_THRESHOLDS[-1] == 0.2
+  for a in (0.05, 0.1, 0.2):
+    assert a in metrics.PCK_THRESHOLDS
 
 
 def test_degenerate_torso_gives_no_nan():
-    gt = np.random.default_rng(2).uniform(0, 100, (1, K, 2)).astype(np.float32)
-    gt[0, 2] = gt[0, 9]  # zero torso
-    pred = gt.copy()
-    pred[0, :7, 0] += 0.1  # joints 0..6 off by 0.1 px, the rest exact
-    c = metrics.keypoint_counts(pred, gt)
-    s = metrics.summarize(c)
-    assert not any(math.isnan(v) for v in s.values())
-    # Counted in the total, correct only where the distance is exactly 0.
-    assert s["num_joints"] == K
-    for key in ("pck@0.2", "pck@0.05"):
-        assert s[key] == pytest.approx(7 / K)
-    assert s["pck@0.2/right_ankle"] == 0.0 and s["pck@0.2/head_top"] == 1.0
+  gt = np.random.default_rng(2).uniform(0, 100, (1, K, 2)).astype(np.float32)
+  gt[0, 2] = gt[0, 9]  # zero torso
+  pred = gt.copy()
+  pred[0, :7, 0] += 0.1  # joints 0..6 off by 0.1 px, the rest exact
+  c = metrics.keypoint_counts(pred, gt)
+  s = metrics.summarize(c)
+  assert not any(math.isnan(v) for v in s.values())
+  # Counted in the total, correct only where the distance is exactly 0.
+  assert s["num_joints"] == K
+  for key in ("pck@0.2", "pck@0.05"):
+    assert s[key] == pytest.approx(7 / K)
+  assert s["pck@0.2/right_ankle"] == 0.0 and s["pck@0.2/head_top"] == 1.0
 
 
 def test_nan_prediction_is_incorrect_but_counted():
-    pred, gt = _hand_batch()
-    pred[0, 0] = np.nan  # joint 0 of image 0 was correct at every threshold
-    s = metrics.summarize(metrics.keypoint_counts(pred, gt))
-    assert s["pck@0.2"] == pytest.approx(20 / 28)
-    assert s["num_joints"] == 28
+  pred, gt = _hand_batch()
+  pred[0, 0] = np.nan  # joint 0 of image 0 was correct at every threshold
+  s = metrics.summarize(metrics.keypoint_counts(pred, gt))
+  assert s["pck@0.2"] == pytest.approx(20 / 28)
+  assert s["num_joints"] == 28
 
 
 def test_mask_excludes_joints_and_padded_images():
-    pred, gt = _hand_batch()
-    mask = np.ones((2, K), bool)
-    mask[0, 6] = False  # an incorrect joint no longer counts
-    c = metrics.keypoint_counts(pred, gt, mask)
-    assert int(c["total"][6]) == 1 and int(c["total"].sum()) == 27
-    assert metrics.summarize(c)["pck@0.2"] == pytest.approx(21 / 27)
+  pred, gt = _hand_batch()
+  mask = np.ones((2, K), bool)
+  mask[0, 6] = False  # an incorrect joint no longer counts
+  c = metrics.keypoint_counts(pred, gt, mask)
+  assert int(c["total"][6]) == 1 and int(c["total"].sum()) == 27
+  assert metrics.summarize(c)["pck@0.2"] == pytest.approx(21 / 27)
 
-    # A padded third image full of NaN with valid=False changes nothing.
-    pad_pred = np.concatenate([pred, np.full((1, K, 2), np.nan, np.float32)])
-    pad_gt = np.concatenate([gt, np.full((1, K, 2), np.nan, np.float32)])
-    pad_mask = np.concatenate([mask, np.zeros((1, K), bool)])
-    padded = metrics.keypoint_counts(pad_pred, pad_gt, pad_mask)
-    for key in c:
-        np.testing.assert_array_equal(padded[key], c[key], err_msg=key)
+  # A padded third image full of NaN with valid=False changes nothing.
+  pad_pred = np.concatenate([pred, np.full((1, K, 2), np.nan, np.float32)])
+  pad_gt = np.concatenate([gt, np.full((1, K, 2), np.nan, np.float32)])
+  pad_mask = np.concatenate([mask, np.zeros((1, K), bool)])
+  padded = metrics.keypoint_counts(pad_pred, pad_gt, pad_mask)
+  for key in c:
+    np.testing.assert_array_equal(padded[key], c[key], err_msg=key)
 
 
 def test_joint_with_no_count_is_nan():
-    pred, gt = _hand_batch()
-    mask = np.ones((2, K), bool)
-    mask[:, 13] = False
-    s = metrics.summarize(metrics.keypoint_counts(pred, gt, mask))
-    assert math.isnan(s["pck@0.2/head_top"])
-    assert not math.isnan(s["pck@0.2"])
+  pred, gt = _hand_batch()
+  mask = np.ones((2, K), bool)
+  mask[:, 13] = False
+  s = metrics.summarize(metrics.keypoint_counts(pred, gt, mask))
+  assert math.isnan(s["pck@0.2/head_top"])
+  assert not math.isnan(s["pck@0.2"])
 
 
 def test_bad_input_raises():
-    pred, gt = _hand_batch()
-    with pytest.raises(ValueError, match="does not match"):
-        metrics.keypoint_counts(pred[:, :13], gt)
-    with pytest.raises(ValueError, match=r"\(B, K, 2\)"):
-        metrics.keypoint_counts(pred[..., 0], gt[..., 0])
-    with pytest.raises(ValueError, match="mask"):
-        metrics.keypoint_counts(pred, gt, np.ones((2, 13), bool))
-    with pytest.raises(ValueError, match="increasing"):
-        metrics.pck_counts(pred, gt, thresholds=(0.2, 0.1))
-    with pytest.raises(ValueError, match="at least"):
-        metrics.keypoint_counts(pred[:, :5], gt[:, :5])
+  pred, gt = _hand_batch()
+  with pytest.raises(ValueError, match="does not match"):
+    metrics.keypoint_counts(pred[:, :13], gt)
+  with pytest.raises(ValueError, match=r"\(B, K, 2\)"):
+    metrics.keypoint_counts(pred[..., 0], gt[..., 0])
+  with pytest.raises(ValueError, match="mask"):
+    metrics.keypoint_counts(pred, gt, np.ones((2, 13), bool))
+  with pytest.raises(ValueError, match="increasing"):
+    metrics.pck_counts(pred, gt, thresholds=(0.2, 0.1))
+  with pytest.raises(ValueError, match="at least"):
+    metrics.keypoint_counts(pred[:, :5], gt[:, :5])
 
 
 def _random_batch(n, seed):
-    rng = np.random.default_rng(seed)
-    gt = rng.uniform(0, 150, (n, K, 2)).astype(np.float32)
-    pred = gt + rng.normal(0, 6, (n, K, 2)).astype(np.float32)
-    mask = rng.random((n, K)) > 0.2
-    return pred, gt, mask
+  rng = np.random.default_rng(seed)
+  gt = rng.uniform(0, 150, (n, K, 2)).astype(np.float32)
+  pred = gt + rng.normal(0, 6, (n, K, 2)).astype(np.float32)
+  mask = rng.random((n, K)) > 0.2
+  return pred, gt, mask
 
 
 def test_merged_batches_equal_one_batch_under_jit():
-    pred, gt, mask = _random_batch(37, 3)
-    whole = metrics.keypoint_counts(pred, gt, mask)
-    counts = jax.jit(metrics.keypoint_counts)
-    merged = None
-    for lo, hi in ((0, 10), (10, 30), (30, 37)):  # uneven batches
-        part = counts(pred[lo:hi], gt[lo:hi], mask[lo:hi])
-        merged = part if merged is None else metrics.merge_counts(merged, part)
-    for key in whole:
-        np.testing.assert_array_equal(merged[key], whole[key], err_msg=key)
-    assert metrics.summarize(merged) == metrics.summarize(whole)
+  pred, gt, mask = _random_batch(37, 3)
+  whole = metrics.keypoint_counts(pred, gt, mask)
+  counts = jax.jit(metrics.keypoint_counts)
+  merged = None
+  for lo, hi in ((0, 10), (10, 30), (30, 37)):  # uneven batches
+    part = counts(pred[lo:hi], gt[lo:hi], mask[lo:hi])
+    merged = part if merged is None else metrics.merge_counts(merged, part)
+  for key in whole:
+    np.testing.assert_array_equal(merged[key], whole[key], err_msg=key)
+  assert metrics.summarize(merged) == metrics.summarize(whole)
 
 
 def test_merge_counts_on_host_arrays_starting_from_none():
-    pred, gt, mask = _random_batch(12, 8)
-    whole = metrics.keypoint_counts(pred, gt, mask)
-    acc = None
-    for part in (slice(0, 5), slice(5, 12)):
-        host = jax.device_get(metrics.batch_counts(pred[part], gt[part], mask[part]))
-        acc = metrics.merge_counts(acc, host)
-    for key in whole:
-        np.testing.assert_array_equal(acc[key], whole[key], err_msg=key)
-    assert metrics.merge_counts(None, None) is None
-    with pytest.raises(ValueError, match="shapes"):
-        metrics.merge_counts(whole, {**whole, "total": whole["total"][:3]})
+  pred, gt, mask = _random_batch(12, 8)
+  whole = metrics.keypoint_counts(pred, gt, mask)
+  acc = None
+  for part in (slice(0, 5), slice(5, 12)):
+    host = jax.device_get(metrics.batch_counts(pred[part], gt[part], mask[part]))
+    acc = metrics.merge_counts(acc, host)
+  for key in whole:
+    np.testing.assert_array_equal(acc[key], whole[key], err_msg=key)
+  assert metrics.merge_counts(None, None) is None
+  with pytest.raises(ValueError, match="shapes"):
+    metrics.merge_counts(whole, {**whole, "total": whole["total"][:3]})
 
 
 def test_accumulator_merge_and_compute():
-    pred, gt, mask = _random_batch(24, 4)
-    make = jax.jit(lambda p, g, m: metrics.PCKAccumulator.from_model_output(
-        pred_keypoints=p, gt_keypoints=g, keypoint_mask=m))
-    acc = metrics.PCKAccumulator.empty()
-    for lo in range(0, 24, 8):
-        acc = acc.merge(make(pred[lo:lo + 8], gt[lo:lo + 8], mask[lo:lo + 8]))
-    expected = metrics.summarize(metrics.keypoint_counts(pred, gt, mask))
-    assert acc.compute() == expected
-    t, curve = acc.compute_curve()
-    assert t.shape == curve.shape == (41,)
-    assert curve[-1] == pytest.approx(expected["pck@0.2"])
+  pred, gt, mask = _random_batch(24, 4)
+  make = jax.jit(
+    lambda p, g, m: metrics.PCKAccumulator.from_model_output(
+      pred_keypoints=p, gt_keypoints=g, keypoint_mask=m
+    )
+  )
+  acc = metrics.PCKAccumulator.empty()
+  for lo in range(0, 24, 8):
+    acc = acc.merge(make(pred[lo : lo + 8], gt[lo : lo + 8], mask[lo : lo + 8]))
+  expected = metrics.summarize(metrics.keypoint_counts(pred, gt, mask))
+  assert acc.compute() == expected
+  t, curve = acc.compute_curve()
+  assert t.shape == curve.shape == (41,)
+  assert curve[-1] == pytest.approx(expected["pck@0.2"])
 
 
 def test_accumulator_merge_refuses_other_thresholds():
-    a = metrics.PCKAccumulator.empty()
-    b = metrics.PCKAccumulator.empty(thresholds=(0.0, 0.1, 0.2))
-    with pytest.raises(ValueError, match="thresholds"):
-        a.merge(b)
+  a = metrics.PCKAccumulator.empty()
+  b = metrics.PCKAccumulator.empty(thresholds=(0.0, 0.1, 0.2))
+  with pytest.raises(ValueError, match="thresholds"):
+    a.merge(b)
 
 
 def test_collection_with_example_mask_and_loss():
-    pred, gt, mask = _random_batch(6, 5)
-    valid = np.array([True, True, True, True, False, False])
-    Metrics = clu.metrics.Collection.create(
-        pose=metrics.PCKAccumulator, loss=clu.metrics.Average.from_output("loss"))
-    m = jax.jit(lambda p, g, km, v: Metrics.single_from_model_output(
-        pred_keypoints=p, gt_keypoints=g, keypoint_mask=km, mask=v, loss=jnp.float32(2.0)))(
-            pred, gt, mask, valid)
-    out = m.compute()
-    expected = metrics.summarize(metrics.keypoint_counts(pred[:4], gt[:4], mask[:4]))
-    assert out["pose"] == expected
-    assert float(out["loss"]) == 2.0
+  pred, gt, mask = _random_batch(6, 5)
+  valid = np.array([True, True, True, True, False, False])
+  Metrics = clu.metrics.Collection.create(
+    pose=metrics.PCKAccumulator, loss=clu.metrics.Average.from_output("loss")
+  )
+  m = jax.jit(
+    lambda p, g, km, v: Metrics.single_from_model_output(
+      pred_keypoints=p, gt_keypoints=g, keypoint_mask=km, mask=v, loss=jnp.float32(2.0)
+    )
+  )(pred, gt, mask, valid)
+  out = m.compute()
+  expected = metrics.summarize(metrics.keypoint_counts(pred[:4], gt[:4], mask[:4]))
+  assert out["pose"] == expected
+  assert float(out["loss"]) == 2.0
 
 
 def test_reduce_over_device_axis_equals_one_batch():
-    # What clu does after all_gather: a leading device axis, reduced by merge.
-    pred, gt, mask = _random_batch(16, 6)
-    per_device = [metrics.PCKAccumulator.from_model_output(pred[i:i + 2], gt[i:i + 2], mask[i:i + 2])
-                  for i in range(0, 16, 2)]
-    stacked = jax.tree.map(lambda *x: jnp.stack(x), *per_device)
-    reduced = stacked.reduce()
-    whole = metrics.PCKAccumulator.from_model_output(pred, gt, mask)
-    for key, value in whole.counts().items():
-        np.testing.assert_array_equal(reduced.counts()[key], value, err_msg=key)
+  # What clu does after all_gather: a leading device axis, reduced by merge.
+  pred, gt, mask = _random_batch(16, 6)
+  per_device = [
+    metrics.PCKAccumulator.from_model_output(pred[i : i + 2], gt[i : i + 2], mask[i : i + 2])
+    for i in range(0, 16, 2)
+  ]
+  stacked = jax.tree.map(lambda *x: jnp.stack(x), *per_device)
+  reduced = stacked.reduce()
+  whole = metrics.PCKAccumulator.from_model_output(pred, gt, mask)
+  for key, value in whole.counts().items():
+    np.testing.assert_array_equal(reduced.counts()[key], value, err_msg=key)
 
 
 def test_sharded_over_fake_devices_equals_one_batch():
-    n = jax.device_count()
-    if n < 2:
-        pytest.skip("needs several (fake) devices")
-    pred, gt, mask = _random_batch(2 * n, 7)
-    mesh = jax.make_mesh((n,), ("batch",))
-    spec = jax.sharding.PartitionSpec("batch")
+  n = jax.device_count()
+  if n < 2:
+    pytest.skip("needs several (fake) devices")
+  pred, gt, mask = _random_batch(2 * n, 7)
+  mesh = jax.make_mesh((n,), ("batch",))
+  spec = jax.sharding.PartitionSpec("batch")
 
-    def per_shard(p, g, m):
-        local = metrics.keypoint_counts(p, g, m)
-        return jax.tree.map(lambda x: jax.lax.psum(x, "batch"), local)
+  def per_shard(p, g, m):
+    local = metrics.keypoint_counts(p, g, m)
+    return jax.tree.map(lambda x: jax.lax.psum(x, "batch"), local)
 
-    f = jax.jit(jax.shard_map(per_shard, mesh=mesh, in_specs=(spec, spec, spec),
-                              out_specs=jax.sharding.PartitionSpec()))
-    sharding = jax.sharding.NamedSharding(mesh, spec)
-    sharded = f(*(jax.device_put(x, sharding) for x in (pred, gt, mask)))
-    whole = metrics.keypoint_counts(pred, gt, mask)
-    for key in whole:
-        np.testing.assert_array_equal(sharded[key], whole[key], err_msg=key)
+  f = jax.jit(
+    jax.shard_map(
+      per_shard, mesh=mesh, in_specs=(spec, spec, spec), out_specs=jax.sharding.PartitionSpec()
+    )
+  )
+  sharding = jax.sharding.NamedSharding(mesh, spec)
+  sharded = f(*(jax.device_put(x, sharding) for x in (pred, gt, mask)))
+  whole = metrics.keypoint_counts(pred, gt, mask)
+  for key in whole:
+    np.testing.assert_array_equal(sharded[key], whole[key], err_msg=key)

@@ -24,12 +24,12 @@ import sys
 import time
 
 import jax
+import multiprocess_worker as worker
 import numpy as np
 import pytest
-
-import multiprocess_worker as worker
-from configs import smoke
 from conftest import REPO_ROOT
+
+from configs import smoke
 from unipose_jax import checkpoints, datasets, distributed
 
 SMALL = "synthetic/small"  # 128 train / 32 test images
@@ -58,11 +58,20 @@ def _run_together(jobs, log_dir, timeout=TIMEOUT_S):
   procs = {}
   try:
     for name, argv, devices, extra_env in jobs:
-      env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-                 JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", **extra_env)
+      env = dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        PYTHONUNBUFFERED="1",
+        **extra_env,
+      )
       log = open(os.path.join(log_dir, f"{name}.log"), "w")
-      procs[name] = (subprocess.Popen([sys.executable, *argv], env=env, cwd=REPO_ROOT,
-                                      stdout=log, stderr=subprocess.STDOUT), log)
+      procs[name] = (
+        subprocess.Popen(
+          [sys.executable, *argv], env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
+        ),
+        log,
+      )
     deadline = time.time() + timeout
     while time.time() < deadline:
       codes = {n: p.poll() for n, (p, _) in procs.items()}
@@ -97,8 +106,13 @@ def _launch_argv(mode, data_dir, workdir, **overrides):
   cfg = worker.config(data_dir)
   for k, v in overrides.items():
     cfg[k] = v
-  return [str(REPO_ROOT / "launch.py"), f"--mode={mode}", "--config=configs/smoke.py",
-          f"--workdir={workdir}", *_config_flags(cfg, smoke.get_config())]
+  return [
+    str(REPO_ROOT / "launch.py"),
+    f"--mode={mode}",
+    "--config=configs/smoke.py",
+    f"--workdir={workdir}",
+    *_config_flags(cfg, smoke.get_config()),
+  ]
 
 
 def _cache_env(tmp_path_factory):
@@ -140,10 +154,19 @@ def trained(data_dir, tmp_path_factory):
       port = _free_port()
       script = str(REPO_ROOT / "tests" / "multiprocess_worker.py")
       cache = _cache_env(tmp_path_factory)
-      _run_together([(f"process_{i}", [script, "two", str(port), str(i), data_dir,
-                                       str(workdir), str(out)], 2, cache) for i in range(2)]
-                    + [("reference", [script, "one", data_dir, str(workdir), str(out)], 4,
-                        cache)], str(root))
+      _run_together(
+        [
+          (
+            f"process_{i}",
+            [script, "two", str(port), str(i), data_dir, str(workdir), str(out)],
+            2,
+            cache,
+          )
+          for i in range(2)
+        ]
+        + [("reference", [script, "one", data_dir, str(workdir), str(out)], 4, cache)],
+        str(root),
+      )
   return {"workdir": workdir, "out": out, "root": root}
 
 
@@ -159,16 +182,40 @@ def followed_up(trained, data_dir, tmp_path_factory):
       port = _free_port()
       cache = _cache_env(tmp_path_factory)
       two_eval = _launch_argv("eval", data_dir, workdir)
-      _run_together([
-          ("eval_process_0", [*two_eval, f"--coordinator_address=127.0.0.1:{port}",
-                              "--num_processes=2", "--process_id=0"], 2, cache),
-          ("eval_process_1", two_eval, 2, dict(cache, UNIPOSE_COORDINATOR=f"127.0.0.1:{port}",
-                                               UNIPOSE_NUM_PROCESSES="2",
-                                               UNIPOSE_PROCESS_ID="1")),
+      _run_together(
+        [
+          (
+            "eval_process_0",
+            [
+              *two_eval,
+              f"--coordinator_address=127.0.0.1:{port}",
+              "--num_processes=2",
+              "--process_id=0",
+            ],
+            2,
+            cache,
+          ),
+          (
+            "eval_process_1",
+            two_eval,
+            2,
+            dict(
+              cache,
+              UNIPOSE_COORDINATOR=f"127.0.0.1:{port}",
+              UNIPOSE_NUM_PROCESSES="2",
+              UNIPOSE_PROCESS_ID="1",
+            ),
+          ),
           ("eval_one", _launch_argv("eval", data_dir, one_eval), 4, cache),
-          ("resume_one", _launch_argv("train", data_dir, resumed,
-                                      num_train_steps=worker.STEPS + 1), 4, cache),
-      ], str(root))
+          (
+            "resume_one",
+            _launch_argv("train", data_dir, resumed, num_train_steps=worker.STEPS + 1),
+            4,
+            cache,
+          ),
+        ],
+        str(root),
+      )
     resume_log = (root / "resume_one.log").read_text()
   return {"one_eval": one_eval, "resumed": resumed, "resume_log": resume_log}
 
@@ -206,10 +253,12 @@ def test_two_processes_train_like_one_process_with_all_devices(trained):
 def test_evaluation_with_two_processes_equals_one_process(trained, followed_up):
   step = worker.STEPS
   in_training = json.loads((trained["workdir"] / "eval_metrics.json").read_text())
-  two = json.loads((trained["workdir"] / "eval" / f"checkpoint_{step}" /
-                    "eval_metrics.json").read_text())
-  one = json.loads((followed_up["one_eval"] / "eval" / f"checkpoint_{step}" /
-                    "eval_metrics.json").read_text())
+  two = json.loads(
+    (trained["workdir"] / "eval" / f"checkpoint_{step}" / "eval_metrics.json").read_text()
+  )
+  one = json.loads(
+    (followed_up["one_eval"] / "eval" / f"checkpoint_{step}" / "eval_metrics.json").read_text()
+  )
   assert set(one) == {"argmax", "shift", "upsample", "dark"}
   for name, result in (("final evaluation of the run", in_training), ("--mode=eval", two)):
     assert set(result) == set(one), name
@@ -240,21 +289,32 @@ def test_two_process_checkpoint_continues_in_one_process(trained, followed_up):
   after, _, _ = ckpt.restore(step=worker.STEPS + 1)
   ckpt.close()
   assert int(after["step"]) == worker.STEPS + 1
-  moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in
-              zip(jax.tree.leaves(before["params"]), jax.tree.leaves(after["params"])))
+  moved = max(
+    float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+    for a, b in zip(jax.tree.leaves(before["params"]), jax.tree.leaves(after["params"]))
+  )
   assert 0 < moved < 1
   assert json.loads((resumed / "eval_metrics.json").read_text())["dark"]["pck@0.2"] >= 0
 
 
 # ----------------------------------------------------------------------------- settings
 
+
 @pytest.fixture
 def fake_initialize(monkeypatch):
   calls = []
   monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append((a, k)))
-  for name in ("UNIPOSE_COORDINATOR", "UNIPOSE_NUM_PROCESSES", "UNIPOSE_PROCESS_ID",
-               "UNIPOSE_DISTRIBUTED_AUTO", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS",
-               "SLURM_STEP_NODELIST", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES"):
+  for name in (
+    "UNIPOSE_COORDINATOR",
+    "UNIPOSE_NUM_PROCESSES",
+    "UNIPOSE_PROCESS_ID",
+    "UNIPOSE_DISTRIBUTED_AUTO",
+    "SLURM_NTASKS",
+    "SLURM_STEP_NUM_TASKS",
+    "SLURM_STEP_NODELIST",
+    "OMPI_COMM_WORLD_SIZE",
+    "TPU_WORKER_HOSTNAMES",
+  ):
     monkeypatch.delenv(name, raising=False)
   return calls
 
@@ -298,6 +358,7 @@ def test_initialize_rejects_incomplete_settings(fake_initialize):
 
 def test_pmap_with_several_processes_is_a_clear_error(monkeypatch):
   from unipose_jax import train  # pylint: disable=g-import-not-at-top
+
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   with pytest.raises(ValueError, match="pmap.*one process only"):
     train.ParallelTrainer("pmap", distributed.data_mesh(), lambda s, b: (s, {}))

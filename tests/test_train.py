@@ -8,7 +8,6 @@ import os
 import shutil
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -57,22 +56,30 @@ def _params_of_checkpoint(workdir, step):
 
 def _random_batch(n, size, seed=0):
   rng = np.random.default_rng(seed)
-  return {"image": rng.normal(size=(n, size, size, 3)).astype(np.float32),
-          "keypoints": rng.uniform(2, size - 3, size=(n, 14, 2)).astype(np.float32),
-          "weights": (rng.uniform(size=(n, 14)) > 0.1).astype(np.float32)}
+  return {
+    "image": rng.normal(size=(n, size, size, 3)).astype(np.float32),
+    "keypoints": rng.uniform(2, size - 3, size=(n, 14, 2)).astype(np.float32),
+    "weights": (rng.uniform(size=(n, 14)) > 0.1).astype(np.float32),
+  }
 
 
 def test_jit_pmap_and_single_device_give_the_same_update(data_dir):
   assert jax.device_count() == 8
   batch = _random_batch(16, 32)
   results = {}
-  for name, parallelism, devices in [("single", "jit", jax.devices()[:1]),
-                                     ("jit8", "jit", jax.devices()),
-                                     ("pmap8", "pmap", jax.devices())]:
+  for name, parallelism, devices in [
+    ("single", "jit", jax.devices()[:1]),
+    ("jit8", "jit", jax.devices()),
+    ("pmap8", "pmap", jax.devices()),
+  ]:
     cfg = small_config(data_dir, parallelism=parallelism)
     # SGD: the update is linear in the gradient, so float rounding stays float rounding
     # (Adam divides near-zero gradients by their own magnitude and amplifies it).
-    cfg.optimizer.name, cfg.optimizer.schedule, cfg.optimizer.learning_rate = "sgd", "constant", 0.01
+    cfg.optimizer.name, cfg.optimizer.schedule, cfg.optimizer.learning_rate = (
+      "sgd",
+      "constant",
+      0.01,
+    )
     mesh = distributed.data_mesh(devices)
     model, _, tx, _, trainer = train.build_trainer(cfg, mesh)
     init = train.create_train_state(model, tx, cfg.seed, cfg.data.input_size)
@@ -84,8 +91,10 @@ def test_jit_pmap_and_single_device_give_the_same_update(data_dir):
   ref_state, ref_loss = results["single"]
   assert int(ref_state.step) == 2
   # The update moved the parameters: the comparison below is not between two initialisations.
-  moved = max(float(np.max(np.abs(a - b))) for a, b in
-              zip(jax.tree.leaves(ref_state.params), jax.tree.leaves(jax.device_get(init.params))))
+  moved = max(
+    float(np.max(np.abs(a - b)))
+    for a, b in zip(jax.tree.leaves(ref_state.params), jax.tree.leaves(jax.device_get(init.params)))
+  )
   assert moved > 1e-3
   for name in ("jit8", "pmap8"):
     state, loss = results[name]
@@ -116,8 +125,11 @@ def test_resume_is_bit_exact_and_restores_on_fewer_devices(data_dir, tmp_path):
   worst = max(float(np.max(np.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(c)))
   assert worst < 1e-5
   # Logged progress survives the restart: steps 2, 4, 6 (the first run logged 2 before stopping).
-  steps = [json.loads(line)["step"] for line in open(os.path.join(resumed, "metrics.jsonl"))
-           if "loss" in line]
+  steps = [
+    json.loads(line)["step"]
+    for line in open(os.path.join(resumed, "metrics.jsonl"))
+    if "loss" in line
+  ]
   assert steps == [2, 4, 6]
 
 
@@ -135,12 +147,15 @@ def test_smoke_training_learns_and_writes_results(data_dir, tmp_path):
   model, codec, tx, _, _ = train.build_trainer(cfg, mesh)
   untrained = train.create_train_state(model, tx, cfg.seed, cfg.data.input_size)
   before = evaluate.Evaluator(cfg, model, codec, mesh).run(
-      distributed.replicate(untrained.variables, mesh), str(tmp_path / "untrained"),
-      write_files=False)
+    distributed.replicate(untrained.variables, mesh), str(tmp_path / "untrained"), write_files=False
+  )
 
   summary = train.train_and_evaluate(cfg, workdir)
-  losses = [json.loads(line)["loss"] for line in open(os.path.join(workdir, "metrics.jsonl"))
-            if '"loss"' in line]
+  losses = [
+    json.loads(line)["loss"]
+    for line in open(os.path.join(workdir, "metrics.jsonl"))
+    if '"loss"' in line
+  ]
   assert losses[-1] < 0.5 * losses[0], losses
   pck_before, pck_after = before["dark"]["pck@0.2"], summary["dark"]["pck@0.2"]
   print(f"synthetic/small PCK@0.2: untrained {pck_before:.3f}, after 150 steps {pck_after:.3f}")
@@ -152,12 +167,14 @@ def test_smoke_training_learns_and_writes_results(data_dir, tmp_path):
   assert metrics == json.load(open(os.path.join(out, "eval_metrics.json")))
   assert set(metrics) == {"argmax", "shift", "upsample", "dark"}
   for decoder in metrics.values():
-    assert {"pck@0.2", "pck@0.1", "pck@0.05", "auc@0.2", "pckh@0.5",
-            "pck@0.2/head_top"} <= set(decoder)
+    assert {"pck@0.2", "pck@0.1", "pck@0.05", "auc@0.2", "pckh@0.5", "pck@0.2/head_top"} <= set(
+      decoder
+    )
   rows = list(csv.DictReader(open(os.path.join(out, "predictions.csv"))))
   assert len(rows) == 4 * 32 * 14
   assert sorted({int(r["image_id"]) for r in rows}) == sorted(
-      int(datasets.data_source(SMALL, "test", data_dir)[i]["image_id"]) for i in range(32))
+    int(datasets.data_source(SMALL, "test", data_dir)[i]["image_id"]) for i in range(32)
+  )
   for name in ("pck_curve.png", "example_0.png", "example_1.png", "heatmaps_0.png"):
     with open(os.path.join(out, name), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n", name

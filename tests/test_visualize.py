@@ -13,171 +13,186 @@ from PIL import Image
 from unipose_jax import skeleton, visualize
 
 # A standing person in a 100 x 100 frame: joints well apart, (x, y) pixels.
-PERSON = np.array([
-    [30, 95], [32, 75], [35, 55],   # right ankle, knee, hip
-    [65, 55], [68, 75], [70, 95],   # left hip, knee, ankle
-    [15, 50], [20, 35], [35, 20],   # right wrist, elbow, shoulder
-    [65, 20], [80, 35], [85, 50],   # left shoulder, elbow, wrist
-    [50, 15], [50, 3],              # neck, head top
-], np.float64)
+PERSON = np.array(
+  [
+    [30, 95],
+    [32, 75],
+    [35, 55],  # right ankle, knee, hip
+    [65, 55],
+    [68, 75],
+    [70, 95],  # left hip, knee, ankle
+    [15, 50],
+    [20, 35],
+    [35, 20],  # right wrist, elbow, shoulder
+    [65, 20],
+    [80, 35],
+    [85, 50],  # left shoulder, elbow, wrist
+    [50, 15],
+    [50, 3],  # neck, head top
+  ],
+  np.float64,
+)
 
 
 def _read(path):
-    with Image.open(path) as im:
-        assert im.format == "PNG"
-        return np.asarray(im.convert("RGB"))
+  with Image.open(path) as im:
+    assert im.format == "PNG"
+    return np.asarray(im.convert("RGB"))
 
 
 def test_joint_pixels_have_joint_colours():
-    black = np.zeros((100, 100, 3), np.uint8)
-    out = visualize.draw_skeleton(black, PERSON, (200, 0, 0))
-    assert out.shape == black.shape and out.dtype == np.uint8
-    assert not black.any(), "input must not be modified"
-    colors = visualize.joint_colors((200, 0, 0))
-    for k, (x, y) in enumerate(PERSON.astype(int)):
-        np.testing.assert_array_equal(out[y, x], colors[k], err_msg=skeleton.JOINT_NAMES[k])
-    # Left and right are distinguishable; centre joints use the base colour.
-    assert tuple(colors[9]) != tuple(colors[8])
-    assert tuple(colors[9]) == visualize.left_color((200, 0, 0))
-    assert tuple(colors[12]) == (200, 0, 0)
-    assert np.abs(colors[9].astype(int) - colors[8].astype(int)).max() >= 100
-    # Something was drawn along a limb (midpoint of right shin), nothing in an empty corner.
-    assert out[85, 31].any()
-    assert not out[5, 95].any()
+  black = np.zeros((100, 100, 3), np.uint8)
+  out = visualize.draw_skeleton(black, PERSON, (200, 0, 0))
+  assert out.shape == black.shape and out.dtype == np.uint8
+  assert not black.any(), "input must not be modified"
+  colors = visualize.joint_colors((200, 0, 0))
+  for k, (x, y) in enumerate(PERSON.astype(int)):
+    np.testing.assert_array_equal(out[y, x], colors[k], err_msg=skeleton.JOINT_NAMES[k])
+  # Left and right are distinguishable; centre joints use the base colour.
+  assert tuple(colors[9]) != tuple(colors[8])
+  assert tuple(colors[9]) == visualize.left_color((200, 0, 0))
+  assert tuple(colors[12]) == (200, 0, 0)
+  assert np.abs(colors[9].astype(int) - colors[8].astype(int)).max() >= 100
+  # Something was drawn along a limb (midpoint of right shin), nothing in an empty corner.
+  assert out[85, 31].any()
+  assert not out[5, 95].any()
 
 
 def test_subpixel_keypoint_lands_on_its_pixel_centre():
-    black = np.zeros((60, 60, 3), np.uint8)
-    kp = np.full((skeleton.NUM_JOINTS, 2), np.nan)
-    kp[0] = (10.4, 20.6)  # pixel centre convention: column 10, row 21
-    out = visualize.draw_skeleton(black, kp, (0, 0, 255), radius=1)
-    np.testing.assert_array_equal(out[21, 10], (0, 0, 255))
-    assert not out[40:, 40:].any()  # NaN joints (and their limbs) are skipped
+  black = np.zeros((60, 60, 3), np.uint8)
+  kp = np.full((skeleton.NUM_JOINTS, 2), np.nan)
+  kp[0] = (10.4, 20.6)  # pixel centre convention: column 10, row 21
+  out = visualize.draw_skeleton(black, kp, (0, 0, 255), radius=1)
+  np.testing.assert_array_equal(out[21, 10], (0, 0, 255))
+  assert not out[40:, 40:].any()  # NaN joints (and their limbs) are skipped
 
 
 def test_mask_hides_joints_and_their_limbs():
-    black = np.zeros((100, 100, 3), np.uint8)
-    mask = np.ones(skeleton.NUM_JOINTS, bool)
-    mask[13] = False  # head top
-    out = visualize.draw_skeleton(black, PERSON, (200, 0, 0), mask)
-    assert not out[3, 50].any()
-    assert not out[9, 50].any()  # on the neck-head limb, which is hidden too
-    assert out[15, 50].any()
+  black = np.zeros((100, 100, 3), np.uint8)
+  mask = np.ones(skeleton.NUM_JOINTS, bool)
+  mask[13] = False  # head top
+  out = visualize.draw_skeleton(black, PERSON, (200, 0, 0), mask)
+  assert not out[3, 50].any()
+  assert not out[9, 50].any()  # on the neck-head limb, which is hidden too
+  assert out[15, 50].any()
 
 
 def test_draw_skeleton_bad_input():
-    with pytest.raises(ValueError, match="uint8"):
-        visualize.draw_skeleton(np.zeros((10, 10, 3)), PERSON)
-    with pytest.raises(ValueError, match="keypoints"):
-        visualize.draw_skeleton(np.zeros((10, 10, 3), np.uint8), PERSON[:5])
-    with pytest.raises(ValueError, match="mask"):
-        visualize.draw_skeleton(np.zeros((10, 10, 3), np.uint8), PERSON, mask=np.ones(3, bool))
+  with pytest.raises(ValueError, match="uint8"):
+    visualize.draw_skeleton(np.zeros((10, 10, 3)), PERSON)
+  with pytest.raises(ValueError, match="keypoints"):
+    visualize.draw_skeleton(np.zeros((10, 10, 3), np.uint8), PERSON[:5])
+  with pytest.raises(ValueError, match="mask"):
+    visualize.draw_skeleton(np.zeros((10, 10, 3), np.uint8), PERSON, mask=np.ones(3, bool))
 
 
 def test_prediction_png_size_and_placement(tmp_path):
-    image = np.full((150, 60, 3), 90, np.uint8)  # a small, LSP-like portrait image
-    gt = np.tile(np.array([[30.0, 75.0]]), (skeleton.NUM_JOINTS, 1))
-    gt[:, 1] += np.arange(skeleton.NUM_JOINTS) * 5 - 35
-    pred = gt.copy()
-    path = visualize.save_prediction_png(tmp_path / "p.png", image, pred, gt, title="img 1001")
-    out = _read(path)
-    new_h, new_w = visualize.scaled_size(150, 60, 300)
-    assert (new_h, new_w) == (300, 120)
-    assert out.shape == (22 + 300, 2 * 120 + 4, 3)
-    # Joint 0 at (30, 40) maps to x' = 30.5 * 2 - 0.5 = 60.5, y' = 40.5 * 2 - 0.5 = 80.5.
-    x, y = 60, 80
-    np.testing.assert_array_equal(out[22 + y, x], visualize.GT_COLOR)
-    np.testing.assert_array_equal(out[22 + y, 120 + 4 + x], visualize.PRED_COLOR)
-    # Without gt and title: one panel of the scaled size.
-    single = _read(visualize.save_prediction_png(tmp_path / "q.png", image, pred))
-    assert single.shape == (300, 120, 3)
+  image = np.full((150, 60, 3), 90, np.uint8)  # a small, LSP-like portrait image
+  gt = np.tile(np.array([[30.0, 75.0]]), (skeleton.NUM_JOINTS, 1))
+  gt[:, 1] += np.arange(skeleton.NUM_JOINTS) * 5 - 35
+  pred = gt.copy()
+  path = visualize.save_prediction_png(tmp_path / "p.png", image, pred, gt, title="img 1001")
+  out = _read(path)
+  new_h, new_w = visualize.scaled_size(150, 60, 300)
+  assert (new_h, new_w) == (300, 120)
+  assert out.shape == (22 + 300, 2 * 120 + 4, 3)
+  # Joint 0 at (30, 40) maps to x' = 30.5 * 2 - 0.5 = 60.5, y' = 40.5 * 2 - 0.5 = 80.5.
+  x, y = 60, 80
+  np.testing.assert_array_equal(out[22 + y, x], visualize.GT_COLOR)
+  np.testing.assert_array_equal(out[22 + y, 120 + 4 + x], visualize.PRED_COLOR)
+  # Without gt and title: one panel of the scaled size.
+  single = _read(visualize.save_prediction_png(tmp_path / "q.png", image, pred))
+  assert single.shape == (300, 120, 3)
 
 
 def test_prediction_png_uses_pixel_centre_scaling(tmp_path):
-    # A 10 x 10 image is scaled 30x. Pixel centre (2, 3) maps to
-    # ((2 + 0.5) * 30 - 0.5, (3 + 0.5) * 30 - 0.5) = (74.5, 104.5), not (60, 90).
-    image = np.zeros((10, 10, 3), np.uint8)
-    kp = np.zeros((skeleton.NUM_JOINTS, 2))
-    kp[0] = (2, 3)
-    only_first = np.arange(skeleton.NUM_JOINTS) == 0
-    out = _read(visualize.save_prediction_png(tmp_path / "p.png", image, kp, pred_mask=only_first))
-    assert out.shape == (300, 300, 3)
-    np.testing.assert_array_equal(out[104, 74], visualize.PRED_COLOR)
-    np.testing.assert_array_equal(out[105, 75], visualize.PRED_COLOR)
-    assert not out[90, 60].any()
+  # A 10 x 10 image is scaled 30x. Pixel centre (2, 3) maps to
+  # ((2 + 0.5) * 30 - 0.5, (3 + 0.5) * 30 - 0.5) = (74.5, 104.5), not (60, 90).
+  image = np.zeros((10, 10, 3), np.uint8)
+  kp = np.zeros((skeleton.NUM_JOINTS, 2))
+  kp[0] = (2, 3)
+  only_first = np.arange(skeleton.NUM_JOINTS) == 0
+  out = _read(visualize.save_prediction_png(tmp_path / "p.png", image, kp, pred_mask=only_first))
+  assert out.shape == (300, 300, 3)
+  np.testing.assert_array_equal(out[104, 74], visualize.PRED_COLOR)
+  np.testing.assert_array_equal(out[105, 75], visualize.PRED_COLOR)
+  assert not out[90, 60].any()
 
 
 def test_heatmap_panel_alignment_and_size(tmp_path):
-    image = np.zeros((64, 64, 3), np.uint8)
-    heatmaps = np.zeros((16, 16, skeleton.NUM_JOINTS + 1), np.float32)  # stride 4
-    heatmaps[10, 3, 1] = 1.0  # right ankle peak at heatmap (x=3, y=10) -> input (13.5, 41.5)
-    path = visualize.save_heatmap_panel(tmp_path / "h.png", image, heatmaps, tile_size=64,
-                                        columns=5, alpha=1.0)
-    out = _read(path)
-    # 1 image tile + 15 channels = 16 tiles -> 4 rows of 5.
-    assert out.shape == (4 * 64, 5 * 64, 3)
-    tile = out[0:64, 2 * 64:3 * 64]  # channel 1 is tile index 2
-    hot, cold = tile[41, 13], tile[60, 60]
-    assert hot[0] > 200 and hot[2] < 60, hot  # red/orange end of JET
-    assert cold[2] > 100 and cold[0] < 60, cold  # blue end of JET
-    # The hottest pixel is next to the mapped peak.
-    red = tile[20:, :].astype(int)[..., 0] - tile[20:, :].astype(int)[..., 2]
-    row, col = np.unravel_index(np.argmax(red), red.shape)
-    assert abs(row + 20 - 41.5) <= 1 and abs(col - 13.5) <= 1
+  image = np.zeros((64, 64, 3), np.uint8)
+  heatmaps = np.zeros((16, 16, skeleton.NUM_JOINTS + 1), np.float32)  # stride 4
+  heatmaps[10, 3, 1] = 1.0  # right ankle peak at heatmap (x=3, y=10) -> input (13.5, 41.5)
+  path = visualize.save_heatmap_panel(
+    tmp_path / "h.png", image, heatmaps, tile_size=64, columns=5, alpha=1.0
+  )
+  out = _read(path)
+  # 1 image tile + 15 channels = 16 tiles -> 4 rows of 5.
+  assert out.shape == (4 * 64, 5 * 64, 3)
+  tile = out[0:64, 2 * 64 : 3 * 64]  # channel 1 is tile index 2
+  hot, cold = tile[41, 13], tile[60, 60]
+  assert hot[0] > 200 and hot[2] < 60, hot  # red/orange end of JET
+  assert cold[2] > 100 and cold[0] < 60, cold  # blue end of JET
+  # The hottest pixel is next to the mapped peak.
+  red = tile[20:, :].astype(int)[..., 0] - tile[20:, :].astype(int)[..., 2]
+  row, col = np.unravel_index(np.argmax(red), red.shape)
+  assert abs(row + 20 - 41.5) <= 1 and abs(col - 13.5) <= 1
 
 
 def test_heatmap_panel_bad_input(tmp_path):
-    image = np.zeros((64, 64, 3), np.uint8)
-    with pytest.raises(ValueError, match="heatmaps"):
-        visualize.save_heatmap_panel(tmp_path / "h.png", image, np.zeros((16, 16)))
-    with pytest.raises(ValueError, match="names"):
-        visualize.save_heatmap_panel(tmp_path / "h.png", image, np.zeros((16, 16, 3)), names=["a"])
-    assert not list(tmp_path.iterdir())
+  image = np.zeros((64, 64, 3), np.uint8)
+  with pytest.raises(ValueError, match="heatmaps"):
+    visualize.save_heatmap_panel(tmp_path / "h.png", image, np.zeros((16, 16)))
+  with pytest.raises(ValueError, match="names"):
+    visualize.save_heatmap_panel(tmp_path / "h.png", image, np.zeros((16, 16, 3)), names=["a"])
+  assert not list(tmp_path.iterdir())
 
 
 def test_pck_curve_png(tmp_path):
-    t = np.linspace(0, 0.2, 41)
-    curves = {"dark": (t, np.clip(t * 6, 0, 1)), "argmax": (t, np.clip(t * 4, 0, 1))}
-    a = visualize.save_pck_curve(tmp_path / "a.png", curves, dpi=50)
-    b = visualize.save_pck_curve(tmp_path / "b.png", curves, dpi=50)
-    assert _read(a).shape == (225, 300, 3)  # figsize (6, 4.5) * 50 dpi
-    assert a.read_bytes() == b.read_bytes()  # deterministic
-    with pytest.raises(ValueError, match="empty"):
-        visualize.save_pck_curve(tmp_path / "c.png", {})
-    with pytest.raises(ValueError, match="dark"):
-        visualize.save_pck_curve(tmp_path / "c.png", {"dark": (t, t[:-1])})
+  t = np.linspace(0, 0.2, 41)
+  curves = {"dark": (t, np.clip(t * 6, 0, 1)), "argmax": (t, np.clip(t * 4, 0, 1))}
+  a = visualize.save_pck_curve(tmp_path / "a.png", curves, dpi=50)
+  b = visualize.save_pck_curve(tmp_path / "b.png", curves, dpi=50)
+  assert _read(a).shape == (225, 300, 3)  # figsize (6, 4.5) * 50 dpi
+  assert a.read_bytes() == b.read_bytes()  # deterministic
+  with pytest.raises(ValueError, match="empty"):
+    visualize.save_pck_curve(tmp_path / "c.png", {})
+  with pytest.raises(ValueError, match="dark"):
+    visualize.save_pck_curve(tmp_path / "c.png", {"dark": (t, t[:-1])})
 
 
 def test_prediction_png_is_deterministic(tmp_path):
-    image = np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8)
-    a = visualize.save_prediction_png(tmp_path / "a.png", image, PERSON, PERSON + 2.3, title="x")
-    b = visualize.save_prediction_png(tmp_path / "b.png", image, PERSON, PERSON + 2.3, title="x")
-    assert a.read_bytes() == b.read_bytes()
+  image = np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8)
+  a = visualize.save_prediction_png(tmp_path / "a.png", image, PERSON, PERSON + 2.3, title="x")
+  b = visualize.save_prediction_png(tmp_path / "b.png", image, PERSON, PERSON + 2.3, title="x")
+  assert a.read_bytes() == b.read_bytes()
 
 
 def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
-    image = np.zeros((40, 40, 3), np.uint8)
-    target = tmp_path / "out.png"
-    visualize.save_png(target, image)
-    before = target.read_bytes()
+  image = np.zeros((40, 40, 3), np.uint8)
+  target = tmp_path / "out.png"
+  visualize.save_png(target, image)
+  before = target.read_bytes()
 
-    def broken_save(self, fp, *args, **kwargs):
-        fp.write(b"\x89PNG half")  # a partial write, then a crash
-        raise RuntimeError("killed mid-write")
+  def broken_save(self, fp, *args, **kwargs):
+    fp.write(b"\x89PNG half")  # a partial write, then a crash
+    raise RuntimeError("killed mid-write")
 
-    monkeypatch.setattr(Image.Image, "save", broken_save)
-    with pytest.raises(RuntimeError, match="mid-write"):
-        visualize.save_png(target, np.full((40, 40, 3), 255, np.uint8))
-    assert target.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
-    assert oct(os.stat(target).st_mode & 0o777) == oct(0o644)
+  monkeypatch.setattr(Image.Image, "save", broken_save)
+  with pytest.raises(RuntimeError, match="mid-write"):
+    visualize.save_png(target, np.full((40, 40, 3), 255, np.uint8))
+  assert target.read_bytes() == before
+  assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+  assert oct(os.stat(target).st_mode & 0o777) == oct(0o644)
 
 
 def test_no_pyplot_and_no_global_backend_change(tmp_path):
-    code = (
-        "import sys, numpy as np, matplotlib\n"
-        "from unipose_jax import visualize\n"
-        f"visualize.save_pck_curve({str(tmp_path / 'c.png')!r}, {{'a': ([0, 0.2], [0, 1])}}, dpi=20)\n"
-        "assert 'matplotlib.pyplot' not in sys.modules\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  code = (
+    "import sys, numpy as np, matplotlib\n"
+    "from unipose_jax import visualize\n"
+    f"visualize.save_pck_curve({str(tmp_path / 'c.png')!r}, {{'a': ([0, 0.2], [0, 1])}}, dpi=20)\n"
+    "assert 'matplotlib.pyplot' not in sys.modules\n"
+  )
+  subprocess.run(
+    [sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__))
+  )

@@ -26,6 +26,7 @@ ENV_AUTO = "UNIPOSE_DISTRIBUTED_AUTO"
 def _cluster_detected() -> str | None:
   """The multi-process launcher that started this process, if JAX reads its settings by
   itself (``jax.distributed.initialize()`` with no arguments) and it runs several tasks."""
+
   def count(*names):
     for name in names:
       try:
@@ -33,6 +34,7 @@ def _cluster_detected() -> str | None:
       except (KeyError, ValueError):
         continue
     return 1
+
   # srun sets SLURM_STEP_*; a batch script's own step (no srun) must not wait for peers.
   if "SLURM_STEP_NODELIST" in os.environ and count("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS") > 1:
     return "SLURM"
@@ -47,9 +49,14 @@ def _env_true(name: str) -> bool:
   return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "auto")
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, *, auto: bool = False,
-               initialization_timeout: int = 300) -> bool:
+def initialize(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  *,
+  auto: bool = False,
+  initialization_timeout: int = 300,
+) -> bool:
   """Start JAX's multi-process runtime; call before anything touches a device.
 
   Settings, first found wins:
@@ -71,22 +78,28 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   given = [coordinator_address is not None, num_processes is not None, process_id is not None]
   if any(given) and not all(given):
     raise ValueError(
-        "multi-process settings need all three of coordinator address, number of processes "
-        f"and process id (flags --coordinator_address/--num_processes/--process_id or "
-        f"${ENV_COORDINATOR}/${ENV_NUM_PROCESSES}/${ENV_PROCESS_ID}); got "
-        f"coordinator_address={coordinator_address!r}, num_processes={num_processes!r}, "
-        f"process_id={process_id!r}")
+      "multi-process settings need all three of coordinator address, number of processes "
+      f"and process id (flags --coordinator_address/--num_processes/--process_id or "
+      f"${ENV_COORDINATOR}/${ENV_NUM_PROCESSES}/${ENV_PROCESS_ID}); got "
+      f"coordinator_address={coordinator_address!r}, num_processes={num_processes!r}, "
+      f"process_id={process_id!r}"
+    )
   # Cross-process collectives of the CPU backend (no effect on GPU/TPU devices).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if all(given):
     if num_processes < 1 or not 0 <= process_id < num_processes:
-      raise ValueError(f"need 0 <= process_id < num_processes, got process_id={process_id}, "
-                       f"num_processes={num_processes}")
+      raise ValueError(
+        f"need 0 <= process_id < num_processes, got process_id={process_id}, "
+        f"num_processes={num_processes}"
+      )
     if num_processes == 1:
       return False
-    jax.distributed.initialize(coordinator_address, num_processes=num_processes,
-                               process_id=process_id,
-                               initialization_timeout=initialization_timeout)
+    jax.distributed.initialize(
+      coordinator_address,
+      num_processes=num_processes,
+      process_id=process_id,
+      initialization_timeout=initialization_timeout,
+    )
     return True
   if auto or _env_true(ENV_AUTO) or _cluster_detected() is not None:
     jax.distributed.initialize(initialization_timeout=initialization_timeout)
@@ -109,23 +122,26 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def per_process_batch_size(global_batch_size: int, mesh: Mesh,
-                           process_count: int | None = None) -> int:
+def per_process_batch_size(
+  global_batch_size: int, mesh: Mesh, process_count: int | None = None
+) -> int:
   """The examples one process feeds per step; checks the global batch divides evenly."""
   n_dev = mesh.devices.size
   n_proc = jax.process_count() if process_count is None else process_count
   if global_batch_size % n_dev:
     raise ValueError(
-        f"batch_size={global_batch_size} is not divisible by the {n_dev} devices of the mesh; "
-        f"use a multiple of {n_dev}")
+      f"batch_size={global_batch_size} is not divisible by the {n_dev} devices of the mesh; "
+      f"use a multiple of {n_dev}"
+    )
   return global_batch_size // n_proc
 
 
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Assemble process-local numpy arrays (leading dim = this process's share) into global arrays."""
   sharding = batch_sharded(mesh)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
-                      local_batch)
+  return jax.tree.map(
+    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch
+  )
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -143,10 +159,10 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   def put(x):
     if isinstance(x, jax.Array) and x.is_fully_addressable:
       if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(put(jax.random.key_data(x)),
-                                        impl=jax.random.key_impl(x))
+        return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
       x = np.asarray(x)
     return jax.device_put(x, sharding)
+
   return jax.tree.map(put, tree)
 
 
@@ -155,6 +171,7 @@ def to_host(tree: Any) -> Any:
   if jax.process_count() == 1:
     return jax.device_get(tree)
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   return multihost_utils.process_allgather(tree, tiled=True)
 
 

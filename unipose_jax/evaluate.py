@@ -16,15 +16,23 @@ import csv
 import functools
 import json
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from unipose_jax import (checkpoints, datasets, distributed, input_pipeline, metrics, skeleton,
-                         visualize)
+from unipose_jax import (
+  checkpoints,
+  datasets,
+  distributed,
+  input_pipeline,
+  metrics,
+  skeleton,
+  visualize,
+)
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.models import Bottleneck, ResNet, UniPose
 
@@ -32,6 +40,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 
 
 # ----------------------------------------------------------------------------- builders
+
 
 def build_model(cfg: ml_collections.ConfigDict, bn_axis_name: str | None = None) -> UniPose:
   """``UniPose`` from ``config.model`` (plain arguments from here on)."""
@@ -41,19 +50,19 @@ def build_model(cfg: ml_collections.ConfigDict, bn_axis_name: str | None = None)
   if cfg.stage_sizes:  # a custom (small) bottleneck ResNet instead of a standard depth
     backbone = functools.partial(ResNet, stage_sizes=tuple(cfg.stage_sizes), block_cls=Bottleneck)
   return UniPose(
-      num_joints=skeleton.NUM_JOINTS,
-      backbone_depth=cfg.backbone_depth,
-      backbone=backbone,
-      output_stride=cfg.output_stride,
-      backbone_width=cfg.backbone_width,
-      wasp_features=cfg.wasp_features,
-      wasp_rates=tuple(cfg.wasp_rates) or None,
-      low_level_features=cfg.low_level_features,
-      decoder_features=cfg.decoder_features,
-      wasp_dropout=cfg.wasp_dropout,
-      decoder_dropouts=tuple(cfg.decoder_dropout),
-      dtype=DTYPES[cfg.dtype],
-      bn_axis_name=bn_axis_name,
+    num_joints=skeleton.NUM_JOINTS,
+    backbone_depth=cfg.backbone_depth,
+    backbone=backbone,
+    output_stride=cfg.output_stride,
+    backbone_width=cfg.backbone_width,
+    wasp_features=cfg.wasp_features,
+    wasp_rates=tuple(cfg.wasp_rates) or None,
+    low_level_features=cfg.low_level_features,
+    decoder_features=cfg.decoder_features,
+    wasp_dropout=cfg.wasp_dropout,
+    decoder_dropouts=tuple(cfg.decoder_dropout),
+    dtype=DTYPES[cfg.dtype],
+    bn_axis_name=bn_axis_name,
   )
 
 
@@ -62,9 +71,14 @@ def build_codec(config: ml_collections.ConfigDict) -> HeatmapCodec:
   size = config.data.input_size
   if size % 8:
     raise ValueError(f"data.input_size={size} must be a multiple of 8 (heatmaps are at stride 8)")
-  return HeatmapCodec(input_size=(size, size), heatmap_size=(size // 8, size // 8),
-                      sigma=config.codec.sigma, encoding=config.codec.encoding,
-                      decoding=config.codec.decoding, dark_kernel=config.codec.dark_kernel or None)
+  return HeatmapCodec(
+    input_size=(size, size),
+    heatmap_size=(size // 8, size // 8),
+    sigma=config.codec.sigma,
+    encoding=config.codec.encoding,
+    decoding=config.codec.decoding,
+    dark_kernel=config.codec.dark_kernel or None,
+  )
 
 
 def load_source(name: str, split: str, data_dir: str):
@@ -73,6 +87,7 @@ def load_source(name: str, split: str, data_dir: str):
 
 
 # ----------------------------------------------------------------------------- the step
+
 
 def predict_heatmaps(variables, images: jax.Array, *, model, flip_test: bool) -> jax.Array:
   """Joint heatmaps (B, h, w, K) of normalised images (B, S, S, 3); background dropped.
@@ -89,8 +104,15 @@ def predict_heatmaps(variables, images: jax.Array, *, model, flip_test: bool) ->
   return heatmaps
 
 
-def eval_step(variables, batch: dict[str, jax.Array], *, model, codec: HeatmapCodec,
-              decodings: Sequence[str], flip_test: bool) -> dict[str, Any]:
+def eval_step(
+  variables,
+  batch: dict[str, jax.Array],
+  *,
+  model,
+  codec: HeatmapCodec,
+  decodings: Sequence[str],
+  flip_test: bool,
+) -> dict[str, Any]:
   """Predictions and metric sums for one (global) batch.
 
   batch: ``image`` (B, S, S, 3), ``inverse_affine`` (B, 2, 3) input -> original,
@@ -104,8 +126,11 @@ def eval_step(variables, batch: dict[str, jax.Array], *, model, codec: HeatmapCo
   for decoding in decodings:
     kp_input, scores = codec.decode(heatmaps, decoding=decoding)
     kp_orig = apply_affine(batch["inverse_affine"], kp_input)
-    out[decoding] = {"keypoints": kp_orig, "scores": scores,
-                     "counts": metrics.batch_counts(kp_orig, batch["keypoints_orig"], mask)}
+    out[decoding] = {
+      "keypoints": kp_orig,
+      "scores": scores,
+      "counts": metrics.batch_counts(kp_orig, batch["keypoints_orig"], mask),
+    }
   return out
 
 
@@ -116,6 +141,7 @@ def apply_affine(affine: jax.Array, points: jax.Array) -> jax.Array:
 
 # ----------------------------------------------------------------------------- the loop
 
+
 class Evaluator:
   """Evaluates variables on the configured test split, every process its own shard."""
 
@@ -125,18 +151,23 @@ class Evaluator:
     self.decodings = tuple(config.codec.eval_decodings)
     if config.codec.decoding not in self.decodings:
       self.decodings += (config.codec.decoding,)
-    self.source = load_source(config.data.eval_source, config.data.eval_split,
-                              config.data.data_dir)
+    self.source = load_source(config.data.eval_source, config.data.eval_split, config.data.data_dir)
     self.batch_size = distributed.per_process_batch_size(config.eval_batch_size, mesh)
-    self._step = jax.jit(functools.partial(eval_step, model=model, codec=codec,
-                                           decodings=self.decodings,
-                                           flip_test=config.flip_test))
+    self._step = jax.jit(
+      functools.partial(
+        eval_step, model=model, codec=codec, decodings=self.decodings, flip_test=config.flip_test
+      )
+    )
 
   def iterator(self):
     return input_pipeline.make_eval_iterator(
-        self.source, batch_size=self.batch_size, input_size=self.config.data.input_size,
-        shard_index=jax.process_index(), shard_count=jax.process_count(),
-        worker_count=self.config.data.eval_worker_count)
+      self.source,
+      batch_size=self.batch_size,
+      input_size=self.config.data.input_size,
+      shard_index=jax.process_index(),
+      shard_count=jax.process_count(),
+      worker_count=self.config.data.eval_worker_count,
+    )
 
   def run(self, variables, out_dir: str, write_files: bool = True) -> dict[str, dict[str, float]]:
     """Evaluate; returns ``{decoder: summary}`` and writes result files (primary process)."""
@@ -145,17 +176,22 @@ class Evaluator:
     examples = []
     for local in self.iterator():
       batch = distributed.global_batch(
-          {k: local[k] for k in ("image", "inverse_affine", "keypoints_orig", "labeled", "valid")},
-          self.mesh)
+        {k: local[k] for k in ("image", "inverse_affine", "keypoints_orig", "labeled", "valid")},
+        self.mesh,
+      )
       out = self._step(variables, batch)
       host = distributed.to_host({d: out[d] for d in self.decodings})
-      ids = distributed.to_host(distributed.global_batch(
-          {"image_id": local["image_id"], "valid": local["valid"]}, self.mesh))
+      ids = distributed.to_host(
+        distributed.global_batch(
+          {"image_id": local["image_id"], "valid": local["valid"]}, self.mesh
+        )
+      )
       valid = np.asarray(ids["valid"]).astype(bool)
       for d in self.decodings:
         counts[d] = metrics.merge_counts(counts[d], host[d]["counts"])
-        rows[d].append((ids["image_id"][valid], host[d]["keypoints"][valid],
-                        host[d]["scores"][valid]))
+        rows[d].append(
+          (ids["image_id"][valid], host[d]["keypoints"][valid], host[d]["scores"][valid])
+        )
       if write_files and len(examples) < self.config.num_example_images:
         examples.extend(self._examples(local, out, len(examples)))
     summary = {d: metrics.summarize(counts[d]) for d in self.decodings}
@@ -164,14 +200,22 @@ class Evaluator:
       write_json(os.path.join(out_dir, "eval_metrics.json"), summary)
       if write_files:
         write_predictions_csv(os.path.join(out_dir, "predictions.csv"), rows)
-        visualize.save_pck_curve(os.path.join(out_dir, "pck_curve.png"),
-                                 {d: metrics.pck_curve(counts[d]) for d in self.decodings})
+        visualize.save_pck_curve(
+          os.path.join(out_dir, "pck_curve.png"),
+          {d: metrics.pck_curve(counts[d]) for d in self.decodings},
+        )
         for i, (image, pred, gt, input_image, heatmaps) in enumerate(examples):
-          visualize.save_prediction_png(os.path.join(out_dir, f"example_{i}.png"), image,
-                                        pred, gt, title=f"{self.config.codec.decoding}")
+          visualize.save_prediction_png(
+            os.path.join(out_dir, f"example_{i}.png"),
+            image,
+            pred,
+            gt,
+            title=f"{self.config.codec.decoding}",
+          )
           if i == 0:
-            visualize.save_heatmap_panel(os.path.join(out_dir, "heatmaps_0.png"), input_image,
-                                         heatmaps)
+            visualize.save_heatmap_panel(
+              os.path.join(out_dir, "heatmaps_0.png"), input_image, heatmaps
+            )
     return summary
 
   def _examples(self, local, out, have: int):
@@ -186,12 +230,20 @@ class Evaluator:
     found = []
     for i in first:
       record = self.source[int(local["source_index"][i])]
-      found.append((record["image"], preds[i], local["keypoints_orig"][i],
-                    input_pipeline.denormalize(local["image"][i]), heatmaps[i]))
+      found.append(
+        (
+          record["image"],
+          preds[i],
+          local["keypoints_orig"][i],
+          input_pipeline.denormalize(local["image"][i]),
+          heatmaps[i],
+        )
+      )
     return found
 
 
 # ----------------------------------------------------------------------------- files
+
 
 def _nan_to_none(obj: Any) -> Any:
   if isinstance(obj, dict):
@@ -222,8 +274,17 @@ def write_predictions_csv(path: str, rows: dict[str, list]) -> None:
       for ids, kps, scores in chunks:
         for image_id, kp, sc in zip(ids, kps, scores):
           for j in range(kp.shape[0]):
-            w.writerow([decoder, int(image_id), j, skeleton.JOINT_NAMES[j],
-                        f"{kp[j, 0]:.4f}", f"{kp[j, 1]:.4f}", f"{sc[j]:.5f}"])
+            w.writerow(
+              [
+                decoder,
+                int(image_id),
+                j,
+                skeleton.JOINT_NAMES[j],
+                f"{kp[j, 0]:.4f}",
+                f"{kp[j, 1]:.4f}",
+                f"{sc[j]:.5f}",
+              ]
+            )
   os.replace(tmp, path)
 
 
@@ -232,14 +293,20 @@ def write_final_summary(workdir: str, summary: dict[str, dict[str, float]]) -> N
   if not distributed.is_primary():
     return
   write_json(os.path.join(workdir, "eval_metrics.json"), summary)
-  print(f"{'decoder':10s} {'PCK@0.2':>8s} {'PCK@0.1':>8s} {'PCK@0.05':>8s} {'AUC@0.2':>8s} "
-        f"{'PCKh@0.5*':>9s}   (*head = neck to head top: LSP has no head box)")
+  print(
+    f"{'decoder':10s} {'PCK@0.2':>8s} {'PCK@0.1':>8s} {'PCK@0.05':>8s} {'AUC@0.2':>8s} "
+    f"{'PCKh@0.5*':>9s}   (*head = neck to head top: LSP has no head box)"
+  )
   for dec, res in summary.items():
-    print(f"{dec:10s} {res['pck@0.2']:8.4f} {res['pck@0.1']:8.4f} {res['pck@0.05']:8.4f} "
-          f"{res['auc@0.2']:8.4f} {res['pckh@0.5']:9.4f}", flush=True)
+    print(
+      f"{dec:10s} {res['pck@0.2']:8.4f} {res['pck@0.1']:8.4f} {res['pck@0.05']:8.4f} "
+      f"{res['auc@0.2']:8.4f} {res['pckh@0.5']:9.4f}",
+      flush=True,
+    )
 
 
 # ----------------------------------------------------------------------------- checkpoints
+
 
 def restore_variables(workdir: str, mesh, step: int | None = None) -> tuple[dict, int]:
   """Model variables of a run's checkpoint (default: the best by PCK@0.2, else the latest).
@@ -251,8 +318,10 @@ def restore_variables(workdir: str, mesh, step: int | None = None) -> tuple[dict
     if step is None:
       step = ckpt.best_step() or ckpt.latest_step()
     if step is None:
-      raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train first "
-                              f"(launch.py --mode=train --workdir={workdir})")
+      raise FileNotFoundError(
+        f"no checkpoint in {workdir}/checkpoints: train first "
+        f"(launch.py --mode=train --workdir={workdir})"
+      )
     state, _, _ = ckpt.restore(step=step)
   finally:
     ckpt.close()
@@ -260,8 +329,9 @@ def restore_variables(workdir: str, mesh, step: int | None = None) -> tuple[dict
   return distributed.replicate(variables, mesh), step
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
-                        step: int | None = None) -> dict[str, dict[str, float]]:
+def evaluate_checkpoint(
+  config: ml_collections.ConfigDict, workdir: str, step: int | None = None
+) -> dict[str, dict[str, float]]:
   """``--mode=eval``: evaluate a checkpoint with every configured decoder and write the files
   into ``<workdir>/eval/checkpoint_<step>/``."""
   mesh = distributed.data_mesh()
@@ -275,9 +345,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
 
 # ----------------------------------------------------------------------------- predict
 
+
 def read_image(path: str) -> np.ndarray:
   """An image file as uint8 RGB (H, W, 3); a clear error for a missing or unreadable file."""
   from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no such image file")
   try:
@@ -287,8 +359,9 @@ def read_image(path: str) -> np.ndarray:
     raise ValueError(f"{path}: not a readable image ({e})") from e
 
 
-def predict_images(config: ml_collections.ConfigDict, workdir: str, paths: Sequence[str],
-                   output_dir: str) -> dict[str, Any]:
+def predict_images(
+  config: ml_collections.ConfigDict, workdir: str, paths: Sequence[str], output_dir: str
+) -> dict[str, Any]:
   """``--mode=predict``: keypoints of image files with a trained run's best checkpoint.
 
   Writes ``<output_dir>/keypoints.json`` (``{file: {joint_name: [x, y, score]}}`` in
@@ -312,16 +385,24 @@ def predict_images(config: ml_collections.ConfigDict, workdir: str, paths: Seque
   if write:
     os.makedirs(output_dir, exist_ok=True)
   for path, image in zip(paths, images):
-    record = {"image": image, "keypoints": np.zeros((k, 2), np.float32),
-              "labeled": np.zeros(k, bool), "visible": np.zeros(k, bool), "image_id": 0}
+    record = {
+      "image": image,
+      "keypoints": np.zeros((k, 2), np.float32),
+      "labeled": np.zeros(k, bool),
+      "visible": np.zeros(k, bool),
+      "image_id": 0,
+    }
     x = input_pipeline.transform_eval(record, input_size=config.data.input_size)
     kp, sc = jax.device_get(predict(variables, x["image"][None], x["inverse_affine"][None]))
-    results[path] = {name: [float(kp[0, j, 0]), float(kp[0, j, 1]), float(sc[0, j])]
-                     for j, name in enumerate(skeleton.JOINT_NAMES)}
+    results[path] = {
+      name: [float(kp[0, j, 0]), float(kp[0, j, 1]), float(sc[0, j])]
+      for j, name in enumerate(skeleton.JOINT_NAMES)
+    }
     stem = os.path.splitext(os.path.basename(path))[0]
     if write:
-      visualize.save_prediction_png(os.path.join(output_dir, f"{stem}_pose.png"), image, kp[0],
-                                    None, title=stem)
+      visualize.save_prediction_png(
+        os.path.join(output_dir, f"{stem}_pose.png"), image, kp[0], None, title=stem
+      )
   if write:
     write_json(os.path.join(output_dir, "keypoints.json"), results)
   return results

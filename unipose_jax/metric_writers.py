@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 
@@ -27,6 +27,7 @@ class MetricWriter:
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
       self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
 
@@ -57,8 +58,14 @@ class Progress:
   ``update(step, extra)`` returns the line it printed (or None between reports).
   """
 
-  def __init__(self, total_steps: int, images_per_step: int, first_step: int = 0, every: int = 50,
-               print_fn=print):
+  def __init__(
+    self,
+    total_steps: int,
+    images_per_step: int,
+    first_step: int = 0,
+    every: int = 50,
+    print_fn=print,
+  ):
     self.total = total_steps
     self.images_per_step = images_per_step
     self.every = max(1, every)
@@ -77,8 +84,7 @@ class Progress:
     ips = self.rate(step)
     remaining = (self.total - step) * self.images_per_step / ips if ips > 0 else float("nan")
     fields = " ".join(f"{k}={v:.4g}" for k, v in (extra or {}).items())
-    line = (f"step {step}/{self.total} {fields} {ips:.1f} img/s "
-            f"ETA {format_seconds(remaining)}")
+    line = f"step {step}/{self.total} {fields} {ips:.1f} img/s ETA {format_seconds(remaining)}"
     if jax.process_index() == 0:
       self._print(line, flush=True)
     self._t0, self._s0 = time.perf_counter(), step

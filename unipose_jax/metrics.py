@@ -67,39 +67,39 @@ Array = Any
 
 
 def _check_keypoints(pred: Array, gt: Array) -> tuple[jnp.ndarray, jnp.ndarray]:
-    pred = jnp.asarray(pred, jnp.float32)
-    gt = jnp.asarray(gt, jnp.float32)
-    if gt.ndim != 3 or gt.shape[-1] != 2:
-        raise ValueError(f"gt must have shape (B, K, 2), got {gt.shape}")
-    if pred.shape != gt.shape:
-        raise ValueError(f"pred shape {pred.shape} does not match gt shape {gt.shape}")
-    needed = max(max(skeleton.TORSO), max(skeleton.HEAD)) + 1
-    if gt.shape[1] < needed:
-        raise ValueError(
-            f"need at least {needed} joints in LSP order (torso {skeleton.TORSO}, "
-            f"head {skeleton.HEAD}), got K={gt.shape[1]}"
-        )
-    return pred, gt
+  pred = jnp.asarray(pred, jnp.float32)
+  gt = jnp.asarray(gt, jnp.float32)
+  if gt.ndim != 3 or gt.shape[-1] != 2:
+    raise ValueError(f"gt must have shape (B, K, 2), got {gt.shape}")
+  if pred.shape != gt.shape:
+    raise ValueError(f"pred shape {pred.shape} does not match gt shape {gt.shape}")
+  needed = max(max(skeleton.TORSO), max(skeleton.HEAD)) + 1
+  if gt.shape[1] < needed:
+    raise ValueError(
+      f"need at least {needed} joints in LSP order (torso {skeleton.TORSO}, "
+      f"head {skeleton.HEAD}), got K={gt.shape[1]}"
+    )
+  return pred, gt
 
 
 def _check_mask(mask: Array | None, shape: tuple[int, int]) -> jnp.ndarray:
-    if mask is None:
-        return jnp.ones(shape, bool)
-    mask = jnp.asarray(mask)
-    if mask.shape != shape:
-        raise ValueError(f"mask must have shape (B, K) = {shape}, got {mask.shape}")
-    return mask.astype(bool)
+  if mask is None:
+    return jnp.ones(shape, bool)
+  mask = jnp.asarray(mask)
+  if mask.shape != shape:
+    raise ValueError(f"mask must have shape (B, K) = {shape}, got {mask.shape}")
+  return mask.astype(bool)
 
 
 def _check_thresholds(thresholds: Sequence[float] | Array) -> np.ndarray:
-    t = np.asarray(thresholds, np.float64)
-    if t.ndim != 1 or t.size == 0:
-        raise ValueError(f"thresholds must be a non-empty 1-D sequence, got shape {t.shape}")
-    if not np.all(np.isfinite(t)) or np.any(t < 0):
-        raise ValueError(f"thresholds must be finite and >= 0, got {t}")
-    if np.any(np.diff(t) <= 0):
-        raise ValueError(f"thresholds must be strictly increasing, got {t}")
-    return t
+  t = np.asarray(thresholds, np.float64)
+  if t.ndim != 1 or t.size == 0:
+    raise ValueError(f"thresholds must be a non-empty 1-D sequence, got shape {t.shape}")
+  if not np.all(np.isfinite(t)) or np.any(t < 0):
+    raise ValueError(f"thresholds must be finite and >= 0, got {t}")
+  if np.any(np.diff(t) <= 0):
+    raise ValueError(f"thresholds must be strictly increasing, got {t}")
+  return t
 
 
 # ---------------------------------------------------------------------------
@@ -107,119 +107,119 @@ def _check_thresholds(thresholds: Sequence[float] | Array) -> np.ndarray:
 
 
 def keypoint_distances(pred: Array, gt: Array) -> jnp.ndarray:
-    """Euclidean distances ``(B, K)`` float32 between ``pred`` and ``gt`` ``(B, K, 2)``."""
-    pred, gt = _check_keypoints(pred, gt)
-    return jnp.linalg.norm(pred - gt, axis=-1)
+  """Euclidean distances ``(B, K)`` float32 between ``pred`` and ``gt`` ``(B, K, 2)``."""
+  pred, gt = _check_keypoints(pred, gt)
+  return jnp.linalg.norm(pred - gt, axis=-1)
 
 
 def torso_lengths(gt: Array) -> jnp.ndarray:
-    """LSP torso ``(B,)``: ``||gt[:, 9] - gt[:, 2]||`` (left shoulder to right hip)."""
-    gt = jnp.asarray(gt, jnp.float32)
-    a, b = skeleton.TORSO
-    return jnp.linalg.norm(gt[..., a, :] - gt[..., b, :], axis=-1)
+  """LSP torso ``(B,)``: ``||gt[:, 9] - gt[:, 2]||`` (left shoulder to right hip)."""
+  gt = jnp.asarray(gt, jnp.float32)
+  a, b = skeleton.TORSO
+  return jnp.linalg.norm(gt[..., a, :] - gt[..., b, :], axis=-1)
 
 
 def head_lengths(gt: Array) -> jnp.ndarray:
-    """LSP head size ``(B,)``: ``||gt[:, 12] - gt[:, 13]||`` (neck to head top)."""
-    gt = jnp.asarray(gt, jnp.float32)
-    a, b = skeleton.HEAD
-    return jnp.linalg.norm(gt[..., a, :] - gt[..., b, :], axis=-1)
+  """LSP head size ``(B,)``: ``||gt[:, 12] - gt[:, 13]||`` (neck to head top)."""
+  gt = jnp.asarray(gt, jnp.float32)
+  a, b = skeleton.HEAD
+  return jnp.linalg.norm(gt[..., a, :] - gt[..., b, :], axis=-1)
 
 
 def correct_within(distances: Array, reference: Array, alphas: Array) -> jnp.ndarray:
-    """``(T, B, K)`` bool: ``distances[b, k] <= alphas[t] * reference[b]``.
+  """``(T, B, K)`` bool: ``distances[b, k] <= alphas[t] * reference[b]``.
 
-    Args:
-      distances: ``(B, K)`` pixel distances.
-      reference: ``(B,)`` reference lengths (torso or head), in the same pixels.
-      alphas: ``(T,)`` thresholds as fractions of the reference.
+  Args:
+    distances: ``(B, K)`` pixel distances.
+    reference: ``(B,)`` reference lengths (torso or head), in the same pixels.
+    alphas: ``(T,)`` thresholds as fractions of the reference.
 
-    Never divides: a zero reference makes only exact hits correct; NaN anywhere
-    gives False.
-    """
-    distances = jnp.asarray(distances, jnp.float32)
-    reference = jnp.asarray(reference, jnp.float32)
-    alphas = jnp.asarray(alphas, jnp.float32)
-    radius = alphas[:, None, None] * reference[None, :, None]  # (T, B, 1)
-    return distances[None] <= radius
+  Never divides: a zero reference makes only exact hits correct; NaN anywhere
+  gives False.
+  """
+  distances = jnp.asarray(distances, jnp.float32)
+  reference = jnp.asarray(reference, jnp.float32)
+  alphas = jnp.asarray(alphas, jnp.float32)
+  radius = alphas[:, None, None] * reference[None, :, None]  # (T, B, 1)
+  return distances[None] <= radius
 
 
 def _threshold_array(thresholds: Sequence[float] | Array) -> jnp.ndarray:
-    """Thresholds as a float32 array, validated when they are concrete."""
-    if isinstance(thresholds, (tuple, list, np.ndarray)):
-        thresholds = _check_thresholds(thresholds)
-    return jnp.asarray(thresholds, jnp.float32)
+  """Thresholds as a float32 array, validated when they are concrete."""
+  if isinstance(thresholds, (tuple, list, np.ndarray)):
+    thresholds = _check_thresholds(thresholds)
+  return jnp.asarray(thresholds, jnp.float32)
 
 
 def _masked_count(correct: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
-    """Sum over the batch axis (-2) of ``correct & mask`` as int32."""
-    return jnp.sum(jnp.where(mask, correct, False), axis=-2, dtype=jnp.int32)
+  """Sum over the batch axis (-2) of ``correct & mask`` as int32."""
+  return jnp.sum(jnp.where(mask, correct, False), axis=-2, dtype=jnp.int32)
 
 
 def pck_counts(
-    pred: Array,
-    gt: Array,
-    mask: Array | None = None,
-    thresholds: Sequence[float] | Array = PCK_THRESHOLDS,
+  pred: Array,
+  gt: Array,
+  mask: Array | None = None,
+  thresholds: Sequence[float] | Array = PCK_THRESHOLDS,
 ) -> dict[str, jnp.ndarray]:
-    """Torso PCK sums for one batch.
+  """Torso PCK sums for one batch.
 
-    Args:
-      pred: ``(B, K, 2)`` predicted ``(x, y)``, original-image pixels.
-      gt: ``(B, K, 2)`` annotated ``(x, y)``, same frame.
-      mask: optional ``(B, K)``, nonzero where the joint counts. Default: all.
-      thresholds: ``(T,)`` alphas (fractions of the torso).
+  Args:
+    pred: ``(B, K, 2)`` predicted ``(x, y)``, original-image pixels.
+    gt: ``(B, K, 2)`` annotated ``(x, y)``, same frame.
+    mask: optional ``(B, K)``, nonzero where the joint counts. Default: all.
+    thresholds: ``(T,)`` alphas (fractions of the torso).
 
-    Returns:
-      ``{'correct': (T, K) int32, 'total': (K,) int32}``: number of correct
-      counted joints per threshold and joint, number of counted joints per joint.
-    """
-    pred, gt = _check_keypoints(pred, gt)
-    mask = _check_mask(mask, gt.shape[:2])
-    dist = keypoint_distances(pred, gt)
-    ok = correct_within(dist, torso_lengths(gt), _threshold_array(thresholds))
-    return {"correct": _masked_count(ok, mask), "total": jnp.sum(mask, axis=0, dtype=jnp.int32)}
+  Returns:
+    ``{'correct': (T, K) int32, 'total': (K,) int32}``: number of correct
+    counted joints per threshold and joint, number of counted joints per joint.
+  """
+  pred, gt = _check_keypoints(pred, gt)
+  mask = _check_mask(mask, gt.shape[:2])
+  dist = keypoint_distances(pred, gt)
+  ok = correct_within(dist, torso_lengths(gt), _threshold_array(thresholds))
+  return {"correct": _masked_count(ok, mask), "total": jnp.sum(mask, axis=0, dtype=jnp.int32)}
 
 
 def pckh_counts(
-    pred: Array, gt: Array, mask: Array | None = None, alpha: float = PCKH_ALPHA
+  pred: Array, gt: Array, mask: Array | None = None, alpha: float = PCKH_ALPHA
 ) -> dict[str, jnp.ndarray]:
-    """PCKh (neck-to-head-top reference) sums for one batch.
+  """PCKh (neck-to-head-top reference) sums for one batch.
 
-    Same arguments as :func:`pck_counts` with a single ``alpha``. Returns
-    ``{'correct': (K,) int32, 'total': (K,) int32}``.
-    """
-    pred, gt = _check_keypoints(pred, gt)
-    mask = _check_mask(mask, gt.shape[:2])
-    ok = correct_within(keypoint_distances(pred, gt), head_lengths(gt), jnp.asarray([alpha]))[0]
-    return {"correct": _masked_count(ok, mask), "total": jnp.sum(mask, axis=0, dtype=jnp.int32)}
+  Same arguments as :func:`pck_counts` with a single ``alpha``. Returns
+  ``{'correct': (K,) int32, 'total': (K,) int32}``.
+  """
+  pred, gt = _check_keypoints(pred, gt)
+  mask = _check_mask(mask, gt.shape[:2])
+  ok = correct_within(keypoint_distances(pred, gt), head_lengths(gt), jnp.asarray([alpha]))[0]
+  return {"correct": _masked_count(ok, mask), "total": jnp.sum(mask, axis=0, dtype=jnp.int32)}
 
 
 def keypoint_counts(
-    pred: Array,
-    gt: Array,
-    mask: Array | None = None,
-    thresholds: Sequence[float] | Array = PCK_THRESHOLDS,
-    head_alpha: float = PCKH_ALPHA,
+  pred: Array,
+  gt: Array,
+  mask: Array | None = None,
+  thresholds: Sequence[float] | Array = PCK_THRESHOLDS,
+  head_alpha: float = PCKH_ALPHA,
 ) -> dict[str, jnp.ndarray]:
-    """All sums needed by :func:`summarize`, for one batch.
+  """All sums needed by :func:`summarize`, for one batch.
 
-    Returns a dict of int32 arrays:
-      ``pck_correct`` ``(T, K)``, ``pckh_correct`` ``(K,)``, ``total`` ``(K,)``
-      (counted joints) and ``num_images`` ``()`` (images with at least one
-      counted joint).
-    """
-    pred, gt = _check_keypoints(pred, gt)
-    mask = _check_mask(mask, gt.shape[:2])
-    dist = keypoint_distances(pred, gt)
-    pck_ok = correct_within(dist, torso_lengths(gt), _threshold_array(thresholds))
-    pckh_ok = correct_within(dist, head_lengths(gt), jnp.asarray([head_alpha]))[0]
-    return {
-        "pck_correct": _masked_count(pck_ok, mask),
-        "pckh_correct": _masked_count(pckh_ok, mask),
-        "total": jnp.sum(mask, axis=0, dtype=jnp.int32),
-        "num_images": jnp.sum(jnp.any(mask, axis=1), dtype=jnp.int32),
-    }
+  Returns a dict of int32 arrays:
+    ``pck_correct`` ``(T, K)``, ``pckh_correct`` ``(K,)``, ``total`` ``(K,)``
+    (counted joints) and ``num_images`` ``()`` (images with at least one
+    counted joint).
+  """
+  pred, gt = _check_keypoints(pred, gt)
+  mask = _check_mask(mask, gt.shape[:2])
+  dist = keypoint_distances(pred, gt)
+  pck_ok = correct_within(dist, torso_lengths(gt), _threshold_array(thresholds))
+  pckh_ok = correct_within(dist, head_lengths(gt), jnp.asarray([head_alpha]))[0]
+  return {
+    "pck_correct": _masked_count(pck_ok, mask),
+    "pckh_correct": _masked_count(pckh_ok, mask),
+    "total": jnp.sum(mask, axis=0, dtype=jnp.int32),
+    "num_images": jnp.sum(jnp.any(mask, axis=1), dtype=jnp.int32),
+  }
 
 
 #: Alias of :func:`keypoint_counts` (the name evaluate.py uses).
@@ -227,25 +227,25 @@ batch_counts = keypoint_counts
 
 
 def merge_counts(
-    a: Mapping[str, Array] | None, b: Mapping[str, Array] | None
+  a: Mapping[str, Array] | None, b: Mapping[str, Array] | None
 ) -> dict[str, Array] | None:
-    """Exact sum of two count dicts with the same keys and shapes.
+  """Exact sum of two count dicts with the same keys and shapes.
 
-    ``None`` stands for "nothing accumulated yet": ``merge_counts(None, b)`` is
-    ``b``. Works on NumPy (host) and JAX arrays alike; integer sums are exact.
-    """
-    if a is None:
-        return None if b is None else dict(b)
-    if b is None:
-        return dict(a)
-    if set(a) != set(b):
-        raise ValueError(f"cannot merge counts with keys {sorted(a)} and {sorted(b)}")
-    out = {}
-    for key in a:
-        if np.shape(a[key]) != np.shape(b[key]):
-            raise ValueError(f"cannot merge {key!r}: shapes {np.shape(a[key])} and {np.shape(b[key])}")
-        out[key] = a[key] + b[key]
-    return out
+  ``None`` stands for "nothing accumulated yet": ``merge_counts(None, b)`` is
+  ``b``. Works on NumPy (host) and JAX arrays alike; integer sums are exact.
+  """
+  if a is None:
+    return None if b is None else dict(b)
+  if b is None:
+    return dict(a)
+  if set(a) != set(b):
+    raise ValueError(f"cannot merge counts with keys {sorted(a)} and {sorted(b)}")
+  out = {}
+  for key in a:
+    if np.shape(a[key]) != np.shape(b[key]):
+      raise ValueError(f"cannot merge {key!r}: shapes {np.shape(a[key])} and {np.shape(b[key])}")
+    out[key] = a[key] + b[key]
+  return out
 
 
 # ---------------------------------------------------------------------------
@@ -253,119 +253,119 @@ def merge_counts(
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den, NaN where den == 0 (nothing was counted)."""
-    num = np.asarray(num, np.float64)
-    den = np.asarray(den, np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+  """num / den, NaN where den == 0 (nothing was counted)."""
+  num = np.asarray(num, np.float64)
+  den = np.asarray(den, np.float64)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
 def area_under_curve(thresholds: Array, values: Array) -> float | np.ndarray:
-    """Trapezoidal area under ``values(thresholds)`` divided by the threshold span.
+  """Trapezoidal area under ``values(thresholds)`` divided by the threshold span.
 
-    ``values`` may have extra leading axes; the result then has them too.
-    A curve equal to 1 everywhere scores 1. Needs at least two thresholds.
-    """
-    t = _check_thresholds(thresholds)
-    v = np.asarray(values, np.float64)
-    if t.size < 2:
-        raise ValueError("the area under a curve needs at least two thresholds")
-    if v.shape[-1] != t.size:
-        raise ValueError(f"values last axis {v.shape[-1]} != number of thresholds {t.size}")
-    widths = np.diff(t)
-    area = np.sum(widths * (v[..., 1:] + v[..., :-1]) / 2.0, axis=-1)
-    return area / (t[-1] - t[0])
+  ``values`` may have extra leading axes; the result then has them too.
+  A curve equal to 1 everywhere scores 1. Needs at least two thresholds.
+  """
+  t = _check_thresholds(thresholds)
+  v = np.asarray(values, np.float64)
+  if t.size < 2:
+    raise ValueError("the area under a curve needs at least two thresholds")
+  if v.shape[-1] != t.size:
+    raise ValueError(f"values last axis {v.shape[-1]} != number of thresholds {t.size}")
+  widths = np.diff(t)
+  area = np.sum(widths * (v[..., 1:] + v[..., :-1]) / 2.0, axis=-1)
+  return area / (t[-1] - t[0])
 
 
 def pck_curve(
-    counts: Mapping[str, Array], thresholds: Sequence[float] | Array = PCK_THRESHOLDS
+  counts: Mapping[str, Array], thresholds: Sequence[float] | Array = PCK_THRESHOLDS
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Micro-averaged PCK curve ``(thresholds (T,), pck (T,))`` as float64 numpy.
+  """Micro-averaged PCK curve ``(thresholds (T,), pck (T,))`` as float64 numpy.
 
-    ``counts`` holds ``pck_correct (T, K)`` and ``total (K,)`` (from
-    :func:`keypoint_counts`, possibly merged) -- or ``correct``/``total`` from
-    :func:`pck_counts`.
-    """
-    t = _check_thresholds(thresholds)
-    correct = np.asarray(counts["pck_correct"] if "pck_correct" in counts else counts["correct"])
-    total = np.asarray(counts["total"])
-    if correct.shape != (t.size, total.shape[0]):
-        raise ValueError(
-            f"correct has shape {correct.shape}, expected (T, K) = ({t.size}, {total.shape[0]})"
-        )
-    return t, _ratio(correct.sum(axis=1), np.full(t.size, total.sum()))
+  ``counts`` holds ``pck_correct (T, K)`` and ``total (K,)`` (from
+  :func:`keypoint_counts`, possibly merged) -- or ``correct``/``total`` from
+  :func:`pck_counts`.
+  """
+  t = _check_thresholds(thresholds)
+  correct = np.asarray(counts["pck_correct"] if "pck_correct" in counts else counts["correct"])
+  total = np.asarray(counts["total"])
+  if correct.shape != (t.size, total.shape[0]):
+    raise ValueError(
+      f"correct has shape {correct.shape}, expected (T, K) = ({t.size}, {total.shape[0]})"
+    )
+  return t, _ratio(correct.sum(axis=1), np.full(t.size, total.sum()))
 
 
 def _find_threshold(t: np.ndarray, alpha: float) -> int | None:
-    hits = np.flatnonzero(np.isclose(t, alpha, rtol=0.0, atol=1e-9))
-    return int(hits[0]) if hits.size else None
+  hits = np.flatnonzero(np.isclose(t, alpha, rtol=0.0, atol=1e-9))
+  return int(hits[0]) if hits.size else None
 
 
 def summarize(
-    counts: Mapping[str, Array] | PCKAccumulator,
-    thresholds: Sequence[float] | Array | None = None,
-    head_alpha: float | None = None,
-    joint_names: Sequence[str] = skeleton.JOINT_NAMES,
+  counts: Mapping[str, Array] | PCKAccumulator,
+  thresholds: Sequence[float] | Array | None = None,
+  head_alpha: float | None = None,
+  joint_names: Sequence[str] = skeleton.JOINT_NAMES,
 ) -> dict[str, float]:
-    """Flat dict of python floats from accumulated sums.
+  """Flat dict of python floats from accumulated sums.
 
-    Args:
-      counts: the dict of :func:`keypoint_counts` (summed over batches) or a
-        :class:`PCKAccumulator` (then its thresholds and head alpha are used).
-      thresholds: the grid the counts were made with (default
-        :data:`PCK_THRESHOLDS`).
-      head_alpha: the PCKh alpha the counts were made with (default 0.5).
-      joint_names: names for the per-joint keys, length K.
+  Args:
+    counts: the dict of :func:`keypoint_counts` (summed over batches) or a
+      :class:`PCKAccumulator` (then its thresholds and head alpha are used).
+    thresholds: the grid the counts were made with (default
+      :data:`PCK_THRESHOLDS`).
+    head_alpha: the PCKh alpha the counts were made with (default 0.5).
+    joint_names: names for the per-joint keys, length K.
 
-    Returns keys (values in [0, 1]; NaN where nothing was counted):
-      ``pck@{a}`` for each of 0.2, 0.1, 0.05 present in the grid;
-      ``auc@{max threshold}`` (if the grid has >= 2 points);
-      ``pckh@{head_alpha}``; the same per joint as ``'<key>/<joint name>'``;
-      ``num_joints`` and ``num_images`` (how many were counted).
-      The curve itself is given by :func:`pck_curve`.
-    """
-    if isinstance(counts, PCKAccumulator):
-        thresholds = counts.thresholds if thresholds is None else thresholds
-        head_alpha = counts.head_alpha if head_alpha is None else head_alpha
-        counts = counts.counts()
-    t = _check_thresholds(PCK_THRESHOLDS if thresholds is None else thresholds)
-    head_alpha = PCKH_ALPHA if head_alpha is None else float(head_alpha)
-    pck_correct = np.asarray(counts["pck_correct"])
-    total = np.asarray(counts["total"])
-    num_joints = total.shape[0]
-    if pck_correct.shape != (t.size, num_joints):
-        raise ValueError(
-            f"pck_correct has shape {pck_correct.shape}, expected (T, K) = ({t.size}, {num_joints})"
-        )
-    if len(joint_names) != num_joints:
-        raise ValueError(f"{len(joint_names)} joint names for {num_joints} joints")
+  Returns keys (values in [0, 1]; NaN where nothing was counted):
+    ``pck@{a}`` for each of 0.2, 0.1, 0.05 present in the grid;
+    ``auc@{max threshold}`` (if the grid has >= 2 points);
+    ``pckh@{head_alpha}``; the same per joint as ``'<key>/<joint name>'``;
+    ``num_joints`` and ``num_images`` (how many were counted).
+    The curve itself is given by :func:`pck_curve`.
+  """
+  if isinstance(counts, PCKAccumulator):
+    thresholds = counts.thresholds if thresholds is None else thresholds
+    head_alpha = counts.head_alpha if head_alpha is None else head_alpha
+    counts = counts.counts()
+  t = _check_thresholds(PCK_THRESHOLDS if thresholds is None else thresholds)
+  head_alpha = PCKH_ALPHA if head_alpha is None else float(head_alpha)
+  pck_correct = np.asarray(counts["pck_correct"])
+  total = np.asarray(counts["total"])
+  num_joints = total.shape[0]
+  if pck_correct.shape != (t.size, num_joints):
+    raise ValueError(
+      f"pck_correct has shape {pck_correct.shape}, expected (T, K) = ({t.size}, {num_joints})"
+    )
+  if len(joint_names) != num_joints:
+    raise ValueError(f"{len(joint_names)} joint names for {num_joints} joints")
 
-    per_joint = _ratio(pck_correct, total[None, :])  # (T, K)
-    overall = pck_curve(counts, t)[1]  # (T,)
-    out: dict[str, float] = {}
-    for alpha in REPORTED_ALPHAS:
-        i = _find_threshold(t, alpha)
-        if i is None:
-            continue
-        out[f"pck@{alpha:g}"] = float(overall[i])
-        for k, name in enumerate(joint_names):
-            out[f"pck@{alpha:g}/{name}"] = float(per_joint[i, k])
-    if t.size >= 2:
-        key = f"auc@{t[-1]:g}"
-        out[key] = float(area_under_curve(t, overall))
-        auc_joint = area_under_curve(t, per_joint.T)
-        for k, name in enumerate(joint_names):
-            out[f"{key}/{name}"] = float(auc_joint[k])
-    pckh_correct = np.asarray(counts["pckh_correct"])
-    key = f"pckh@{head_alpha:g}"
-    out[key] = float(_ratio(pckh_correct.sum(), total.sum()))
-    pckh_joint = _ratio(pckh_correct, total)
+  per_joint = _ratio(pck_correct, total[None, :])  # (T, K)
+  overall = pck_curve(counts, t)[1]  # (T,)
+  out: dict[str, float] = {}
+  for alpha in REPORTED_ALPHAS:
+    i = _find_threshold(t, alpha)
+    if i is None:
+      continue
+    out[f"pck@{alpha:g}"] = float(overall[i])
     for k, name in enumerate(joint_names):
-        out[f"{key}/{name}"] = float(pckh_joint[k])
-    out["num_joints"] = float(total.sum())
-    if "num_images" in counts:
-        out["num_images"] = float(np.asarray(counts["num_images"]))
-    return out
+      out[f"pck@{alpha:g}/{name}"] = float(per_joint[i, k])
+  if t.size >= 2:
+    key = f"auc@{t[-1]:g}"
+    out[key] = float(area_under_curve(t, overall))
+    auc_joint = area_under_curve(t, per_joint.T)
+    for k, name in enumerate(joint_names):
+      out[f"{key}/{name}"] = float(auc_joint[k])
+  pckh_correct = np.asarray(counts["pckh_correct"])
+  key = f"pckh@{head_alpha:g}"
+  out[key] = float(_ratio(pckh_correct.sum(), total.sum()))
+  pckh_joint = _ratio(pckh_correct, total)
+  for k, name in enumerate(joint_names):
+    out[f"{key}/{name}"] = float(pckh_joint[k])
+  out["num_joints"] = float(total.sum())
+  if "num_images" in counts:
+    out["num_images"] = float(np.asarray(counts["num_images"]))
+  return out
 
 
 # ---------------------------------------------------------------------------
@@ -374,95 +374,95 @@ def summarize(
 
 @flax.struct.dataclass
 class PCKAccumulator(clu.metrics.Metric):
-    """clu metric holding the int32 sums of :func:`keypoint_counts`.
+  """clu metric holding the int32 sums of :func:`keypoint_counts`.
 
-    ``from_model_output`` runs on the device (inside jit or pmap); ``merge`` adds
-    sums exactly; ``compute`` (host side) returns :func:`summarize`'s dict.
-    Put it in a collection beside other metrics, e.g.::
+  ``from_model_output`` runs on the device (inside jit or pmap); ``merge`` adds
+  sums exactly; ``compute`` (host side) returns :func:`summarize`'s dict.
+  Put it in a collection beside other metrics, e.g.::
 
-        Metrics = clu.metrics.Collection.create(
-            pose=PCKAccumulator, loss=clu.metrics.Average.from_output("loss"))
-        m = Metrics.single_from_model_output(
-            pred_keypoints=p, gt_keypoints=g, keypoint_mask=w > 0, mask=valid, loss=l)
+      Metrics = clu.metrics.Collection.create(
+          pose=PCKAccumulator, loss=clu.metrics.Average.from_output("loss"))
+      m = Metrics.single_from_model_output(
+          pred_keypoints=p, gt_keypoints=g, keypoint_mask=w > 0, mask=valid, loss=l)
 
-    Model-output names: ``pred_keypoints`` and ``gt_keypoints`` ``(B, K, 2)``
-    (original-image pixels), optional ``keypoint_mask`` ``(B, K)`` and optional
-    ``mask`` ``(B,)`` (clu's per-example validity, e.g. padded eval entries) or
-    ``(B, K)``; a joint counts when both masks allow it.
+  Model-output names: ``pred_keypoints`` and ``gt_keypoints`` ``(B, K, 2)``
+  (original-image pixels), optional ``keypoint_mask`` ``(B, K)`` and optional
+  ``mask`` ``(B,)`` (clu's per-example validity, e.g. padded eval entries) or
+  ``(B, K)``; a joint counts when both masks allow it.
 
-    The threshold grid and the PCKh alpha are static (not pytree leaves);
-    accumulators made with different ones refuse to merge.
-    """
+  The threshold grid and the PCKh alpha are static (not pytree leaves);
+  accumulators made with different ones refuse to merge.
+  """
 
-    pck_correct: jnp.ndarray  # (T, K) int32
-    pckh_correct: jnp.ndarray  # (K,) int32
-    total: jnp.ndarray  # (K,) int32
-    num_images: jnp.ndarray  # () int32
-    thresholds: tuple[float, ...] = flax.struct.field(pytree_node=False, default=PCK_THRESHOLDS)
-    head_alpha: float = flax.struct.field(pytree_node=False, default=PCKH_ALPHA)
+  pck_correct: jnp.ndarray  # (T, K) int32
+  pckh_correct: jnp.ndarray  # (K,) int32
+  total: jnp.ndarray  # (K,) int32
+  num_images: jnp.ndarray  # () int32
+  thresholds: tuple[float, ...] = flax.struct.field(pytree_node=False, default=PCK_THRESHOLDS)
+  head_alpha: float = flax.struct.field(pytree_node=False, default=PCKH_ALPHA)
 
-    @classmethod
-    def from_model_output(
-        cls,
-        pred_keypoints: Array,
-        gt_keypoints: Array,
-        keypoint_mask: Array | None = None,
-        mask: Array | None = None,
-        thresholds: Sequence[float] = PCK_THRESHOLDS,
-        head_alpha: float = PCKH_ALPHA,
-        **_: Any,
-    ) -> PCKAccumulator:
-        thresholds = tuple(float(x) for x in _check_thresholds(thresholds))
-        shape = tuple(jnp.shape(gt_keypoints)[:2])
-        joint_mask = _check_mask(keypoint_mask, shape)
-        if mask is not None:
-            mask = jnp.asarray(mask).astype(bool)
-            if mask.shape == shape[:1]:
-                mask = mask[:, None]
-            elif mask.shape != shape:
-                raise ValueError(f"mask must have shape (B,) or (B, K) for {shape}, got {mask.shape}")
-            joint_mask = joint_mask & mask
-        c = keypoint_counts(pred_keypoints, gt_keypoints, joint_mask, thresholds, head_alpha)
-        return cls(**c, thresholds=thresholds, head_alpha=float(head_alpha))
+  @classmethod
+  def from_model_output(
+    cls,
+    pred_keypoints: Array,
+    gt_keypoints: Array,
+    keypoint_mask: Array | None = None,
+    mask: Array | None = None,
+    thresholds: Sequence[float] = PCK_THRESHOLDS,
+    head_alpha: float = PCKH_ALPHA,
+    **_: Any,
+  ) -> PCKAccumulator:
+    thresholds = tuple(float(x) for x in _check_thresholds(thresholds))
+    shape = tuple(jnp.shape(gt_keypoints)[:2])
+    joint_mask = _check_mask(keypoint_mask, shape)
+    if mask is not None:
+      mask = jnp.asarray(mask).astype(bool)
+      if mask.shape == shape[:1]:
+        mask = mask[:, None]
+      elif mask.shape != shape:
+        raise ValueError(f"mask must have shape (B,) or (B, K) for {shape}, got {mask.shape}")
+      joint_mask = joint_mask & mask
+    c = keypoint_counts(pred_keypoints, gt_keypoints, joint_mask, thresholds, head_alpha)
+    return cls(**c, thresholds=thresholds, head_alpha=float(head_alpha))
 
-    @classmethod
-    def empty(
-        cls,
-        num_joints: int = skeleton.NUM_JOINTS,
-        thresholds: Sequence[float] = PCK_THRESHOLDS,
-        head_alpha: float = PCKH_ALPHA,
-    ) -> PCKAccumulator:
-        thresholds = tuple(float(x) for x in _check_thresholds(thresholds))
-        return cls(
-            pck_correct=jnp.zeros((len(thresholds), num_joints), jnp.int32),
-            pckh_correct=jnp.zeros((num_joints,), jnp.int32),
-            total=jnp.zeros((num_joints,), jnp.int32),
-            num_images=jnp.zeros((), jnp.int32),
-            thresholds=thresholds,
-            head_alpha=float(head_alpha),
-        )
+  @classmethod
+  def empty(
+    cls,
+    num_joints: int = skeleton.NUM_JOINTS,
+    thresholds: Sequence[float] = PCK_THRESHOLDS,
+    head_alpha: float = PCKH_ALPHA,
+  ) -> PCKAccumulator:
+    thresholds = tuple(float(x) for x in _check_thresholds(thresholds))
+    return cls(
+      pck_correct=jnp.zeros((len(thresholds), num_joints), jnp.int32),
+      pckh_correct=jnp.zeros((num_joints,), jnp.int32),
+      total=jnp.zeros((num_joints,), jnp.int32),
+      num_images=jnp.zeros((), jnp.int32),
+      thresholds=thresholds,
+      head_alpha=float(head_alpha),
+    )
 
-    def merge(self, other: PCKAccumulator) -> PCKAccumulator:
-        if not isinstance(other, PCKAccumulator):
-            raise TypeError(f"cannot merge PCKAccumulator with {type(other).__name__}")
-        if self.thresholds != other.thresholds or self.head_alpha != other.head_alpha:
-            raise ValueError("cannot merge PCK accumulators with different thresholds or head alpha")
-        merged = merge_counts(self.counts(), other.counts())
-        return type(self)(**merged, thresholds=self.thresholds, head_alpha=self.head_alpha)
+  def merge(self, other: PCKAccumulator) -> PCKAccumulator:
+    if not isinstance(other, PCKAccumulator):
+      raise TypeError(f"cannot merge PCKAccumulator with {type(other).__name__}")
+    if self.thresholds != other.thresholds or self.head_alpha != other.head_alpha:
+      raise ValueError("cannot merge PCK accumulators with different thresholds or head alpha")
+    merged = merge_counts(self.counts(), other.counts())
+    return type(self)(**merged, thresholds=self.thresholds, head_alpha=self.head_alpha)
 
-    def counts(self) -> dict[str, jnp.ndarray]:
-        """The sums as a dict (the format of :func:`keypoint_counts`)."""
-        return {
-            "pck_correct": self.pck_correct,
-            "pckh_correct": self.pckh_correct,
-            "total": self.total,
-            "num_images": self.num_images,
-        }
+  def counts(self) -> dict[str, jnp.ndarray]:
+    """The sums as a dict (the format of :func:`keypoint_counts`)."""
+    return {
+      "pck_correct": self.pck_correct,
+      "pckh_correct": self.pckh_correct,
+      "total": self.total,
+      "num_images": self.num_images,
+    }
 
-    def compute(self) -> dict[str, float]:
-        """:func:`summarize` of the sums (host side; not under jit)."""
-        return summarize(self)
+  def compute(self) -> dict[str, float]:
+    """:func:`summarize` of the sums (host side; not under jit)."""
+    return summarize(self)
 
-    def compute_curve(self) -> tuple[np.ndarray, np.ndarray]:
-        """The micro-averaged PCK curve ``(thresholds (T,), pck (T,))``."""
-        return pck_curve(self.counts(), self.thresholds)
+  def compute_curve(self) -> tuple[np.ndarray, np.ndarray]:
+    """The micro-averaged PCK curve ``(thresholds (T,), pck (T,))``."""
+    return pck_curve(self.counts(), self.thresholds)

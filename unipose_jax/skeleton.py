@@ -10,20 +10,20 @@ from __future__ import annotations
 import numpy as np
 
 JOINT_NAMES: tuple[str, ...] = (
-    "right_ankle",
-    "right_knee",
-    "right_hip",
-    "left_hip",
-    "left_knee",
-    "left_ankle",
-    "right_wrist",
-    "right_elbow",
-    "right_shoulder",
-    "left_shoulder",
-    "left_elbow",
-    "left_wrist",
-    "neck",
-    "head_top",
+  "right_ankle",
+  "right_knee",
+  "right_hip",
+  "left_hip",
+  "left_knee",
+  "left_ankle",
+  "right_wrist",
+  "right_elbow",
+  "right_shoulder",
+  "left_shoulder",
+  "left_elbow",
+  "left_wrist",
+  "neck",
+  "head_top",
 )
 NUM_JOINTS: int = len(JOINT_NAMES)
 
@@ -42,23 +42,29 @@ HEAD_TOP: int = 13
 
 #: Bones drawn for a skeleton overlay, as (joint a, joint b).
 LIMBS: tuple[tuple[int, int], ...] = (
-    (0, 1), (1, 2),        # right leg
-    (5, 4), (4, 3),        # left leg
-    (2, 3),                # hips
-    (6, 7), (7, 8),        # right arm
-    (11, 10), (10, 9),     # left arm
-    (8, 9),                # shoulders
-    (8, 12), (9, 12),      # shoulders to neck
-    (12, 13),              # neck to head top
-    (2, 8), (3, 9),        # torso sides
+  (0, 1),
+  (1, 2),  # right leg
+  (5, 4),
+  (4, 3),  # left leg
+  (2, 3),  # hips
+  (6, 7),
+  (7, 8),  # right arm
+  (11, 10),
+  (10, 9),  # left arm
+  (8, 9),  # shoulders
+  (8, 12),
+  (9, 12),  # shoulders to neck
+  (12, 13),  # neck to head top
+  (2, 8),
+  (3, 9),  # torso sides
 )
 
 
 def _build_flip_permutation() -> np.ndarray:
-    perm = np.arange(NUM_JOINTS)
-    for a, b in FLIP_PAIRS:
-        perm[a], perm[b] = b, a
-    return perm
+  perm = np.arange(NUM_JOINTS)
+  for a, b in FLIP_PAIRS:
+    perm[a], perm[b] = b, a
+  return perm
 
 
 #: ``keypoints[..., FLIP_PERMUTATION, :]`` relabels joints after a horizontal flip.
@@ -67,10 +73,10 @@ FLIP_PERMUTATION.setflags(write=False)
 
 
 def is_left(joint: int) -> bool:
-    """Whether joint index ``joint`` is on the person's left side."""
-    return JOINT_NAMES[joint].startswith("left_")
+  """Whether joint index ``joint`` is on the person's left side."""
+  return JOINT_NAMES[joint].startswith("left_")
 
 
 def is_right(joint: int) -> bool:
-    """Whether joint index ``joint`` is on the person's right side."""
-    return JOINT_NAMES[joint].startswith("right_")
+  """Whether joint index ``joint`` is on the person's right side."""
+  return JOINT_NAMES[joint].startswith("right_")

@@ -27,7 +27,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -38,7 +39,7 @@ from unipose_jax import skeleton
 IMAGENET_MEAN: np.ndarray = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD: np.ndarray = np.array([0.229, 0.224, 0.225], np.float32)
 for _a in (IMAGENET_MEAN, IMAGENET_STD):
-    _a.setflags(write=False)
+  _a.setflags(write=False)
 
 #: Border fill of warped images: the mean colour, which normalises to ~0.
 BORDER_RGB: tuple[float, float, float] = tuple(float(round(255.0 * m)) for m in IMAGENET_MEAN)
@@ -50,47 +51,48 @@ _OFFSET = (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-    """Ranges of the training augmentation (all geometric, composed into one affine).
+  """Ranges of the training augmentation (all geometric, composed into one affine).
 
-    Attributes:
-      margin: the labeled joints' bounding box, enlarged by this factor on its
-        longer side, fills the input side at ``scale == 1``. Joints mark centres
-        (head top, ankles, wrists), so some margin keeps hands, feet and hair in.
-      scale_range: ``(lo, hi)``; the zoom is multiplied by ``U(lo, hi)``
-        (values > 1 make the person bigger).
-      rotation_deg: maximum rotation in degrees; the angle is ``U(-r, r)``.
-        Positive angles turn the image clockwise on screen (y axis down).
-      rotation_prob: probability that a rotation is applied at all (else 0).
-      flip_prob: probability of a horizontal flip (mirrors x and swaps
-        left/right joints with ``skeleton.FLIP_PERMUTATION``).
-      translate_frac: maximum shift of the person's centre, as a fraction of
-        the input side, independently in x and y: ``U(-t, t) * S``.
-    """
+  Attributes:
+    margin: the labeled joints' bounding box, enlarged by this factor on its
+      longer side, fills the input side at ``scale == 1``. Joints mark centres
+      (head top, ankles, wrists), so some margin keeps hands, feet and hair in.
+    scale_range: ``(lo, hi)``; the zoom is multiplied by ``U(lo, hi)``
+      (values > 1 make the person bigger).
+    rotation_deg: maximum rotation in degrees; the angle is ``U(-r, r)``.
+      Positive angles turn the image clockwise on screen (y axis down).
+    rotation_prob: probability that a rotation is applied at all (else 0).
+    flip_prob: probability of a horizontal flip (mirrors x and swaps
+      left/right joints with ``skeleton.FLIP_PERMUTATION``).
+    translate_frac: maximum shift of the person's centre, as a fraction of
+      the input side, independently in x and y: ``U(-t, t) * S``.
+  """
 
-    margin: float = 1.25
-    scale_range: tuple[float, float] = (0.7, 1.3)
-    rotation_deg: float = 40.0
-    rotation_prob: float = 0.6
-    flip_prob: float = 0.5
-    translate_frac: float = 0.05
+  margin: float = 1.25
+  scale_range: tuple[float, float] = (0.7, 1.3)
+  rotation_deg: float = 40.0
+  rotation_prob: float = 0.6
+  flip_prob: float = 0.5
+  translate_frac: float = 0.05
 
-    def __post_init__(self):
-        lo, hi = self.scale_range
-        if not 0 < lo <= hi:
-            raise ValueError(f"scale_range must satisfy 0 < lo <= hi, got {self.scale_range}")
-        if self.margin <= 0:
-            raise ValueError(f"margin must be positive, got {self.margin}")
-        for name in ("rotation_prob", "flip_prob"):
-            p = getattr(self, name)
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {p}")
-        if self.rotation_deg < 0 or self.translate_frac < 0:
-            raise ValueError("rotation_deg and translate_frac must be >= 0")
+  def __post_init__(self):
+    lo, hi = self.scale_range
+    if not 0 < lo <= hi:
+      raise ValueError(f"scale_range must satisfy 0 < lo <= hi, got {self.scale_range}")
+    if self.margin <= 0:
+      raise ValueError(f"margin must be positive, got {self.margin}")
+    for name in ("rotation_prob", "flip_prob"):
+      p = getattr(self, name)
+      if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {p}")
+    if self.rotation_deg < 0 or self.translate_frac < 0:
+      raise ValueError("rotation_deg and translate_frac must be >= 0")
 
 
 #: Augmentation off: person-centred crop with the margin only (used by tests, eval-like training).
-NO_AUGMENT = AugmentConfig(scale_range=(1.0, 1.0), rotation_deg=0.0, rotation_prob=0.0,
-                           flip_prob=0.0, translate_frac=0.0)
+NO_AUGMENT = AugmentConfig(
+  scale_range=(1.0, 1.0), rotation_deg=0.0, rotation_prob=0.0, flip_prob=0.0, translate_frac=0.0
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,134 +101,149 @@ NO_AUGMENT = AugmentConfig(scale_range=(1.0, 1.0), rotation_deg=0.0, rotation_pr
 
 
 def _to3(a: np.ndarray) -> np.ndarray:
-    """(..., 2, 3) -> (..., 3, 3) homogeneous matrix."""
-    a = np.asarray(a, np.float64)
-    bottom = np.broadcast_to(np.array([0.0, 0.0, 1.0]), a.shape[:-2] + (1, 3))
-    return np.concatenate([a, bottom], axis=-2)
+  """(..., 2, 3) -> (..., 3, 3) homogeneous matrix."""
+  a = np.asarray(a, np.float64)
+  bottom = np.broadcast_to(np.array([0.0, 0.0, 1.0]), a.shape[:-2] + (1, 3))
+  return np.concatenate([a, bottom], axis=-2)
 
 
 def compose_affines(*affines: np.ndarray) -> np.ndarray:
-    """Composition ``affines[0] o affines[1] o ...`` (the last one is applied first).
+  """Composition ``affines[0] o affines[1] o ...`` (the last one is applied first).
 
-    Args:
-      *affines: (2, 3) matrices.
-    Returns:
-      (2, 3) float64 matrix.
-    """
-    out = np.eye(3)
-    for a in affines:
-        out = out @ _to3(a)
-    return out[:2]
+  Args:
+    *affines: (2, 3) matrices.
+  Returns:
+    (2, 3) float64 matrix.
+  """
+  out = np.eye(3)
+  for a in affines:
+    out = out @ _to3(a)
+  return out[:2]
 
 
 def invert_affine(affine: np.ndarray) -> np.ndarray:
-    """Inverse of a (..., 2, 3) affine (batched), as (..., 2, 3) of the input's float dtype.
+  """Inverse of a (..., 2, 3) affine (batched), as (..., 2, 3) of the input's float dtype.
 
-    Raises:
-      ValueError: if the linear part is singular.
-    """
-    affine = np.asarray(affine)
-    dtype = affine.dtype if np.issubdtype(affine.dtype, np.floating) else np.float64
-    a = affine.astype(np.float64)
-    lin = a[..., :2]
-    det = lin[..., 0, 0] * lin[..., 1, 1] - lin[..., 0, 1] * lin[..., 1, 0]
-    if np.any(np.abs(det) < 1e-12):
-        raise ValueError("affine is singular (determinant ~0) and cannot be inverted")
-    inv_lin = np.stack(
-        [np.stack([lin[..., 1, 1], -lin[..., 0, 1]], -1),
-         np.stack([-lin[..., 1, 0], lin[..., 0, 0]], -1)], -2) / det[..., None, None]
-    inv_t = -np.einsum("...ij,...j->...i", inv_lin, a[..., 2])
-    return np.concatenate([inv_lin, inv_t[..., None]], axis=-1).astype(dtype)
+  Raises:
+    ValueError: if the linear part is singular.
+  """
+  affine = np.asarray(affine)
+  dtype = affine.dtype if np.issubdtype(affine.dtype, np.floating) else np.float64
+  a = affine.astype(np.float64)
+  lin = a[..., :2]
+  det = lin[..., 0, 0] * lin[..., 1, 1] - lin[..., 0, 1] * lin[..., 1, 0]
+  if np.any(np.abs(det) < 1e-12):
+    raise ValueError("affine is singular (determinant ~0) and cannot be inverted")
+  inv_lin = (
+    np.stack(
+      [
+        np.stack([lin[..., 1, 1], -lin[..., 0, 1]], -1),
+        np.stack([-lin[..., 1, 0], lin[..., 0, 0]], -1),
+      ],
+      -2,
+    )
+    / det[..., None, None]
+  )
+  inv_t = -np.einsum("...ij,...j->...i", inv_lin, a[..., 2])
+  return np.concatenate([inv_lin, inv_t[..., None]], axis=-1).astype(dtype)
 
 
 def apply_affine_to_points(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Maps points through an affine.
+  """Maps points through an affine.
 
-    Args:
-      affine: (..., 2, 3).
-      points: (..., N, 2) as (x, y); leading dims broadcast with the affine's.
-    Returns:
-      (..., N, 2) transformed points, dtype of the promoted inputs.
-    """
-    affine = np.asarray(affine)
-    points = np.asarray(points)
-    return np.einsum("...ij,...nj->...ni", affine[..., :2], points) + affine[..., None, :, 2]
+  Args:
+    affine: (..., 2, 3).
+    points: (..., N, 2) as (x, y); leading dims broadcast with the affine's.
+  Returns:
+    (..., N, 2) transformed points, dtype of the promoted inputs.
+  """
+  affine = np.asarray(affine)
+  points = np.asarray(points)
+  return np.einsum("...ij,...nj->...ni", affine[..., :2], points) + affine[..., None, :, 2]
 
 
 def is_flipping(affine: np.ndarray) -> bool:
-    """Whether a (2, 3) affine mirrors the image (negative determinant)."""
-    return bool(np.linalg.det(np.asarray(affine, np.float64)[:, :2]) < 0)
+  """Whether a (2, 3) affine mirrors the image (negative determinant)."""
+  return bool(np.linalg.det(np.asarray(affine, np.float64)[:, :2]) < 0)
 
 
 def letterbox_affine(height: int, width: int, input_size: int) -> np.ndarray:
-    """Affine mapping the whole ``height x width`` image into an ``S x S`` input.
+  """Affine mapping the whole ``height x width`` image into an ``S x S`` input.
 
-    Aspect ratio is kept; the image is scaled by ``r = S / max(H, W)`` and centred,
-    the rest is padding. The image's pixel *area* ``[-0.5, W - 0.5]`` maps onto
-    ``[ox - 0.5, ox + r W - 0.5]`` with ``ox = (S - r W) / 2`` (same in y), so
-    ``x_in = r (x + 0.5) - 0.5 + ox``.
+  Aspect ratio is kept; the image is scaled by ``r = S / max(H, W)`` and centred,
+  the rest is padding. The image's pixel *area* ``[-0.5, W - 0.5]`` maps onto
+  ``[ox - 0.5, ox + r W - 0.5]`` with ``ox = (S - r W) / 2`` (same in y), so
+  ``x_in = r (x + 0.5) - 0.5 + ox``.
 
-    Returns:
-      (2, 3) float64 affine original -> input pixels.
-    """
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image size must be positive, got {height}x{width}")
-    r = input_size / max(height, width)
-    ox = (input_size - r * width) / 2.0
-    oy = (input_size - r * height) / 2.0
-    return np.array([[r, 0.0, 0.5 * r - 0.5 + ox], [0.0, r, 0.5 * r - 0.5 + oy]])
-
-
-def person_box(keypoints: np.ndarray, labeled: np.ndarray, height: int, width: int
-               ) -> tuple[np.ndarray, float]:
-    """Centre and extent of the labeled joints' bounding box.
-
-    Args:
-      keypoints: (K, 2) original pixels; labeled: (K,) bool.
-    Returns:
-      ``(centre (2,), extent)``: centre of the bounding box and its longer side.
-      With no labeled joint, or a degenerate box (< 1 pixel), the whole image:
-      centre of the image and ``max(H, W)``.
-    """
-    if np.any(labeled):
-        pts = keypoints[labeled]
-        lo, hi = pts.min(0), pts.max(0)
-        extent = float(np.max(hi - lo))
-        if extent >= 1.0:
-            return ((lo + hi) / 2.0).astype(np.float64), extent
-    return np.array([(width - 1) / 2.0, (height - 1) / 2.0]), float(max(height, width))
+  Returns:
+    (2, 3) float64 affine original -> input pixels.
+  """
+  if height <= 0 or width <= 0:
+    raise ValueError(f"image size must be positive, got {height}x{width}")
+  r = input_size / max(height, width)
+  ox = (input_size - r * width) / 2.0
+  oy = (input_size - r * height) / 2.0
+  return np.array([[r, 0.0, 0.5 * r - 0.5 + ox], [0.0, r, 0.5 * r - 0.5 + oy]])
 
 
-def train_affine(keypoints: np.ndarray, labeled: np.ndarray, height: int, width: int,
-                 rng: np.random.Generator, cfg: AugmentConfig, input_size: int) -> np.ndarray:
-    """Random training affine: person-centred crop, scale, rotation, flip, translation.
+def person_box(
+  keypoints: np.ndarray, labeled: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, float]:
+  """Centre and extent of the labeled joints' bounding box.
 
-    ``A = T(S_c + t) . M . R(theta) . Z(zoom) . T(-c)`` where ``c`` is the centre
-    of the labeled joints' box, ``zoom = s * S / (margin * extent)``,
-    ``S_c = ((S-1)/2, (S-1)/2)`` the input centre, ``M = diag(-1, 1)`` when
-    flipping (mirror about the vertical line through the input centre), and
-    ``t = U(-f, f) * S`` per axis. Exactly six uniforms are drawn from ``rng``
-    every call, so the draw sequence does not depend on the branches.
+  Args:
+    keypoints: (K, 2) original pixels; labeled: (K,) bool.
+  Returns:
+    ``(centre (2,), extent)``: centre of the bounding box and its longer side.
+    With no labeled joint, or a degenerate box (< 1 pixel), the whole image:
+    centre of the image and ``max(H, W)``.
+  """
+  if np.any(labeled):
+    pts = keypoints[labeled]
+    lo, hi = pts.min(0), pts.max(0)
+    extent = float(np.max(hi - lo))
+    if extent >= 1.0:
+      return ((lo + hi) / 2.0).astype(np.float64), extent
+  return np.array([(width - 1) / 2.0, (height - 1) / 2.0]), float(max(height, width))
 
-    A flip is recognisable as ``det(A[:, :2]) < 0`` (:func:`is_flipping`); joints
-    then must be relabelled with ``skeleton.FLIP_PERMUTATION``.
 
-    Returns:
-      (2, 3) float64 affine original -> input pixels.
-    """
-    u = rng.random(6)
-    centre, extent = person_box(keypoints, labeled, height, width)
-    lo, hi = cfg.scale_range
-    zoom = (lo + (hi - lo) * u[0]) * input_size / (cfg.margin * extent)
-    theta = math.radians(cfg.rotation_deg * (2.0 * u[2] - 1.0)) if u[1] < cfg.rotation_prob else 0.0
-    flip = u[3] < cfg.flip_prob
-    tx, ty = cfg.translate_frac * input_size * (2.0 * u[4:6] - 1.0)
-    cos, sin = math.cos(theta) * zoom, math.sin(theta) * zoom
-    lin = np.array([[cos, -sin], [sin, cos]])
-    if flip:
-        lin[0] *= -1.0
-    out_centre = np.array([(input_size - 1) / 2.0 + tx, (input_size - 1) / 2.0 + ty])
-    return np.concatenate([lin, (out_centre - lin @ centre)[:, None]], axis=1)
+def train_affine(
+  keypoints: np.ndarray,
+  labeled: np.ndarray,
+  height: int,
+  width: int,
+  rng: np.random.Generator,
+  cfg: AugmentConfig,
+  input_size: int,
+) -> np.ndarray:
+  """Random training affine: person-centred crop, scale, rotation, flip, translation.
+
+  ``A = T(S_c + t) . M . R(theta) . Z(zoom) . T(-c)`` where ``c`` is the centre
+  of the labeled joints' box, ``zoom = s * S / (margin * extent)``,
+  ``S_c = ((S-1)/2, (S-1)/2)`` the input centre, ``M = diag(-1, 1)`` when
+  flipping (mirror about the vertical line through the input centre), and
+  ``t = U(-f, f) * S`` per axis. Exactly six uniforms are drawn from ``rng``
+  every call, so the draw sequence does not depend on the branches.
+
+  A flip is recognisable as ``det(A[:, :2]) < 0`` (:func:`is_flipping`); joints
+  then must be relabelled with ``skeleton.FLIP_PERMUTATION``.
+
+  Returns:
+    (2, 3) float64 affine original -> input pixels.
+  """
+  u = rng.random(6)
+  centre, extent = person_box(keypoints, labeled, height, width)
+  lo, hi = cfg.scale_range
+  zoom = (lo + (hi - lo) * u[0]) * input_size / (cfg.margin * extent)
+  theta = math.radians(cfg.rotation_deg * (2.0 * u[2] - 1.0)) if u[1] < cfg.rotation_prob else 0.0
+  flip = u[3] < cfg.flip_prob
+  tx, ty = cfg.translate_frac * input_size * (2.0 * u[4:6] - 1.0)
+  cos, sin = math.cos(theta) * zoom, math.sin(theta) * zoom
+  lin = np.array([[cos, -sin], [sin, cos]])
+  if flip:
+    lin[0] *= -1.0
+  out_centre = np.array([(input_size - 1) / 2.0 + tx, (input_size - 1) / 2.0 + ty])
+  return np.concatenate([lin, (out_centre - lin @ centre)[:, None]], axis=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,150 +252,175 @@ def train_affine(keypoints: np.ndarray, labeled: np.ndarray, height: int, width:
 
 
 def _image_id(record: Mapping[str, Any]) -> str:
-    return str(np.asarray(record["image_id"]).item()) if "image_id" in record else "?"
+  return str(np.asarray(record["image_id"]).item()) if "image_id" in record else "?"
 
 
-def check_record(record: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Validates a record and returns ``(image, keypoints, labeled, visible)``.
+def check_record(
+  record: Mapping[str, Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Validates a record and returns ``(image, keypoints, labeled, visible)``.
 
-    ``keypoints`` is returned as float64 (K, 2) with unlabeled non-finite entries
-    replaced by 0.
+  ``keypoints`` is returned as float64 (K, 2) with unlabeled non-finite entries
+  replaced by 0.
 
-    Raises:
-      ValueError: naming the image id, on a wrong shape/dtype, or a non-finite
-        keypoint on a labeled joint.
-    """
-    iid = _image_id(record)
-    image = np.asarray(record["image"])
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image_id {iid}: image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
-    kp = np.asarray(record["keypoints"], np.float64)
-    k = kp.shape[0] if kp.ndim == 2 else -1
-    if kp.ndim != 2 or kp.shape[1] != 2:
-        raise ValueError(f"image_id {iid}: keypoints must be (K, 2), got {kp.shape}")
-    labeled = np.asarray(record["labeled"], bool)
-    visible = np.asarray(record.get("visible", labeled), bool)
-    if labeled.shape != (k,) or visible.shape != (k,):
-        raise ValueError(f"image_id {iid}: labeled/visible must be ({k},), got {labeled.shape}, {visible.shape}")
-    finite = np.isfinite(kp).all(1)
-    bad = labeled & ~finite
-    if bad.any():
-        names = [skeleton.JOINT_NAMES[j] if k == skeleton.NUM_JOINTS else str(j) for j in np.flatnonzero(bad)]
-        raise ValueError(f"image_id {iid}: non-finite keypoints on labeled joints {names}")
-    kp = np.where(finite[:, None], kp, 0.0)
-    return image, kp, labeled, visible
+  Raises:
+    ValueError: naming the image id, on a wrong shape/dtype, or a non-finite
+      keypoint on a labeled joint.
+  """
+  iid = _image_id(record)
+  image = np.asarray(record["image"])
+  if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+    raise ValueError(
+      f"image_id {iid}: image must be uint8 (H, W, 3), got {image.dtype} {image.shape}"
+    )
+  kp = np.asarray(record["keypoints"], np.float64)
+  k = kp.shape[0] if kp.ndim == 2 else -1
+  if kp.ndim != 2 or kp.shape[1] != 2:
+    raise ValueError(f"image_id {iid}: keypoints must be (K, 2), got {kp.shape}")
+  labeled = np.asarray(record["labeled"], bool)
+  visible = np.asarray(record.get("visible", labeled), bool)
+  if labeled.shape != (k,) or visible.shape != (k,):
+    raise ValueError(
+      f"image_id {iid}: labeled/visible must be ({k},), got {labeled.shape}, {visible.shape}"
+    )
+  finite = np.isfinite(kp).all(1)
+  bad = labeled & ~finite
+  if bad.any():
+    names = [
+      skeleton.JOINT_NAMES[j] if k == skeleton.NUM_JOINTS else str(j) for j in np.flatnonzero(bad)
+    ]
+    raise ValueError(f"image_id {iid}: non-finite keypoints on labeled joints {names}")
+  kp = np.where(finite[:, None], kp, 0.0)
+  return image, kp, labeled, visible
 
 
 def warp_image(image: np.ndarray, affine: np.ndarray, input_size: int) -> np.ndarray:
-    """Warps an (H, W, 3) uint8 image to (S, S, 3) uint8 with bilinear sampling, mean-colour border."""
-    return cv2.warpAffine(image, np.asarray(affine, np.float64), (input_size, input_size),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=BORDER_RGB)
+  """Warps an (H, W, 3) uint8 image to (S, S, 3) uint8 with bilinear sampling, mean-colour border."""
+  return cv2.warpAffine(
+    image,
+    np.asarray(affine, np.float64),
+    (input_size, input_size),
+    flags=cv2.INTER_LINEAR,
+    borderMode=cv2.BORDER_CONSTANT,
+    borderValue=BORDER_RGB,
+  )
 
 
 def inside_input(points: np.ndarray, input_size: int) -> np.ndarray:
-    """(..., K, 2) -> (..., K) bool: the point lies in ``[0, S-1]^2`` (between border pixel centres)."""
-    return np.all((points >= 0.0) & (points <= input_size - 1), axis=-1)
+  """(..., K, 2) -> (..., K) bool: the point lies in ``[0, S-1]^2`` (between border pixel centres)."""
+  return np.all((points >= 0.0) & (points <= input_size - 1), axis=-1)
 
 
 @functools.lru_cache(maxsize=16)
 def _normalize_rows(width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel scale and offset tiled along one image row of ``width`` pixels: (width * 3,)."""
-    return np.tile(_SCALE, width), np.tile(_OFFSET, width)
+  """Per-channel scale and offset tiled along one image row of ``width`` pixels: (width * 3,)."""
+  return np.tile(_SCALE, width), np.tile(_OFFSET, width)
 
 
 def normalize_image(image: np.ndarray) -> np.ndarray:
-    """uint8 (..., W, 3) (or one (3,) pixel) RGB -> float32 ``(image / 255 - IMAGENET_MEAN) / IMAGENET_STD``.
+  """uint8 (..., W, 3) (or one (3,) pixel) RGB -> float32 ``(image / 255 - IMAGENET_MEAN) / IMAGENET_STD``.
 
-    The channel constants are tiled along whole rows so numpy broadcasts over a
-    long inner axis (about 5x faster than broadcasting a (3,) vector).
-    """
-    image = np.ascontiguousarray(image)
-    if image.ndim < 1 or image.shape[-1] != 3:
-        raise ValueError(f"expected (..., W, 3) RGB, got shape {image.shape}")
-    width = image.shape[-2] if image.ndim >= 2 else 1
-    scale, offset = _normalize_rows(width)
-    out = np.multiply(image.reshape(-1, width * 3), scale, dtype=np.float32)
-    out += offset
-    return out.reshape(image.shape)
+  The channel constants are tiled along whole rows so numpy broadcasts over a
+  long inner axis (about 5x faster than broadcasting a (3,) vector).
+  """
+  image = np.ascontiguousarray(image)
+  if image.ndim < 1 or image.shape[-1] != 3:
+    raise ValueError(f"expected (..., W, 3) RGB, got shape {image.shape}")
+  width = image.shape[-2] if image.ndim >= 2 else 1
+  scale, offset = _normalize_rows(width)
+  out = np.multiply(image.reshape(-1, width * 3), scale, dtype=np.float32)
+  out += offset
+  return out.reshape(image.shape)
 
 
 def denormalize(image: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`normalize_image` for drawing: float (..., 3) -> uint8 (..., 3) RGB."""
-    x = (np.asarray(image, np.float32) * IMAGENET_STD + IMAGENET_MEAN) * 255.0
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+  """Inverse of :func:`normalize_image` for drawing: float (..., 3) -> uint8 (..., 3) RGB."""
+  x = (np.asarray(image, np.float32) * IMAGENET_STD + IMAGENET_MEAN) * 255.0
+  return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def _finish(image: np.ndarray, affine: np.ndarray, kp: np.ndarray, labeled: np.ndarray,
-            input_size: int, normalize: bool) -> dict[str, np.ndarray]:
-    kp_in = apply_affine_to_points(affine, kp)
-    weights = labeled & inside_input(kp_in, input_size)
-    kp_in = np.where(labeled[:, None], kp_in, 0.0)
-    return {
-        "image": normalize_image(image) if normalize else image,
-        "keypoints": kp_in.astype(np.float32),
-        "weights": weights.astype(np.float32),
-        "affine": affine.astype(np.float32),
-        "inverse_affine": invert_affine(affine).astype(np.float32),
-    }
+def _finish(
+  image: np.ndarray,
+  affine: np.ndarray,
+  kp: np.ndarray,
+  labeled: np.ndarray,
+  input_size: int,
+  normalize: bool,
+) -> dict[str, np.ndarray]:
+  kp_in = apply_affine_to_points(affine, kp)
+  weights = labeled & inside_input(kp_in, input_size)
+  kp_in = np.where(labeled[:, None], kp_in, 0.0)
+  return {
+    "image": normalize_image(image) if normalize else image,
+    "keypoints": kp_in.astype(np.float32),
+    "weights": weights.astype(np.float32),
+    "affine": affine.astype(np.float32),
+    "inverse_affine": invert_affine(affine).astype(np.float32),
+  }
 
 
-def transform_train(record: Mapping[str, Any], rng: np.random.Generator, *,
-                    cfg: AugmentConfig = AugmentConfig(), input_size: int = 368,
-                    normalize: bool = True) -> dict[str, np.ndarray]:
-    """Augments one record for training (one composed affine, one warp).
+def transform_train(
+  record: Mapping[str, Any],
+  rng: np.random.Generator,
+  *,
+  cfg: AugmentConfig = AugmentConfig(),
+  input_size: int = 368,
+  normalize: bool = True,
+) -> dict[str, np.ndarray]:
+  """Augments one record for training (one composed affine, one warp).
 
-    Returns a dict:
-      image           float32 (S, S, 3) normalised (uint8 RGB if ``normalize=False``)
-      keypoints       float32 (K, 2) input pixels; joint ``k`` is joint ``k`` of the
-                      person *as seen in the output* (relabelled after a flip);
-                      0 for unlabeled joints, the finite transformed value for
-                      labeled joints pushed off the input
-      weights         float32 (K,) 1 for labeled joints inside ``[0, S-1]^2``, else 0
-      affine          float32 (2, 3) original -> input
-      inverse_affine  float32 (2, 3) input -> original
-      image_id        int32 ()
-    Note: ``keypoints[k]`` of a flipped sample maps back through ``inverse_affine``
-    to the original location of joint ``FLIP_PERMUTATION[k]``.
+  Returns a dict:
+    image           float32 (S, S, 3) normalised (uint8 RGB if ``normalize=False``)
+    keypoints       float32 (K, 2) input pixels; joint ``k`` is joint ``k`` of the
+                    person *as seen in the output* (relabelled after a flip);
+                    0 for unlabeled joints, the finite transformed value for
+                    labeled joints pushed off the input
+    weights         float32 (K,) 1 for labeled joints inside ``[0, S-1]^2``, else 0
+    affine          float32 (2, 3) original -> input
+    inverse_affine  float32 (2, 3) input -> original
+    image_id        int32 ()
+  Note: ``keypoints[k]`` of a flipped sample maps back through ``inverse_affine``
+  to the original location of joint ``FLIP_PERMUTATION[k]``.
 
-    Raises:
-      ValueError: on a malformed record or NaN on a labeled joint (names the image id).
-    """
-    image, kp, labeled, _ = check_record(record)
-    h, w = image.shape[:2]
-    affine = train_affine(kp, labeled, h, w, rng, cfg, input_size)
-    if is_flipping(affine):
-        perm = skeleton.FLIP_PERMUTATION if kp.shape[0] == skeleton.NUM_JOINTS else None
-        if perm is None:
-            raise ValueError(f"flip needs {skeleton.NUM_JOINTS} joints, got {kp.shape[0]}")
-        kp, labeled = kp[perm], labeled[perm]
-    out = _finish(warp_image(image, affine, input_size), affine, kp, labeled, input_size, normalize)
-    out["image_id"] = np.int32(record.get("image_id", -1))
-    return out
+  Raises:
+    ValueError: on a malformed record or NaN on a labeled joint (names the image id).
+  """
+  image, kp, labeled, _ = check_record(record)
+  h, w = image.shape[:2]
+  affine = train_affine(kp, labeled, h, w, rng, cfg, input_size)
+  if is_flipping(affine):
+    perm = skeleton.FLIP_PERMUTATION if kp.shape[0] == skeleton.NUM_JOINTS else None
+    if perm is None:
+      raise ValueError(f"flip needs {skeleton.NUM_JOINTS} joints, got {kp.shape[0]}")
+    kp, labeled = kp[perm], labeled[perm]
+  out = _finish(warp_image(image, affine, input_size), affine, kp, labeled, input_size, normalize)
+  out["image_id"] = np.int32(record.get("image_id", -1))
+  return out
 
 
-def transform_eval(record: Mapping[str, Any], *, input_size: int = 368,
-                   normalize: bool = True) -> dict[str, np.ndarray]:
-    """Letterboxes one record for evaluation (whole image, aspect kept, centred).
+def transform_eval(
+  record: Mapping[str, Any], *, input_size: int = 368, normalize: bool = True
+) -> dict[str, np.ndarray]:
+  """Letterboxes one record for evaluation (whole image, aspect kept, centred).
 
-    Returns the keys of :func:`transform_train` plus:
-      keypoints_orig  float32 (K, 2) the annotation in original pixels (non-finite
-                      entries of unlabeled joints set to 0)
-      labeled, visible bool (K,)
-      valid           bool () ``record.get('valid', True)``
-      source_index    int32 () ``record.get('source_index', -1)``: the record's position in
-                      its data source (set by the evaluation loader)
-    """
-    image, kp, labeled, visible = check_record(record)
-    h, w = image.shape[:2]
-    affine = letterbox_affine(h, w, input_size)
-    out = _finish(warp_image(image, affine, input_size), affine, kp, labeled, input_size, normalize)
-    out.update(
-        keypoints_orig=kp.astype(np.float32),
-        labeled=labeled,
-        visible=visible,
-        image_id=np.int32(record.get("image_id", -1)),
-        valid=np.bool_(record.get("valid", True)),
-        source_index=np.int32(record.get("source_index", -1)),
-    )
-    return out
+  Returns the keys of :func:`transform_train` plus:
+    keypoints_orig  float32 (K, 2) the annotation in original pixels (non-finite
+                    entries of unlabeled joints set to 0)
+    labeled, visible bool (K,)
+    valid           bool () ``record.get('valid', True)``
+    source_index    int32 () ``record.get('source_index', -1)``: the record's position in
+                    its data source (set by the evaluation loader)
+  """
+  image, kp, labeled, visible = check_record(record)
+  h, w = image.shape[:2]
+  affine = letterbox_affine(h, w, input_size)
+  out = _finish(warp_image(image, affine, input_size), affine, kp, labeled, input_size, normalize)
+  out.update(
+    keypoints_orig=kp.astype(np.float32),
+    labeled=labeled,
+    visible=visible,
+    image_id=np.int32(record.get("image_id", -1)),
+    valid=np.bool_(record.get("valid", True)),
+    source_index=np.int32(record.get("source_index", -1)),
+  )
+  return out

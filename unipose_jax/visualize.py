@@ -43,73 +43,73 @@ _TITLE_HEIGHT = 22
 
 
 def _check_color(color: Sequence[int]) -> tuple[int, int, int]:
-    c = tuple(int(v) for v in color)
-    if len(c) != 3 or any(v < 0 or v > 255 for v in c):
-        raise ValueError(f"color must be three ints in [0, 255] (RGB), got {color}")
-    return c  # type: ignore[return-value]
+  c = tuple(int(v) for v in color)
+  if len(c) != 3 or any(v < 0 or v > 255 for v in c):
+    raise ValueError(f"color must be three ints in [0, 255] (RGB), got {color}")
+  return c  # type: ignore[return-value]
 
 
 def left_color(color: Sequence[int]) -> tuple[int, int, int]:
-    """Shade used for the person's left side: ``color`` blended 55% towards white
-    (towards black for light colours, luminance >= 140), so left and right differ."""
-    r, g, b = _check_color(color)
-    luminance = 0.299 * r + 0.587 * g + 0.114 * b
-    target = 0.0 if luminance >= 140 else 255.0
-    return tuple(int(round(v + 0.55 * (target - v))) for v in (r, g, b))  # type: ignore[return-value]
+  """Shade used for the person's left side: ``color`` blended 55% towards white
+  (towards black for light colours, luminance >= 140), so left and right differ."""
+  r, g, b = _check_color(color)
+  luminance = 0.299 * r + 0.587 * g + 0.114 * b
+  target = 0.0 if luminance >= 140 else 255.0
+  return tuple(int(round(v + 0.55 * (target - v))) for v in (r, g, b))  # type: ignore[return-value]
 
 
 def joint_colors(color: Sequence[int], num_joints: int = skeleton.NUM_JOINTS) -> np.ndarray:
-    """``(K, 3)`` uint8 RGB colour of each joint: ``color`` for right-side and
-    centre joints (neck, head top), :func:`left_color` for left-side joints."""
-    base = _check_color(color)
-    left = left_color(base)
-    return np.array(
-        [left if skeleton.is_left(k) else base for k in range(num_joints)], dtype=np.uint8
-    )
+  """``(K, 3)`` uint8 RGB colour of each joint: ``color`` for right-side and
+  centre joints (neck, head top), :func:`left_color` for left-side joints."""
+  base = _check_color(color)
+  left = left_color(base)
+  return np.array(
+    [left if skeleton.is_left(k) else base for k in range(num_joints)], dtype=np.uint8
+  )
 
 
 def _limb_color(a: int, b: int, colors: np.ndarray) -> tuple[int, int, int]:
-    """Left shade when both ends are left joints; otherwise the right/centre colour."""
-    if skeleton.is_left(a) and skeleton.is_left(b):
-        return tuple(int(v) for v in colors[a])  # type: ignore[return-value]
-    right_or_centre = b if skeleton.is_left(a) else a
-    return tuple(int(v) for v in colors[right_or_centre])  # type: ignore[return-value]
+  """Left shade when both ends are left joints; otherwise the right/centre colour."""
+  if skeleton.is_left(a) and skeleton.is_left(b):
+    return tuple(int(v) for v in colors[a])  # type: ignore[return-value]
+  right_or_centre = b if skeleton.is_left(a) else a
+  return tuple(int(v) for v in colors[right_or_centre])  # type: ignore[return-value]
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8, got {image.dtype}")
-    if image.ndim != 3 or image.shape[-1] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"image must have shape (H, W, 3), got {image.shape}")
-    return image
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    raise ValueError(f"image must be uint8, got {image.dtype}")
+  if image.ndim != 3 or image.shape[-1] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+    raise ValueError(f"image must have shape (H, W, 3), got {image.shape}")
+  return image
 
 
 def _check_keypoints(keypoints: Any, name: str = "keypoints") -> np.ndarray:
-    kp = np.asarray(keypoints, np.float64)
-    if kp.shape != (skeleton.NUM_JOINTS, 2):
-        raise ValueError(f"{name} must have shape ({skeleton.NUM_JOINTS}, 2) as (x, y), got {kp.shape}")
-    return kp
+  kp = np.asarray(keypoints, np.float64)
+  if kp.shape != (skeleton.NUM_JOINTS, 2):
+    raise ValueError(f"{name} must have shape ({skeleton.NUM_JOINTS}, 2) as (x, y), got {kp.shape}")
+  return kp
 
 
 def _joint_visible(keypoints: np.ndarray, mask: Any | None) -> np.ndarray:
-    visible = np.all(np.isfinite(keypoints), axis=-1)
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != (keypoints.shape[0],):
-            raise ValueError(f"mask must have shape ({keypoints.shape[0]},), got {mask.shape}")
-        visible &= mask.astype(bool)
-    return visible
+  visible = np.all(np.isfinite(keypoints), axis=-1)
+  if mask is not None:
+    mask = np.asarray(mask)
+    if mask.shape != (keypoints.shape[0],):
+      raise ValueError(f"mask must have shape ({keypoints.shape[0]},), got {mask.shape}")
+    visible &= mask.astype(bool)
+  return visible
 
 
 def _fixed(point: np.ndarray) -> tuple[int, int]:
-    p = np.clip(point, -_MAX_COORD, _MAX_COORD) * (1 << _SHIFT)
-    return int(round(float(p[0]))), int(round(float(p[1])))
+  p = np.clip(point, -_MAX_COORD, _MAX_COORD) * (1 << _SHIFT)
+  return int(round(float(p[0]))), int(round(float(p[1])))
 
 
 def _default_sizes(image: np.ndarray) -> tuple[int, int]:
-    short = min(image.shape[:2])
-    return max(2, int(round(short / 60))), max(1, int(round(short / 120)))
+  short = min(image.shape[:2])
+  return max(2, int(round(short / 60))), max(1, int(round(short / 120)))
 
 
 # ---------------------------------------------------------------------------
@@ -117,84 +117,93 @@ def _default_sizes(image: np.ndarray) -> tuple[int, int]:
 
 
 def draw_skeleton(
-    image: np.ndarray,
-    keypoints: Any,
-    color: Sequence[int] = PRED_COLOR,
-    mask: Any | None = None,
-    *,
-    radius: int | None = None,
-    thickness: int | None = None,
+  image: np.ndarray,
+  keypoints: Any,
+  color: Sequence[int] = PRED_COLOR,
+  mask: Any | None = None,
+  *,
+  radius: int | None = None,
+  thickness: int | None = None,
 ) -> np.ndarray:
-    """A copy of ``image`` with the skeleton of ``keypoints`` drawn on it.
+  """A copy of ``image`` with the skeleton of ``keypoints`` drawn on it.
 
-    Args:
-      image: ``(H, W, 3)`` uint8 RGB; not modified.
-      keypoints: ``(K, 2)`` ``(x, y)`` in this image's pixels (K = 14, LSP order).
-      color: RGB of the person's right side and centre; the left side is drawn
-        in :func:`left_color` of it (see :func:`joint_colors`).
-      mask: optional ``(K,)``; joints where it is False (and non-finite joints)
-        are not drawn, nor any limb touching them.
-      radius, thickness: joint dot radius and limb width in pixels; by default
-        they grow with the image: ``max(2, round(min(H, W) / 60))`` and
-        ``max(1, round(min(H, W) / 120))``.
+  Args:
+    image: ``(H, W, 3)`` uint8 RGB; not modified.
+    keypoints: ``(K, 2)`` ``(x, y)`` in this image's pixels (K = 14, LSP order).
+    color: RGB of the person's right side and centre; the left side is drawn
+      in :func:`left_color` of it (see :func:`joint_colors`).
+    mask: optional ``(K,)``; joints where it is False (and non-finite joints)
+      are not drawn, nor any limb touching them.
+    radius, thickness: joint dot radius and limb width in pixels; by default
+      they grow with the image: ``max(2, round(min(H, W) / 60))`` and
+      ``max(1, round(min(H, W) / 120))``.
 
-    Returns:
-      ``(H, W, 3)`` uint8: limbs of :data:`skeleton.LIMBS` as lines, then each
-      joint as a filled dot centred on the keypoint.
-    """
-    out = _check_image(image).copy()
-    kp = _check_keypoints(keypoints)
-    visible = _joint_visible(kp, mask)
-    colors = joint_colors(color)
-    default_radius, default_thickness = _default_sizes(out)
-    radius = default_radius if radius is None else int(radius)
-    thickness = default_thickness if thickness is None else int(thickness)
-    if radius < 1 or thickness < 1:
-        raise ValueError(f"radius and thickness must be >= 1, got {radius}, {thickness}")
-    for a, b in skeleton.LIMBS:
-        if visible[a] and visible[b]:
-            cv2.line(out, _fixed(kp[a]), _fixed(kp[b]), _limb_color(a, b, colors),
-                     thickness, cv2.LINE_AA, _SHIFT)
-    for k in np.flatnonzero(visible):
-        cv2.circle(out, _fixed(kp[k]), radius << _SHIFT, tuple(int(v) for v in colors[k]),
-                   -1, cv2.LINE_AA, _SHIFT)
-    return out
+  Returns:
+    ``(H, W, 3)`` uint8: limbs of :data:`skeleton.LIMBS` as lines, then each
+    joint as a filled dot centred on the keypoint.
+  """
+  out = _check_image(image).copy()
+  kp = _check_keypoints(keypoints)
+  visible = _joint_visible(kp, mask)
+  colors = joint_colors(color)
+  default_radius, default_thickness = _default_sizes(out)
+  radius = default_radius if radius is None else int(radius)
+  thickness = default_thickness if thickness is None else int(thickness)
+  if radius < 1 or thickness < 1:
+    raise ValueError(f"radius and thickness must be >= 1, got {radius}, {thickness}")
+  for a, b in skeleton.LIMBS:
+    if visible[a] and visible[b]:
+      cv2.line(
+        out, _fixed(kp[a]), _fixed(kp[b]), _limb_color(a, b, colors), thickness, cv2.LINE_AA, _SHIFT
+      )
+  for k in np.flatnonzero(visible):
+    cv2.circle(
+      out,
+      _fixed(kp[k]),
+      radius << _SHIFT,
+      tuple(int(v) for v in colors[k]),
+      -1,
+      cv2.LINE_AA,
+      _SHIFT,
+    )
+  return out
 
 
 def _put_label(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.4) -> None:
-    """White text with a black outline, baseline-left at ``origin`` (in place)."""
-    text = text.encode("ascii", "replace").decode("ascii")
-    cv2.putText(image, text, origin, _FONT, scale, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(image, text, origin, _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+  """White text with a black outline, baseline-left at ``origin`` (in place)."""
+  text = text.encode("ascii", "replace").decode("ascii")
+  cv2.putText(image, text, origin, _FONT, scale, (0, 0, 0), 3, cv2.LINE_AA)
+  cv2.putText(image, text, origin, _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
 def _title_bar(width: int, title: str) -> np.ndarray:
-    bar = np.full((_TITLE_HEIGHT, width, 3), 255, np.uint8)
-    text = title.encode("ascii", "replace").decode("ascii")
-    cv2.putText(bar, text, (4, 16), _FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return bar
+  bar = np.full((_TITLE_HEIGHT, width, 3), 255, np.uint8)
+  text = title.encode("ascii", "replace").decode("ascii")
+  cv2.putText(bar, text, (4, 16), _FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+  return bar
 
 
 def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize with half-pixel centres (cv2's convention, the one of section 5)."""
-    if (image.shape[1], image.shape[0]) == (width, height):
-        return image.copy()
-    shrinking = width < image.shape[1] or height < image.shape[0]
-    return cv2.resize(image, (width, height),
-                      interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+  """Resize with half-pixel centres (cv2's convention, the one of section 5)."""
+  if (image.shape[1], image.shape[0]) == (width, height):
+    return image.copy()
+  shrinking = width < image.shape[1] or height < image.shape[0]
+  return cv2.resize(
+    image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+  )
 
 
 def scaled_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """``(H', W')`` of an ``(height, width)`` image scaled so its longer side is ``size``."""
-    if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
-    s = size / max(height, width)
-    return max(1, int(round(height * s))), max(1, int(round(width * s)))
+  """``(H', W')`` of an ``(height, width)`` image scaled so its longer side is ``size``."""
+  if size < 1:
+    raise ValueError(f"size must be >= 1, got {size}")
+  s = size / max(height, width)
+  return max(1, int(round(height * s))), max(1, int(round(width * s)))
 
 
 def _scale_keypoints(kp: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    # Pixel-centre convention: x' = (x + 0.5) * sx - 0.5.
-    return (kp + 0.5) * np.array([sx, sy]) - 0.5
+  # Pixel-centre convention: x' = (x + 0.5) * sx - 0.5.
+  return (kp + 0.5) * np.array([sx, sy]) - 0.5
 
 
 # ---------------------------------------------------------------------------
@@ -202,30 +211,30 @@ def _scale_keypoints(kp: np.ndarray, sx: float, sy: float) -> np.ndarray:
 
 
 def _atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> pathlib.Path:
-    """Write via ``write(file)`` to a temp file beside ``path``, fsync, rename over ``path``."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  """Write via ``write(file)`` to a temp file beside ``path``, fsync, rename over ``path``."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+  except BaseException:
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+      os.unlink(tmp)
+    except FileNotFoundError:
+      pass
+    raise
+  return path
 
 
 def save_png(path: PathLike, image: np.ndarray) -> pathlib.Path:
-    """Atomically write a ``(H, W, 3)`` uint8 RGB array as a PNG; returns the path."""
-    image = _check_image(image)
-    return _atomic_write(path, lambda f: Image.fromarray(image, "RGB").save(f, format="PNG"))
+  """Atomically write a ``(H, W, 3)`` uint8 RGB array as a PNG; returns the path."""
+  image = _check_image(image)
+  return _atomic_write(path, lambda f: Image.fromarray(image, "RGB").save(f, format="PNG"))
 
 
 # ---------------------------------------------------------------------------
@@ -233,216 +242,226 @@ def save_png(path: PathLike, image: np.ndarray) -> pathlib.Path:
 
 
 def render_prediction(
-    image: np.ndarray,
-    pred: Any,
-    gt: Any | None = None,
-    title: str | None = None,
-    *,
-    size: int = 300,
-    pred_mask: Any | None = None,
-    gt_mask: Any | None = None,
-    gap: int = 4,
+  image: np.ndarray,
+  pred: Any,
+  gt: Any | None = None,
+  title: str | None = None,
+  *,
+  size: int = 300,
+  pred_mask: Any | None = None,
+  gt_mask: Any | None = None,
+  gap: int = 4,
 ) -> np.ndarray:
-    """The picture :func:`save_prediction_png` writes, as an array.
+  """The picture :func:`save_prediction_png` writes, as an array.
 
-    The image is rescaled so that its longer side is ``size`` pixels (LSP
-    images are small); keypoints, given in ``image``'s pixels, are mapped with
-    the pixel-centre convention. Panels left to right: the annotation (green,
-    only when ``gt`` is given), then the prediction (red), separated by ``gap``
-    white columns; a white title bar of 22 px on top when ``title`` is given.
-    Output shape: ``(H' + 22 * bool(title), n * W' + (n - 1) * gap, 3)`` with
-    ``(H', W') = scaled_size(H, W, size)`` and ``n`` panels.
-    """
-    image = _check_image(image)
-    pred = _check_keypoints(pred, "pred")
-    h, w = image.shape[:2]
-    new_h, new_w = scaled_size(h, w, size)
-    big = _resize(image, new_w, new_h)
-    sx, sy = new_w / w, new_h / h
-    panels = []
-    if gt is not None:
-        gt = _check_keypoints(gt, "gt")
-        panel = draw_skeleton(big, _scale_keypoints(gt, sx, sy), GT_COLOR, gt_mask)
-        _put_label(panel, "annotation", (4, 14))
-        panels.append(panel)
-    panel = draw_skeleton(big, _scale_keypoints(pred, sx, sy), PRED_COLOR, pred_mask)
-    _put_label(panel, "prediction", (4, 14))
+  The image is rescaled so that its longer side is ``size`` pixels (LSP
+  images are small); keypoints, given in ``image``'s pixels, are mapped with
+  the pixel-centre convention. Panels left to right: the annotation (green,
+  only when ``gt`` is given), then the prediction (red), separated by ``gap``
+  white columns; a white title bar of 22 px on top when ``title`` is given.
+  Output shape: ``(H' + 22 * bool(title), n * W' + (n - 1) * gap, 3)`` with
+  ``(H', W') = scaled_size(H, W, size)`` and ``n`` panels.
+  """
+  image = _check_image(image)
+  pred = _check_keypoints(pred, "pred")
+  h, w = image.shape[:2]
+  new_h, new_w = scaled_size(h, w, size)
+  big = _resize(image, new_w, new_h)
+  sx, sy = new_w / w, new_h / h
+  panels = []
+  if gt is not None:
+    gt = _check_keypoints(gt, "gt")
+    panel = draw_skeleton(big, _scale_keypoints(gt, sx, sy), GT_COLOR, gt_mask)
+    _put_label(panel, "annotation", (4, 14))
     panels.append(panel)
-    spacer = np.full((new_h, gap, 3), 255, np.uint8)
-    row = [panels[0]]
-    for panel in panels[1:]:
-        row += [spacer, panel]
-    out = np.concatenate(row, axis=1)
-    if title:
-        out = np.concatenate([_title_bar(out.shape[1], title), out], axis=0)
-    return out
+  panel = draw_skeleton(big, _scale_keypoints(pred, sx, sy), PRED_COLOR, pred_mask)
+  _put_label(panel, "prediction", (4, 14))
+  panels.append(panel)
+  spacer = np.full((new_h, gap, 3), 255, np.uint8)
+  row = [panels[0]]
+  for panel in panels[1:]:
+    row += [spacer, panel]
+  out = np.concatenate(row, axis=1)
+  if title:
+    out = np.concatenate([_title_bar(out.shape[1], title), out], axis=0)
+  return out
 
 
 def save_prediction_png(
-    path: PathLike,
-    image: np.ndarray,
-    pred: Any,
-    gt: Any | None = None,
-    title: str | None = None,
-    *,
-    size: int = 300,
-    pred_mask: Any | None = None,
-    gt_mask: Any | None = None,
+  path: PathLike,
+  image: np.ndarray,
+  pred: Any,
+  gt: Any | None = None,
+  title: str | None = None,
+  *,
+  size: int = 300,
+  pred_mask: Any | None = None,
+  gt_mask: Any | None = None,
 ) -> pathlib.Path:
-    """Write annotation and prediction skeletons side by side (see :func:`render_prediction`)."""
-    out = render_prediction(image, pred, gt, title, size=size, pred_mask=pred_mask, gt_mask=gt_mask)
-    return save_png(path, out)
+  """Write annotation and prediction skeletons side by side (see :func:`render_prediction`)."""
+  out = render_prediction(image, pred, gt, title, size=size, pred_mask=pred_mask, gt_mask=gt_mask)
+  return save_png(path, out)
 
 
 def heatmap_channel_names(num_channels: int) -> tuple[str, ...]:
-    """Tile labels: LSP joint names, led by ``'background'`` for ``K + 1`` channels."""
-    if num_channels == skeleton.NUM_JOINTS:
-        return skeleton.JOINT_NAMES
-    if num_channels == skeleton.NUM_JOINTS + 1:
-        return ("background",) + skeleton.JOINT_NAMES
-    return tuple(f"channel {i}" for i in range(num_channels))
+  """Tile labels: LSP joint names, led by ``'background'`` for ``K + 1`` channels."""
+  if num_channels == skeleton.NUM_JOINTS:
+    return skeleton.JOINT_NAMES
+  if num_channels == skeleton.NUM_JOINTS + 1:
+    return ("background",) + skeleton.JOINT_NAMES
+  return tuple(f"channel {i}" for i in range(num_channels))
 
 
 def render_heatmap_panel(
-    image: np.ndarray,
-    heatmaps: Any,
-    *,
-    keypoints: Any | None = None,
-    names: Sequence[str] | None = None,
-    tile_size: int = 128,
-    columns: int = 5,
-    vmax: float | None = 1.0,
-    alpha: float = 0.5,
-    title: str | None = None,
+  image: np.ndarray,
+  heatmaps: Any,
+  *,
+  keypoints: Any | None = None,
+  names: Sequence[str] | None = None,
+  tile_size: int = 128,
+  columns: int = 5,
+  vmax: float | None = 1.0,
+  alpha: float = 0.5,
+  title: str | None = None,
 ) -> np.ndarray:
-    """The grid :func:`save_heatmap_panel` writes, as an array.
+  """The grid :func:`save_heatmap_panel` writes, as an array.
 
-    Tiles, row-major: the image itself (with the skeleton of ``keypoints`` if
-    given), then one tile per heatmap channel: the heatmap, resized to the
-    image (half-pixel centres, so a heatmap at stride s lines up with an input
-    of s times its size), clipped to ``[0, vmax]`` (``vmax=None``: each
-    channel's own maximum), coloured with the JET map and blended over the
-    image with weight ``alpha``. With ``keypoints`` (``(K, 2)``, image pixels)
-    joint k's tile also gets a white ring at keypoint k (channel k + 1 when
-    there is a background channel 0).
+  Tiles, row-major: the image itself (with the skeleton of ``keypoints`` if
+  given), then one tile per heatmap channel: the heatmap, resized to the
+  image (half-pixel centres, so a heatmap at stride s lines up with an input
+  of s times its size), clipped to ``[0, vmax]`` (``vmax=None``: each
+  channel's own maximum), coloured with the JET map and blended over the
+  image with weight ``alpha``. With ``keypoints`` (``(K, 2)``, image pixels)
+  joint k's tile also gets a white ring at keypoint k (channel k + 1 when
+  there is a background channel 0).
 
-    Each tile is ``scaled_size(H, W, tile_size)``; the grid has
-    ``min(columns, n_tiles)`` columns and a 22 px title bar when ``title``.
-    """
-    image = _check_image(image)
-    maps = np.asarray(heatmaps, np.float32)
-    if maps.ndim != 3 or maps.shape[-1] == 0:
-        raise ValueError(f"heatmaps must have shape (h, w, C), got {maps.shape}")
-    num_channels = maps.shape[-1]
-    names = heatmap_channel_names(num_channels) if names is None else tuple(names)
-    if len(names) != num_channels:
-        raise ValueError(f"{len(names)} names for {num_channels} heatmap channels")
-    if columns < 1:
-        raise ValueError(f"columns must be >= 1, got {columns}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    th, tw = scaled_size(*image.shape[:2], tile_size)
-    sx, sy = tw / image.shape[1], th / image.shape[0]
-    base = _resize(image, tw, th)
-    kp = None
-    first_joint_channel = 1 if num_channels == skeleton.NUM_JOINTS + 1 else 0
-    if keypoints is not None:
-        kp = _scale_keypoints(_check_keypoints(keypoints), sx, sy)
+  Each tile is ``scaled_size(H, W, tile_size)``; the grid has
+  ``min(columns, n_tiles)`` columns and a 22 px title bar when ``title``.
+  """
+  image = _check_image(image)
+  maps = np.asarray(heatmaps, np.float32)
+  if maps.ndim != 3 or maps.shape[-1] == 0:
+    raise ValueError(f"heatmaps must have shape (h, w, C), got {maps.shape}")
+  num_channels = maps.shape[-1]
+  names = heatmap_channel_names(num_channels) if names is None else tuple(names)
+  if len(names) != num_channels:
+    raise ValueError(f"{len(names)} names for {num_channels} heatmap channels")
+  if columns < 1:
+    raise ValueError(f"columns must be >= 1, got {columns}")
+  if not 0.0 <= alpha <= 1.0:
+    raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+  th, tw = scaled_size(*image.shape[:2], tile_size)
+  sx, sy = tw / image.shape[1], th / image.shape[0]
+  base = _resize(image, tw, th)
+  kp = None
+  first_joint_channel = 1 if num_channels == skeleton.NUM_JOINTS + 1 else 0
+  if keypoints is not None:
+    kp = _scale_keypoints(_check_keypoints(keypoints), sx, sy)
 
-    tiles = [draw_skeleton(base, kp, PRED_COLOR) if kp is not None else base.copy()]
-    _put_label(tiles[0], "image", (3, 12), 0.35)
-    for c in range(num_channels):
-        m = np.nan_to_num(maps[..., c], nan=0.0)
-        top = float(m.max()) if vmax is None else float(vmax)
-        top = top if top > 0 else 1.0
-        m = cv2.resize(np.clip(m, 0.0, top) / top, (tw, th), interpolation=cv2.INTER_LINEAR)
-        m8 = np.clip(np.round(m * 255.0), 0, 255).astype(np.uint8)
-        colored = cv2.cvtColor(cv2.applyColorMap(m8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-        tile = np.round((1.0 - alpha) * base + alpha * colored).astype(np.uint8)
-        joint = c - first_joint_channel
-        if kp is not None and 0 <= joint < skeleton.NUM_JOINTS and np.all(np.isfinite(kp[joint])):
-            cv2.circle(tile, _fixed(kp[joint]), 5 << _SHIFT, (255, 255, 255), 1, cv2.LINE_AA, _SHIFT)
-        _put_label(tile, names[c], (3, 12), 0.35)
-        tiles.append(tile)
+  tiles = [draw_skeleton(base, kp, PRED_COLOR) if kp is not None else base.copy()]
+  _put_label(tiles[0], "image", (3, 12), 0.35)
+  for c in range(num_channels):
+    m = np.nan_to_num(maps[..., c], nan=0.0)
+    top = float(m.max()) if vmax is None else float(vmax)
+    top = top if top > 0 else 1.0
+    m = cv2.resize(np.clip(m, 0.0, top) / top, (tw, th), interpolation=cv2.INTER_LINEAR)
+    m8 = np.clip(np.round(m * 255.0), 0, 255).astype(np.uint8)
+    colored = cv2.cvtColor(cv2.applyColorMap(m8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    tile = np.round((1.0 - alpha) * base + alpha * colored).astype(np.uint8)
+    joint = c - first_joint_channel
+    if kp is not None and 0 <= joint < skeleton.NUM_JOINTS and np.all(np.isfinite(kp[joint])):
+      cv2.circle(tile, _fixed(kp[joint]), 5 << _SHIFT, (255, 255, 255), 1, cv2.LINE_AA, _SHIFT)
+    _put_label(tile, names[c], (3, 12), 0.35)
+    tiles.append(tile)
 
-    columns = min(columns, len(tiles))
-    rows = math.ceil(len(tiles) / columns)
-    grid = np.full((rows * th, columns * tw, 3), 255, np.uint8)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, columns)
-        grid[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = tile
-    if title:
-        grid = np.concatenate([_title_bar(grid.shape[1], title), grid], axis=0)
-    return grid
+  columns = min(columns, len(tiles))
+  rows = math.ceil(len(tiles) / columns)
+  grid = np.full((rows * th, columns * tw, 3), 255, np.uint8)
+  for i, tile in enumerate(tiles):
+    r, c = divmod(i, columns)
+    grid[r * th : (r + 1) * th, c * tw : (c + 1) * tw] = tile
+  if title:
+    grid = np.concatenate([_title_bar(grid.shape[1], title), grid], axis=0)
+  return grid
 
 
 def save_heatmap_panel(
-    path: PathLike,
-    image: np.ndarray,
-    heatmaps: Any,
-    *,
-    keypoints: Any | None = None,
-    names: Sequence[str] | None = None,
-    tile_size: int = 128,
-    columns: int = 5,
-    vmax: float | None = 1.0,
-    alpha: float = 0.5,
-    title: str | None = None,
+  path: PathLike,
+  image: np.ndarray,
+  heatmaps: Any,
+  *,
+  keypoints: Any | None = None,
+  names: Sequence[str] | None = None,
+  tile_size: int = 128,
+  columns: int = 5,
+  vmax: float | None = 1.0,
+  alpha: float = 0.5,
+  title: str | None = None,
 ) -> pathlib.Path:
-    """Write a grid of heatmaps over ``image`` (see :func:`render_heatmap_panel`).
+  """Write a grid of heatmaps over ``image`` (see :func:`render_heatmap_panel`).
 
-    ``image`` ``(H, W, 3)`` uint8 is the network input the heatmaps
-    ``(h, w, K)`` or ``(h, w, K + 1)`` (channel 0 background) belong to.
-    """
-    grid = render_heatmap_panel(image, heatmaps, keypoints=keypoints, names=names,
-                                tile_size=tile_size, columns=columns, vmax=vmax,
-                                alpha=alpha, title=title)
-    return save_png(path, grid)
+  ``image`` ``(H, W, 3)`` uint8 is the network input the heatmaps
+  ``(h, w, K)`` or ``(h, w, K + 1)`` (channel 0 background) belong to.
+  """
+  grid = render_heatmap_panel(
+    image,
+    heatmaps,
+    keypoints=keypoints,
+    names=names,
+    tile_size=tile_size,
+    columns=columns,
+    vmax=vmax,
+    alpha=alpha,
+    title=title,
+  )
+  return save_png(path, grid)
 
 
 def save_pck_curve(
-    path: PathLike,
-    curves: Mapping[str, tuple[Any, Any]],
-    *,
-    title: str = "PCK (LSP, torso-normalised)",
-    xlabel: str = "threshold (fraction of torso: left shoulder to right hip)",
-    figsize: tuple[float, float] = (6.0, 4.5),
-    dpi: int = 100,
+  path: PathLike,
+  curves: Mapping[str, tuple[Any, Any]],
+  *,
+  title: str = "PCK (LSP, torso-normalised)",
+  xlabel: str = "threshold (fraction of torso: left shoulder to right hip)",
+  figsize: tuple[float, float] = (6.0, 4.5),
+  dpi: int = 100,
 ) -> pathlib.Path:
-    """Plot PCK (%) against the normalised threshold, one line per label.
+  """Plot PCK (%) against the normalised threshold, one line per label.
 
-    Args:
-      path: PNG to write (atomically); the image is ``figsize * dpi`` pixels.
-      curves: ``{label: (thresholds (T,), pck (T,))}`` with pck in [0, 1], e.g.
-        one per decoder from ``metrics.pck_curve``. Drawn in insertion order.
-    """
-    # Imported here so that importing this module does not load matplotlib.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+  Args:
+    path: PNG to write (atomically); the image is ``figsize * dpi`` pixels.
+    curves: ``{label: (thresholds (T,), pck (T,))}`` with pck in [0, 1], e.g.
+      one per decoder from ``metrics.pck_curve``. Drawn in insertion order.
+  """
+  # Imported here so that importing this module does not load matplotlib.
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
 
-    if not curves:
-        raise ValueError("curves is empty: nothing to plot")
-    fig = Figure(figsize=figsize, dpi=dpi)
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    x_max = 0.0
-    for label, (thresholds, values) in curves.items():
-        t = np.asarray(thresholds, np.float64)
-        v = np.asarray(values, np.float64)
-        if t.ndim != 1 or t.shape != v.shape:
-            raise ValueError(f"curve {label!r}: thresholds {t.shape} and values {v.shape} must be equal 1-D")
-        ax.plot(t, 100.0 * v, label=str(label), linewidth=1.5)
-        if t.size:
-            x_max = max(x_max, float(np.nanmax(t)))
-    ax.set_xlim(0.0, x_max if x_max > 0 else 1.0)
-    ax.set_ylim(0.0, 100.0)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("PCK (%)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    canvas.print_png(buffer)
-    data = buffer.getvalue()
-    return _atomic_write(path, lambda f: f.write(data))
+  if not curves:
+    raise ValueError("curves is empty: nothing to plot")
+  fig = Figure(figsize=figsize, dpi=dpi)
+  canvas = FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  x_max = 0.0
+  for label, (thresholds, values) in curves.items():
+    t = np.asarray(thresholds, np.float64)
+    v = np.asarray(values, np.float64)
+    if t.ndim != 1 or t.shape != v.shape:
+      raise ValueError(
+        f"curve {label!r}: thresholds {t.shape} and values {v.shape} must be equal 1-D"
+      )
+    ax.plot(t, 100.0 * v, label=str(label), linewidth=1.5)
+    if t.size:
+      x_max = max(x_max, float(np.nanmax(t)))
+  ax.set_xlim(0.0, x_max if x_max > 0 else 1.0)
+  ax.set_ylim(0.0, 100.0)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel("PCK (%)")
+  ax.set_title(title)
+  ax.grid(True, alpha=0.3)
+  ax.legend(loc="lower right")
+  fig.tight_layout()
+  buffer = io.BytesIO()
+  canvas.print_png(buffer)
+  data = buffer.getvalue()
+  return _atomic_write(path, lambda f: f.write(data))

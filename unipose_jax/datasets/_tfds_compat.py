@@ -19,15 +19,15 @@ from tensorflow_datasets.core import utils as tfds_utils
 
 
 class ArrayRecordBuilderMixin:
-    """Mix into a ``tfds.core.GeneratorBasedBuilder`` subclass, before it in the bases."""
+  """Mix into a ``tfds.core.GeneratorBasedBuilder`` subclass, before it in the bases."""
 
-    @tfds_utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path | None:
-        try:
-            return epath.Path(inspect.getfile(cls))
-        except (TypeError, OSError):
-            return None
+  @tfds_utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path | None:
+    try:
+      return epath.Path(inspect.getfile(cls))
+    except (TypeError, OSError):
+      return None
 
-    def __init__(self, *, file_format: str | None = "array_record", **kwargs):
-        super().__init__(file_format=file_format, **kwargs)
+  def __init__(self, *, file_format: str | None = "array_record", **kwargs):
+    super().__init__(file_format=file_format, **kwargs)

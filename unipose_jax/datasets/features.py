@@ -31,13 +31,13 @@ NUM_JOINTS = skeleton.NUM_JOINTS
 
 
 def pose_features() -> tfds.features.FeaturesDict:
-    """The FeaturesDict of one example (see the module docstring)."""
-    return tfds.features.FeaturesDict(
-        {
-            "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8, encoding_format="jpeg"),
-            "keypoints": tfds.features.Tensor(shape=(NUM_JOINTS, 2), dtype=np.float32),
-            "visible": tfds.features.Tensor(shape=(NUM_JOINTS,), dtype=np.bool_),
-            "labeled": tfds.features.Tensor(shape=(NUM_JOINTS,), dtype=np.bool_),
-            "image_id": tfds.features.Scalar(dtype=np.int32),
-        }
-    )
+  """The FeaturesDict of one example (see the module docstring)."""
+  return tfds.features.FeaturesDict(
+    {
+      "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8, encoding_format="jpeg"),
+      "keypoints": tfds.features.Tensor(shape=(NUM_JOINTS, 2), dtype=np.float32),
+      "visible": tfds.features.Tensor(shape=(NUM_JOINTS,), dtype=np.bool_),
+      "labeled": tfds.features.Tensor(shape=(NUM_JOINTS,), dtype=np.bool_),
+      "image_id": tfds.features.Scalar(dtype=np.int32),
+    }
+  )

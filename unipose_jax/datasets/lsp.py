@@ -55,91 +55,96 @@ and `data/lspet_dataset/`), then run
 """
 
 
-class _LeedsBuilder(ArrayRecordBuilderMixin, tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Common code of the LSP builders; subclasses set SPEC, SPLITS and the metadata.
+class _LeedsBuilder(
+  ArrayRecordBuilderMixin, tfds.core.GeneratorBasedBuilder, skip_registration=True
+):
+  """Common code of the LSP builders; subclasses set SPEC, SPLITS and the metadata.
 
-    Class attributes:
-      SPEC: how the archive is laid out (:class:`archives.ArchiveSpec`).
-      SPLITS: split name -> inclusive range ``(first, last)`` of 1-based image ids.
-    """
+  Class attributes:
+    SPEC: how the archive is laid out (:class:`archives.ArchiveSpec`).
+    SPLITS: split name -> inclusive range ``(first, last)`` of 1-based image ids.
+  """
 
-    SPEC: archives.ArchiveSpec
-    SPLITS: Mapping[str, tuple[int, int]]
-    _DESCRIPTION: str
-    _HOMEPAGE: str
-    _CITATION: str
+  SPEC: archives.ArchiveSpec
+  SPLITS: Mapping[str, tuple[int, int]]
+  _DESCRIPTION: str
+  _HOMEPAGE: str
+  _CITATION: str
 
-    MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
+  MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=self._DESCRIPTION,
-            features=pose_features(),
-            disable_shuffling=True,  # examples stay in image-id order
-            homepage=self._HOMEPAGE,
-            citation=self._CITATION,
-        )
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description=self._DESCRIPTION,
+      features=pose_features(),
+      disable_shuffling=True,  # examples stay in image-id order
+      homepage=self._HOMEPAGE,
+      citation=self._CITATION,
+    )
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        source = archives.find_source(dl_manager.manual_dir, self.SPEC)
-        if source is None:
-            raise archives.DatasetError(
-                f"{dl_manager.manual_dir}: neither {self.SPEC.zip_name} nor {self.SPEC.stem}/ found.\n"
-                + self.MANUAL_DOWNLOAD_INSTRUCTIONS
-            )
-        reader = archives.ArchiveReader(source)
-        annotations = archives.load_annotations(reader, self.SPEC)
-        return {
-            split: self._generate_examples(reader, annotations, range(first, last + 1))
-            for split, (first, last) in self.SPLITS.items()
-        }
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    source = archives.find_source(dl_manager.manual_dir, self.SPEC)
+    if source is None:
+      raise archives.DatasetError(
+        f"{dl_manager.manual_dir}: neither {self.SPEC.zip_name} nor {self.SPEC.stem}/ found.\n"
+        + self.MANUAL_DOWNLOAD_INSTRUCTIONS
+      )
+    reader = archives.ArchiveReader(source)
+    annotations = archives.load_annotations(reader, self.SPEC)
+    return {
+      split: self._generate_examples(reader, annotations, range(first, last + 1))
+      for split, (first, last) in self.SPLITS.items()
+    }
 
-    def _generate_examples(self, reader, annotations, image_ids):
-        for record in archives.iter_records(reader, self.SPEC, annotations, image_ids):
-            yield record.image_id, {
-                "image": record.jpeg,
-                "keypoints": record.keypoints,
-                "visible": record.visible,
-                "labeled": record.labeled,
-                "image_id": record.image_id,
-            }
+  def _generate_examples(self, reader, annotations, image_ids):
+    for record in archives.iter_records(reader, self.SPEC, annotations, image_ids):
+      yield (
+        record.image_id,
+        {
+          "image": record.jpeg,
+          "keypoints": record.keypoints,
+          "visible": record.visible,
+          "labeled": record.labeled,
+          "image_id": record.image_id,
+        },
+      )
 
 
 class Lsp(_LeedsBuilder):
-    """Leeds Sports Pose: 2000 images, ``train`` = images 1-1000, ``test`` = 1001-2000.
+  """Leeds Sports Pose: 2000 images, ``train`` = images 1-1000, ``test`` = 1001-2000.
 
-    Every joint is labeled; ``visible`` is ``flag == 0`` of ``joints.mat``.
-    """
+  Every joint is labeled; ``visible`` is ``flag == 0`` of ``joints.mat``.
+  """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
-    SPEC = archives.LSP
-    SPLITS = {"train": (1, 1000), "test": (1001, 2000)}
-    _DESCRIPTION = (
-        "Leeds Sports Pose (LSP): 2000 images of people doing sports, 14 joints each. "
-        "Keypoints are 0-based pixel centres (MATLAB value - 1); every joint is labeled; "
-        "visible = (flag == 0)."
-    )
-    _HOMEPAGE = "http://sam.johnson.io/research/lsp.html"
-    _CITATION = _LSP_CITATION
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  SPEC = archives.LSP
+  SPLITS = {"train": (1, 1000), "test": (1001, 2000)}
+  _DESCRIPTION = (
+    "Leeds Sports Pose (LSP): 2000 images of people doing sports, 14 joints each. "
+    "Keypoints are 0-based pixel centres (MATLAB value - 1); every joint is labeled; "
+    "visible = (flag == 0)."
+  )
+  _HOMEPAGE = "http://sam.johnson.io/research/lsp.html"
+  _CITATION = _LSP_CITATION
 
 
 class LspExtended(_LeedsBuilder):
-    """LSP-extended: 10000 training images, split ``train``.
+  """LSP-extended: 10000 training images, split ``train``.
 
-    ``visible`` is ``flag == 1`` of ``joints.mat``; only visible joints are labeled (the
-    coordinates of the others may be meaningless and are kept as read).
-    """
+  ``visible`` is ``flag == 1`` of ``joints.mat``; only visible joints are labeled (the
+  coordinates of the others may be meaningless and are kept as read).
+  """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
-    SPEC = archives.LSP_EXTENDED
-    SPLITS = {"train": (1, 10000)}
-    _DESCRIPTION = (
-        "Leeds Sports Pose extended training set: 10000 images, 14 joints each. "
-        "Keypoints are 0-based pixel centres (MATLAB value - 1); visible = (flag == 1); "
-        "only visible joints are labeled."
-    )
-    _HOMEPAGE = "http://sam.johnson.io/research/lspet.html"
-    _CITATION = _LSPET_CITATION
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  SPEC = archives.LSP_EXTENDED
+  SPLITS = {"train": (1, 10000)}
+  _DESCRIPTION = (
+    "Leeds Sports Pose extended training set: 10000 images, 14 joints each. "
+    "Keypoints are 0-based pixel centres (MATLAB value - 1); visible = (flag == 1); "
+    "only visible joints are labeled."
+  )
+  _HOMEPAGE = "http://sam.johnson.io/research/lspet.html"
+  _CITATION = _LSPET_CITATION

@@ -37,81 +37,85 @@ HEATMAP_STRIDE = 8
 
 
 class UniPose(nn.Module):
-    """Single-stage pose network (see the module docstring for input/output conventions).
+  """Single-stage pose network (see the module docstring for input/output conventions).
 
-    Attributes:
-      num_joints: K; the output has K + 1 channels (background first).
-      backbone_depth: ResNet depth (18, 34, 50, 101, 152); ignored when ``backbone`` is set.
-      backbone: optional backbone constructor, called as
-        ``backbone(output_stride=, width=, dtype=, param_dtype=, name="backbone")``
-        and returning a module whose ``__call__(x, train)`` gives a dict with
-        ``'layer1'`` (stride 4) and ``'layer4'`` (stride ``output_stride``), e.g.
-        ``functools.partial(ResNet, stage_sizes=(1, 1, 1, 1), block_cls=Bottleneck)``.
-      output_stride: backbone output stride, 8 or 16 (32 also works).
-      wasp_rates: cascade rates; default (18, 12, 6) scaled by 16 / output_stride.
-      backbone_width: backbone base width (64).
-      wasp_features, low_level_features, decoder_features: 256, 48, 256.
-      wasp_dropout: 0.5; decoder_dropouts: (0.5, 0.1).
-      wasp_projection_repeats: see ``WASP`` (2 = the original's shared 1x1 applied twice).
-      dtype: compute dtype (e.g. ``jnp.bfloat16``); parameters are ``param_dtype``
-        (float32) and the returned heatmaps are always float32.
+  Attributes:
+    num_joints: K; the output has K + 1 channels (background first).
+    backbone_depth: ResNet depth (18, 34, 50, 101, 152); ignored when ``backbone`` is set.
+    backbone: optional backbone constructor, called as
+      ``backbone(output_stride=, width=, dtype=, param_dtype=, name="backbone")``
+      and returning a module whose ``__call__(x, train)`` gives a dict with
+      ``'layer1'`` (stride 4) and ``'layer4'`` (stride ``output_stride``), e.g.
+      ``functools.partial(ResNet, stage_sizes=(1, 1, 1, 1), block_cls=Bottleneck)``.
+    output_stride: backbone output stride, 8 or 16 (32 also works).
+    wasp_rates: cascade rates; default (18, 12, 6) scaled by 16 / output_stride.
+    backbone_width: backbone base width (64).
+    wasp_features, low_level_features, decoder_features: 256, 48, 256.
+    wasp_dropout: 0.5; decoder_dropouts: (0.5, 0.1).
+    wasp_projection_repeats: see ``WASP`` (2 = the original's shared 1x1 applied twice).
+    dtype: compute dtype (e.g. ``jnp.bfloat16``); parameters are ``param_dtype``
+      (float32) and the returned heatmaps are always float32.
 
-    Parameters are grouped as ``backbone``, ``wasp``, ``decoder``.
-    """
+  Parameters are grouped as ``backbone``, ``wasp``, ``decoder``.
+  """
 
-    num_joints: int = 14
-    backbone_depth: int = 101
-    backbone: Callable[..., nn.Module] | None = None
-    output_stride: int = 16
-    wasp_rates: Sequence[int] | None = None
-    backbone_width: int = 64
-    wasp_features: int = 256
-    low_level_features: int = 48
-    decoder_features: int = 256
-    wasp_dropout: float = 0.5
-    decoder_dropouts: Sequence[float] = (0.5, 0.1)
-    wasp_projection_repeats: int = 2
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None  # pmap axis name: BatchNorm statistics over all devices
+  num_joints: int = 14
+  backbone_depth: int = 101
+  backbone: Callable[..., nn.Module] | None = None
+  output_stride: int = 16
+  wasp_rates: Sequence[int] | None = None
+  backbone_width: int = 64
+  wasp_features: int = 256
+  low_level_features: int = 48
+  decoder_features: int = 256
+  wasp_dropout: float = 0.5
+  decoder_dropouts: Sequence[float] = (0.5, 0.1)
+  wasp_projection_repeats: int = 2
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  bn_axis_name: str | None = None  # pmap axis name: BatchNorm statistics over all devices
 
-    @nn.compact
-    def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"UniPose expects images of shape (B, H, W, 3), got {images.shape}")
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, bn_axis_name=self.bn_axis_name)
-        if self.backbone is not None:
-            make_backbone = self.backbone
-        elif self.backbone_depth in RESNETS:
-            make_backbone = RESNETS[self.backbone_depth]
-        else:
-            raise ValueError(f"backbone_depth must be one of {sorted(RESNETS)}, got {self.backbone_depth}")
-        feats = make_backbone(output_stride=self.output_stride, width=self.backbone_width, name="backbone", **kw)(
-            images, train
-        )
-        rates = self.wasp_rates if self.wasp_rates is not None else default_wasp_rates(self.output_stride)
-        x = WASP(
-            rates=tuple(rates),
-            features=self.wasp_features,
-            dropout_rate=self.wasp_dropout,
-            projection_repeats=self.wasp_projection_repeats,
-            name="wasp",
-            **kw,
-        )(feats["layer4"], train)
-        x = Decoder(
-            num_outputs=self.num_joints + 1,
-            low_level_features=self.low_level_features,
-            features=self.decoder_features,
-            dropout_rates=tuple(self.decoder_dropouts),
-            name="decoder",
-            **kw,
-        )(x, feats["layer1"], train)
-        return x.astype(jnp.float32)
+  @nn.compact
+  def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f"UniPose expects images of shape (B, H, W, 3), got {images.shape}")
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, bn_axis_name=self.bn_axis_name)
+    if self.backbone is not None:
+      make_backbone = self.backbone
+    elif self.backbone_depth in RESNETS:
+      make_backbone = RESNETS[self.backbone_depth]
+    else:
+      raise ValueError(
+        f"backbone_depth must be one of {sorted(RESNETS)}, got {self.backbone_depth}"
+      )
+    feats = make_backbone(
+      output_stride=self.output_stride, width=self.backbone_width, name="backbone", **kw
+    )(images, train)
+    rates = (
+      self.wasp_rates if self.wasp_rates is not None else default_wasp_rates(self.output_stride)
+    )
+    x = WASP(
+      rates=tuple(rates),
+      features=self.wasp_features,
+      dropout_rate=self.wasp_dropout,
+      projection_repeats=self.wasp_projection_repeats,
+      name="wasp",
+      **kw,
+    )(feats["layer4"], train)
+    x = Decoder(
+      num_outputs=self.num_joints + 1,
+      low_level_features=self.low_level_features,
+      features=self.decoder_features,
+      dropout_rates=tuple(self.decoder_dropouts),
+      name="decoder",
+      **kw,
+    )(x, feats["layer1"], train)
+    return x.astype(jnp.float32)
 
 
 def heatmap_size(input_size: int) -> int:
-    """Heatmap side for an input side: ``ceil(input_size / 8)`` (368 -> 46)."""
-    return -(-int(input_size) // HEATMAP_STRIDE)
+  """Heatmap side for an input side: ``ceil(input_size / 8)`` (368 -> 46)."""
+  return -(-int(input_size) // HEATMAP_STRIDE)
 
 
 UniPose18 = functools.partial(UniPose, backbone_depth=18)
@@ -124,20 +128,20 @@ UniPose152 = functools.partial(UniPose, backbone_depth=152)
 #: (layer4 has 256 channels), WASP/decoder 16 wide, low-level 8: 151,575 parameters
 #: for 14 joints.
 UniPoseTiny = functools.partial(
-    UniPose,
-    backbone=ResNetTiny,
-    backbone_width=8,
-    wasp_features=16,
-    low_level_features=8,
-    decoder_features=16,
+  UniPose,
+  backbone=ResNetTiny,
+  backbone_width=8,
+  wasp_features=16,
+  low_level_features=8,
+  decoder_features=16,
 )
 
 #: Constructors by name, for configs.
 UNIPOSE_MODELS: dict[str, Callable[..., UniPose]] = {
-    "unipose18": UniPose18,
-    "unipose34": UniPose34,
-    "unipose50": UniPose50,
-    "unipose101": UniPose101,
-    "unipose152": UniPose152,
-    "unipose_tiny": UniPoseTiny,
+  "unipose18": UniPose18,
+  "unipose34": UniPose34,
+  "unipose50": UniPose50,
+  "unipose101": UniPose101,
+  "unipose152": UniPose152,
+  "unipose_tiny": UniPoseTiny,
 }

@@ -49,57 +49,57 @@ WASP_RATES_OS16: tuple[int, int, int] = (18, 12, 6)
 
 
 def default_wasp_rates(output_stride: int) -> tuple[int, ...]:
-    """UniPose's cascade rates: (18, 12, 6) at output stride 16, (36, 24, 12) at 8, (9, 6, 3) at 32."""
-    if output_stride not in (8, 16, 32):
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
-    return tuple(r * 16 // output_stride for r in WASP_RATES_OS16)
+  """UniPose's cascade rates: (18, 12, 6) at output stride 16, (36, 24, 12) at 8, (9, 6, 3) at 32."""
+  if output_stride not in (8, 16, 32):
+    raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+  return tuple(r * 16 // output_stride for r in WASP_RATES_OS16)
 
 
 class WASP(nn.Module):
-    """Waterfall Atrous Spatial Pooling; see the module docstring for the exact graph.
+  """Waterfall Atrous Spatial Pooling; see the module docstring for the exact graph.
 
-    Attributes:
-      rates: dilation of each 3x3 conv of the cascade, in order (default 18, 12, 6).
-      features: width of every branch and of the output (256).
-      dropout_rate: dropout after the final 1x1 projection (0.5); rng stream ``'dropout'``.
-      projection_repeats: how often the shared 1x1 ``branch_proj`` is applied to
-        each cascade output (2 = the original).
+  Attributes:
+    rates: dilation of each 3x3 conv of the cascade, in order (default 18, 12, 6).
+    features: width of every branch and of the output (256).
+    dropout_rate: dropout after the final 1x1 projection (0.5); rng stream ``'dropout'``.
+    projection_repeats: how often the shared 1x1 ``branch_proj`` is applied to
+      each cascade output (2 = the original).
 
-    ``__call__(x, train)``: (B, h, w, C) -> (B, h, w, features), in ``dtype``.
-    Parameter names: ``branch0_conv/bn`` (1x1), ``branch{1,2,3}_conv/bn`` (atrous),
-    ``branch_proj``, ``pool_conv/bn``, ``project_conv/bn``.
-    """
+  ``__call__(x, train)``: (B, h, w, C) -> (B, h, w, features), in ``dtype``.
+  Parameter names: ``branch0_conv/bn`` (1x1), ``branch{1,2,3}_conv/bn`` (atrous),
+  ``branch_proj``, ``pool_conv/bn``, ``project_conv/bn``.
+  """
 
-    rates: Sequence[int] = WASP_RATES_OS16
-    features: int = 256
-    dropout_rate: float = 0.5
-    projection_repeats: int = 2
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None  # pmap axis name: BatchNorm statistics over all devices
+  rates: Sequence[int] = WASP_RATES_OS16
+  features: int = 256
+  dropout_rate: float = 0.5
+  projection_repeats: int = 2
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  bn_axis_name: str | None = None  # pmap axis name: BatchNorm statistics over all devices
 
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        f = self.features
-        b = conv(f, 1, name="branch0_conv", **kw)(x)
-        b = nn.relu(batch_norm(train, name="branch0_bn", axis_name=self.bn_axis_name, **kw)(b))
-        branches = [b]
-        for i, rate in enumerate(self.rates, start=1):
-            b = conv(f, 3, dilation=int(rate), name=f"branch{i}_conv", **kw)(b)
-            b = nn.relu(batch_norm(train, name=f"branch{i}_bn", axis_name=self.bn_axis_name, **kw)(b))
-            branches.append(b)
-        if self.projection_repeats > 0:
-            proj = conv(f, 1, name="branch_proj", **kw)  # one weight, shared by all uses
-            for _ in range(self.projection_repeats):
-                branches = [proj(b) for b in branches]
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    f = self.features
+    b = conv(f, 1, name="branch0_conv", **kw)(x)
+    b = nn.relu(batch_norm(train, name="branch0_bn", axis_name=self.bn_axis_name, **kw)(b))
+    branches = [b]
+    for i, rate in enumerate(self.rates, start=1):
+      b = conv(f, 3, dilation=int(rate), name=f"branch{i}_conv", **kw)(b)
+      b = nn.relu(batch_norm(train, name=f"branch{i}_bn", axis_name=self.bn_axis_name, **kw)(b))
+      branches.append(b)
+    if self.projection_repeats > 0:
+      proj = conv(f, 1, name="branch_proj", **kw)  # one weight, shared by all uses
+      for _ in range(self.projection_repeats):
+        branches = [proj(b) for b in branches]
 
-        pooled = jnp.mean(jnp.asarray(x, jnp.float32), axis=(1, 2), keepdims=True).astype(self.dtype)
-        pooled = conv(f, 1, name="pool_conv", **kw)(pooled)
-        pooled = nn.relu(batch_norm(train, name="pool_bn", axis_name=self.bn_axis_name, **kw)(pooled))
-        pooled = jnp.broadcast_to(pooled, branches[0].shape[:3] + (f,))
+    pooled = jnp.mean(jnp.asarray(x, jnp.float32), axis=(1, 2), keepdims=True).astype(self.dtype)
+    pooled = conv(f, 1, name="pool_conv", **kw)(pooled)
+    pooled = nn.relu(batch_norm(train, name="pool_bn", axis_name=self.bn_axis_name, **kw)(pooled))
+    pooled = jnp.broadcast_to(pooled, branches[0].shape[:3] + (f,))
 
-        y = jnp.concatenate([*branches, pooled], axis=-1)
-        y = conv(f, 1, name="project_conv", **kw)(y)
-        y = nn.relu(batch_norm(train, name="project_bn", axis_name=self.bn_axis_name, **kw)(y))
-        return nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+    y = jnp.concatenate([*branches, pooled], axis=-1)
+    y = conv(f, 1, name="project_conv", **kw)(y)
+    y = nn.relu(batch_norm(train, name="project_bn", axis_name=self.bn_axis_name, **kw)(y))
+    return nn.Dropout(self.dropout_rate, deterministic=not train)(y)
