@@ -48,6 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.decoder_dropout = (0.5, 0.1)
   c.model.dtype = "float32"  # compute dtype; "bfloat16" on GPU/TPU
   c.model.pretrained = ""  # torchvision ResNet .pth for the backbone, if any
+  c.model.init_from = ""  # an original UniPose .pth (bmartacho/UniPose) for the whole network
+  # UniPose's single-stage person box: 5 more maps (centre, TL, TR, BL, BR) after the joints.
+  c.model.box_head = False
+  c.model.box_margin = 0.0  # box = extent of the labeled joints, grown by this share per side
 
   # --- heatmap codec (DARK or the baselines) ---------------------------------
   c.codec = ml_collections.ConfigDict()
@@ -60,6 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   # --- loss -----------------------------------------------------------------
   c.loss = ml_collections.ConfigDict()
   c.loss.background_weight = 1.0
+  c.loss.box_weight = 1.0  # weight of the 5 box maps' MSE (box_head only)
 
   # --- optimisation -----------------------------------------------------------
   c.optimizer = ml_collections.ConfigDict()
@@ -79,10 +84,19 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- loop -----------------------------------------------------------------
   c.log_every = 50
+  # Every N steps the processes agree whether a stop signal arrived (a device sync);
+  # a SIGTERM stops the run within N steps, with a checkpoint.
+  c.stop_check_every = 10
   c.checkpoint_every = 1000
   c.eval_every = 5000  # 0: evaluate only at the end
   c.keep_checkpoints = 3
   c.eval_batch_size = 32
   c.flip_test = False
   c.num_example_images = 4  # example PNGs written by evaluation
+
+  # --- predict (--mode=predict and the Predictor) -------------------------------
+  c.predict = ml_collections.ConfigDict()
+  c.predict.score_threshold = 0.2  # joints scoring below are not `visible` and not drawn
+  c.predict.second_pass = True  # crop the person found by the first pass and run again
+  c.predict.crop_margin = 1.25  # the crop is the box (or joint extent) times this
   return c

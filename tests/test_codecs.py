@@ -382,14 +382,12 @@ def test_every_decoder_jit_matches_op_by_op_and_vmap():
   kp = WIDE.heatmap_to_input(uniform_points(rng, WIDE, (2, 3, 4)))
   heat, tw = jax.jit(WIDE.encode)(kp, jnp.ones((2, 3, 4)))
   assert heat.shape == (2, 3, 64, 48, 4) and tw.shape == (2, 3, 4)
-  out = jax.jit(WIDE.decode_all)(heat)
+  out = jax.jit(lambda h: {name: WIDE.decode(h, name) for name in DECODINGS})(heat)
   assert set(out) == set(DECODINGS)
   for decoding, (got, scores) in out.items():
     assert got.shape == (2, 3, 4, 2) and scores.shape == (2, 3, 4), decoding
-    if decoding in (
-      "argmax",
-      "shift",
-    ):  # op-by-op dispatch of the others is slow; NumPy checks them
+    # op-by-op dispatch of the others is slow; NumPy checks them
+    if decoding in ("argmax", "shift"):
       np.testing.assert_allclose(got, WIDE.decode(heat, decoding)[0], atol=1e-5, err_msg=decoding)
   np.testing.assert_allclose(out["dark"][0], kp, atol=1e-3)
   vmapped = jax.vmap(lambda h: WIDE.decode(h)[0])(heat)

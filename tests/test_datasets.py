@@ -1,8 +1,8 @@
 """Tests of unipose_jax.datasets: archive reading, TFDS builders, prepare/data_source.
 
 Fake archives are built by the tests (tests/fake_lsp.py). To keep them tiny, most tests
-shrink the builders' image count and split boundaries (class attributes ``SPEC`` and
-``SPLITS``, monkeypatched); one test builds a full-count 2000-image fake LSP to check
+shrink the builders' image count and split boundaries (class attribute ``SPEC``,
+monkeypatched); one test builds a full-count 2000-image fake LSP to check
 the real boundaries 1-1000 / 1001-2000, and the real archives (``real_lsp_dir``) are
 checked against an independent read of the zips.
 """
@@ -33,19 +33,15 @@ from unipose_jax.datasets.lsp import Lsp, LspExtended
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-SMALL_LSP = dataclasses.replace(archives.LSP, num_images=8)
-SMALL_LSP_SPLITS = {"train": (1, 5), "test": (6, 8)}
-SMALL_LSPET = dataclasses.replace(archives.LSP_EXTENDED, num_images=6)
-SMALL_LSPET_SPLITS = {"train": (1, 6)}
+SMALL_LSP = dataclasses.replace(archives.LSP, splits=(("train", (1, 5)), ("test", (6, 8))))
+SMALL_LSPET = dataclasses.replace(archives.LSP_EXTENDED, splits=(("train", (1, 6)),))
 
 
 @pytest.fixture
 def small_builders(monkeypatch):
   """LSP with 8 images (train 1-5, test 6-8), LSP-extended with 6."""
   monkeypatch.setattr(Lsp, "SPEC", SMALL_LSP)
-  monkeypatch.setattr(Lsp, "SPLITS", SMALL_LSP_SPLITS)
   monkeypatch.setattr(LspExtended, "SPEC", SMALL_LSPET)
-  monkeypatch.setattr(LspExtended, "SPLITS", SMALL_LSPET_SPLITS)
 
 
 def _decode(jpeg: bytes) -> np.ndarray:
@@ -251,7 +247,7 @@ def test_build_and_read_lsp(tmp_path, small_builders, as_zip):
   assert statuses == {"lsp": "built"}
   assert datasets.is_prepared("lsp", tmp_path / "tfds")
   assert list((tmp_path / "tfds" / "lsp" / "1.0.0").glob("*.array_record-*"))
-  for split, (first, last) in SMALL_LSP_SPLITS.items():
+  for split, (first, last) in SMALL_LSP.splits:
     source = datasets.data_source("lsp", split, tmp_path / "tfds")
     assert len(source) == last - first + 1
     for index, example in enumerate(source):
@@ -408,8 +404,7 @@ import dataclasses
 from unipose_jax import datasets
 from unipose_jax.datasets import archives
 from unipose_jax.datasets.lsp import Lsp
-Lsp.SPEC = dataclasses.replace(archives.LSP, num_images=8)
-Lsp.SPLITS = {"train": (1, 5), "test": (6, 8)}
+Lsp.SPEC = dataclasses.replace(archives.LSP, splits=(("train", (1, 5)), ("test", (6, 8))))
 manual_dir, data_dir = sys.argv[1], sys.argv[2]
 """
 
@@ -517,7 +512,7 @@ def test_synthetic_examples_deterministic_and_in_bounds():
     assert (kp >= 0).all() and (kp <= 95).all()
     # Front-facing figure: seen along the pelvis->neck axis, the right shoulder is
     # always on the image's left of the axis (negative cross product, y down).
-    neck, r_sh, l_sh = kp[skeleton.NECK], kp[8], kp[9]
+    neck, r_sh, l_sh = kp[skeleton.HEAD[0]], kp[8], kp[9]
     up = neck - (kp[2] + kp[3]) / 2
     cross = lambda u, v: u[0] * v[1] - u[1] * v[0]  # noqa: E731
     assert cross(up, r_sh - neck) < 0 < cross(up, l_sh - neck)

@@ -16,6 +16,11 @@ K = skeleton.NUM_JOINTS
 PERM = skeleton.FLIP_PERMUTATION
 
 
+def take(iterator, n: int) -> list:
+  """The next ``n`` batches of an iterator."""
+  return [next(iterator) for _ in range(n)]
+
+
 def _person_keypoints(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
   """(K, 2) plausible-ish joints spread over the central part of the image."""
   x = rng.uniform(0.25 * width, 0.75 * width, K)
@@ -122,9 +127,7 @@ def test_train_transform_moves_painted_dots_to_their_keypoints(seed):
       "labeled": np.ones(K, bool),
       "image_id": np.int32(7),
     }
-    out = tr.transform_train(
-      rec, np.random.default_rng(seed), cfg=GEOM_CFG, input_size=size, normalize=False
-    )
+    out = tr.transform_train(rec, np.random.default_rng(seed), cfg=GEOM_CFG, input_size=size)
     flipped = tr.is_flipping(out["affine"])
     flips.append(flipped)
     k = PERM[j] if flipped else j
@@ -163,10 +166,8 @@ def test_flip_relabels_left_and_right():
     scale_range=(1, 1), rotation_deg=0, rotation_prob=0, flip_prob=1.0, translate_frac=0
   )
   rec = _record(0, 60, 50)
-  out = tr.transform_train(rec, np.random.default_rng(0), cfg=cfg, input_size=64, normalize=False)
-  plain = tr.transform_train(
-    rec, np.random.default_rng(0), cfg=tr.NO_AUGMENT, input_size=64, normalize=False
-  )
+  out = tr.transform_train(rec, np.random.default_rng(0), cfg=cfg, input_size=64)
+  plain = tr.transform_train(rec, np.random.default_rng(0), cfg=tr.NO_AUGMENT, input_size=64)
   # flipped keypoint k is the mirror (about the input centre) of unflipped keypoint PERM[k]
   mirrored = plain["keypoints"].copy()
   mirrored[:, 0] = 63 - mirrored[:, 0]
@@ -295,15 +296,7 @@ def test_eval_transform_keypoints_return_to_original():
     tr.compose_affines(out["affine"], out["inverse_affine"]), np.eye(3)[:2], atol=1e-5
   )
   np.testing.assert_array_equal(out["visible"], rec["visible"])
-  assert out["image"].shape == (96, 96, 3) and out["image"].dtype == np.float32
-
-
-def test_normalize_matches_definition_and_denormalize_inverts():
-  img = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
-  expected = (img / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
-  np.testing.assert_allclose(tr.normalize_image(img), expected, atol=1e-5)
-  np.testing.assert_array_equal(tr.denormalize(tr.normalize_image(img)), img)
-  assert np.abs(tr.normalize_image(np.array(tr.BORDER_RGB, np.uint8))).max() < 0.01
+  assert out["image"].shape == (96, 96, 3) and out["image"].dtype == np.uint8
 
 
 # ------------------------------------------------------------------------------------------------
@@ -327,7 +320,7 @@ def test_train_batch_format_and_determinism():
   it = ip.make_train_iterator([src], None, 4, 32, seed=3)
   b = next(it)
   assert set(b) == TRAIN_KEYS
-  assert b["image"].shape == (4, 32, 32, 3) and b["image"].dtype == np.float32
+  assert b["image"].shape == (4, 32, 32, 3) and b["image"].dtype == np.uint8
   assert b["keypoints"].shape == (4, K, 2) and b["keypoints"].dtype == np.float32
   assert b["weights"].shape == (4, K) and b["affine"].shape == (4, 2, 3)
   assert b["inverse_affine"].shape == (4, 2, 3) and b["image_id"].dtype == np.int32
@@ -335,9 +328,9 @@ def test_train_batch_format_and_determinism():
   for a, inv in zip(b["affine"], b["inverse_affine"]):
     np.testing.assert_allclose(tr.compose_affines(a, inv), np.eye(3)[:2], atol=1e-4)
   _assert_batches_equal(
-    ip.take(ip.make_train_iterator([src], None, 4, 32, seed=3), 3), [b] + ip.take(it, 2)
+    take(ip.make_train_iterator([src], None, 4, 32, seed=3), 3), [b] + take(it, 2)
   )
-  other = ip.take(ip.make_train_iterator([src], None, 4, 32, seed=4), 1)[0]
+  other = take(ip.make_train_iterator([src], None, 4, 32, seed=4), 1)[0]
   assert not np.array_equal(other["image"], b["image"])
 
 
@@ -345,39 +338,32 @@ def test_train_resume_from_json_state_in_process():
   src = _source(10)
   kw = dict(sources=[src], mixture_weights=None, batch_size=3, input_size=24, seed=0)
   it = ip.make_train_iterator(**kw)
-  ip.take(it, 5)  # crosses an epoch boundary (10 records / 3 per batch)
+  take(it, 5)  # crosses an epoch boundary (10 records / 3 per batch)
   state = json.loads(json.dumps(it.get_state()))
-  expected = ip.take(it, 4)
+  expected = take(it, 4)
   resumed = ip.make_train_iterator(**kw)
   resumed.set_state(state)
-  _assert_batches_equal(ip.take(resumed, 4), expected)
+  _assert_batches_equal(take(resumed, 4), expected)
 
 
 def test_train_resume_with_workers_and_worker_count_independence():
   src = _source(10)
   kw = dict(sources=[src], mixture_weights=None, batch_size=2, input_size=24, seed=1)
-  reference = ip.take(ip.make_train_iterator(**kw), 5)
+  reference = take(ip.make_train_iterator(**kw), 5)
   it = ip.make_train_iterator(**kw, worker_count=2)
   try:
-    first = ip.take(it, 3)
+    first = take(it, 3)
     state = json.loads(json.dumps(it.get_state()))
-    rest = ip.take(it, 2)
+    rest = take(it, 2)
   finally:
     it.close()
   _assert_batches_equal(first + rest, reference)  # same data as worker_count=0
   resumed = ip.make_train_iterator(**kw, worker_count=2)
   try:
     resumed.set_state(state)
-    _assert_batches_equal(ip.take(resumed, 2), rest)
+    _assert_batches_equal(take(resumed, 2), rest)
   finally:
     resumed.close()
-
-
-def test_normalize_in_main_process_gives_same_batches():
-  src = _source(6)
-  a = ip.take(ip.make_train_iterator([src], None, 2, 24, seed=5), 2)
-  b = ip.take(ip.make_train_iterator([src], None, 2, 24, seed=5, normalize_in_workers=False), 2)
-  _assert_batches_equal(a, b)
 
 
 def test_train_shards_are_disjoint_and_cover_the_source():
@@ -412,7 +398,7 @@ def test_mixture_follows_weights():
   a = _source(40, offset=0, height=8, width=8)
   b = _source(40, offset=1000, height=8, width=8)
   it = ip.make_train_iterator([a, b], [3.0, 1.0], 8, 8, seed=0)
-  ids = np.concatenate([x["image_id"] for x in ip.take(it, 30)])
+  ids = np.concatenate([x["image_id"] for x in take(it, 30)])
   frac_a = np.mean(ids < 1000)
   assert abs(frac_a - 0.75) < 0.03, frac_a
   # repeated forever: more draws from `a` than it has records

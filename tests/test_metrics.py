@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import clu.metrics
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,13 +57,12 @@ def test_reference_lengths():
 def test_pck_counts_hand_computed():
   pred, gt = _hand_batch()
   thresholds = (0.05, 0.1, 0.2)
-  c = metrics.pck_counts(pred, gt, thresholds=thresholds)
-  assert c["correct"].dtype == jnp.int32 and c["correct"].shape == (3, K)
+  c = metrics.keypoint_counts(pred, gt, thresholds=thresholds)
+  assert c["pck_correct"].dtype == jnp.int32 and c["pck_correct"].shape == (3, K)
   for i, t in enumerate(thresholds):
-    np.testing.assert_array_equal(c["correct"][i], np.sum(HAND[t], axis=0), err_msg=str(t))
+    np.testing.assert_array_equal(c["pck_correct"][i], np.sum(HAND[t], axis=0), err_msg=str(t))
   np.testing.assert_array_equal(c["total"], np.full(K, 2))
-  h = metrics.pckh_counts(pred, gt)
-  np.testing.assert_array_equal(h["correct"], np.sum(HAND["pckh"], axis=0))
+  np.testing.assert_array_equal(c["pckh_correct"], np.sum(HAND["pckh"], axis=0))
 
 
 def test_summary_hand_computed():
@@ -180,7 +178,7 @@ def test_bad_input_raises():
   with pytest.raises(ValueError, match="mask"):
     metrics.keypoint_counts(pred, gt, np.ones((2, 13), bool))
   with pytest.raises(ValueError, match="increasing"):
-    metrics.pck_counts(pred, gt, thresholds=(0.2, 0.1))
+    metrics.keypoint_counts(pred, gt, thresholds=(0.2, 0.1))
   with pytest.raises(ValueError, match="at least"):
     metrics.keypoint_counts(pred[:, :5], gt[:, :5])
 
@@ -211,68 +209,13 @@ def test_merge_counts_on_host_arrays_starting_from_none():
   whole = metrics.keypoint_counts(pred, gt, mask)
   acc = None
   for part in (slice(0, 5), slice(5, 12)):
-    host = jax.device_get(metrics.batch_counts(pred[part], gt[part], mask[part]))
+    host = jax.device_get(metrics.keypoint_counts(pred[part], gt[part], mask[part]))
     acc = metrics.merge_counts(acc, host)
   for key in whole:
     np.testing.assert_array_equal(acc[key], whole[key], err_msg=key)
   assert metrics.merge_counts(None, None) is None
   with pytest.raises(ValueError, match="shapes"):
     metrics.merge_counts(whole, {**whole, "total": whole["total"][:3]})
-
-
-def test_accumulator_merge_and_compute():
-  pred, gt, mask = _random_batch(24, 4)
-  make = jax.jit(
-    lambda p, g, m: metrics.PCKAccumulator.from_model_output(
-      pred_keypoints=p, gt_keypoints=g, keypoint_mask=m
-    )
-  )
-  acc = metrics.PCKAccumulator.empty()
-  for lo in range(0, 24, 8):
-    acc = acc.merge(make(pred[lo : lo + 8], gt[lo : lo + 8], mask[lo : lo + 8]))
-  expected = metrics.summarize(metrics.keypoint_counts(pred, gt, mask))
-  assert acc.compute() == expected
-  t, curve = acc.compute_curve()
-  assert t.shape == curve.shape == (41,)
-  assert curve[-1] == pytest.approx(expected["pck@0.2"])
-
-
-def test_accumulator_merge_refuses_other_thresholds():
-  a = metrics.PCKAccumulator.empty()
-  b = metrics.PCKAccumulator.empty(thresholds=(0.0, 0.1, 0.2))
-  with pytest.raises(ValueError, match="thresholds"):
-    a.merge(b)
-
-
-def test_collection_with_example_mask_and_loss():
-  pred, gt, mask = _random_batch(6, 5)
-  valid = np.array([True, True, True, True, False, False])
-  Metrics = clu.metrics.Collection.create(
-    pose=metrics.PCKAccumulator, loss=clu.metrics.Average.from_output("loss")
-  )
-  m = jax.jit(
-    lambda p, g, km, v: Metrics.single_from_model_output(
-      pred_keypoints=p, gt_keypoints=g, keypoint_mask=km, mask=v, loss=jnp.float32(2.0)
-    )
-  )(pred, gt, mask, valid)
-  out = m.compute()
-  expected = metrics.summarize(metrics.keypoint_counts(pred[:4], gt[:4], mask[:4]))
-  assert out["pose"] == expected
-  assert float(out["loss"]) == 2.0
-
-
-def test_reduce_over_device_axis_equals_one_batch():
-  # What clu does after all_gather: a leading device axis, reduced by merge.
-  pred, gt, mask = _random_batch(16, 6)
-  per_device = [
-    metrics.PCKAccumulator.from_model_output(pred[i : i + 2], gt[i : i + 2], mask[i : i + 2])
-    for i in range(0, 16, 2)
-  ]
-  stacked = jax.tree.map(lambda *x: jnp.stack(x), *per_device)
-  reduced = stacked.reduce()
-  whole = metrics.PCKAccumulator.from_model_output(pred, gt, mask)
-  for key, value in whole.counts().items():
-    np.testing.assert_array_equal(reduced.counts()[key], value, err_msg=key)
 
 
 def test_sharded_over_fake_devices_equals_one_batch():

@@ -16,8 +16,6 @@ from unipose_jax.models import (
   BasicBlock,
   Bottleneck,
   ResNet,
-  ResNet18,
-  ResNet101,
   ResNetTiny,
   UniPose,
   UniPose101,
@@ -27,6 +25,7 @@ from unipose_jax.models import (
   load_torchvision_resnet,
   max_pool_3x3_s2,
   resize_bilinear_align_corners,
+  resnet,
   stage_strides_and_dilations,
   torch_key,
 )
@@ -89,7 +88,7 @@ def test_unipose101_output_shape_368(output_stride):
   [(8, 8, (36, 24, 12)), (16, 16, (18, 12, 6)), (32, 16, (9, 6, 3))],
 )
 def test_resnet101_feature_shapes(output_stride, layer3_stride, wasp_rates):
-  model = ResNet101(output_stride=output_stride)
+  model = resnet(101, output_stride=output_stride)
   variables, x = _abstract_init(model, (1, 368, 368, 3))
   feats = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
   assert set(feats) == {"stem", "layer1", "layer2", "layer3", "layer4"}
@@ -107,7 +106,7 @@ def test_resnet101_feature_shapes(output_stride, layer3_stride, wasp_rates):
 
 def test_odd_input_sizes_follow_ceil_division():
   # Every stride-2 op maps n -> (n - 1) // 2 + 1, i.e. ceil(n / 2), as PyTorch with padding 1/3.
-  model = ResNet18(output_stride=32, width=4)
+  model = resnet(18, output_stride=32, width=4)
   variables, x = _abstract_init(model, (1, 97, 70, 3))
   feats = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
   assert feats["stem"].shape == (1, 49, 35, 4)
@@ -148,7 +147,7 @@ def test_stage_plan():
 
 
 def test_dilated_kernels_and_shapes_in_params():
-  model = ResNet101(output_stride=16)
+  model = resnet(101, output_stride=16)
   variables, _ = _abstract_init(model, (1, 64, 64, 3))
   p = variables["params"]
   assert p["conv1"]["kernel"].shape == (7, 7, 3, 64)

@@ -57,7 +57,7 @@ def _params_of_checkpoint(workdir, step):
 def _random_batch(n, size, seed=0):
   rng = np.random.default_rng(seed)
   return {
-    "image": rng.normal(size=(n, size, size, 3)).astype(np.float32),
+    "image": np.clip(rng.normal(128, 58, size=(n, size, size, 3)), 0, 255).astype(np.uint8),
     "keypoints": rng.uniform(2, size - 3, size=(n, 14, 2)).astype(np.float32),
     "weights": (rng.uniform(size=(n, 14)) > 0.1).astype(np.float32),
   }

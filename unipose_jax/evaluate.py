@@ -31,10 +31,11 @@ from unipose_jax import (
   input_pipeline,
   metrics,
   skeleton,
+  transforms,
   visualize,
 )
 from unipose_jax.codecs import HeatmapCodec
-from unipose_jax.models import Bottleneck, ResNet, UniPose
+from unipose_jax.models import Bottleneck, ResNet, UniPose, normalize
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -96,6 +97,7 @@ def predict_heatmaps(variables, images: jax.Array, *, model, flip_test: bool) ->
   left/right channels swapped, and averaged with the plain ones (exact for S
   divisible by the stride, by the pixel-centre convention).
   """
+  images = normalize(images, model.dtype)
   heatmaps = model.apply(variables, images, train=False)[..., 1:]
   if flip_test:
     flipped = model.apply(variables, images[:, :, ::-1], train=False)[..., 1:]
@@ -129,7 +131,7 @@ def eval_step(
     out[decoding] = {
       "keypoints": kp_orig,
       "scores": scores,
-      "counts": metrics.batch_counts(kp_orig, batch["keypoints_orig"], mask),
+      "counts": metrics.keypoint_counts(kp_orig, batch["keypoints_orig"], mask),
     }
   return out
 
@@ -235,7 +237,7 @@ class Evaluator:
           record["image"],
           preds[i],
           local["keypoints_orig"][i],
-          input_pipeline.denormalize(local["image"][i]),
+          local["image"][i],
           heatmaps[i],
         )
       )
@@ -392,7 +394,7 @@ def predict_images(
       "visible": np.zeros(k, bool),
       "image_id": 0,
     }
-    x = input_pipeline.transform_eval(record, input_size=config.data.input_size)
+    x = transforms.transform_eval(record, input_size=config.data.input_size)
     kp, sc = jax.device_get(predict(variables, x["image"][None], x["inverse_affine"][None]))
     results[path] = {
       name: [float(kp[0, j, 0]), float(kp[0, j, 1]), float(sc[0, j])]

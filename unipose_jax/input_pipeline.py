@@ -13,7 +13,7 @@ Two loaders, both returning grain ``DatasetIterator`` s whose ``get_state()`` /
 Batches are dicts of numpy arrays with a leading batch dim ``B`` (the
 per-process batch)::
 
-    image           float32 (B, S, S, 3) RGB, (x/255 - IMAGENET_MEAN) / IMAGENET_STD
+    image           uint8   (B, S, S, 3) RGB (normalised on the device: models.normalize)
     keypoints       float32 (B, K, 2)    input pixels (after the affine)
     weights         float32 (B, K)       1 = labeled and inside the input
     affine          float32 (B, 2, 3)    original -> input pixels
@@ -41,31 +41,13 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grain
 import numpy as np
 
-from unipose_jax.transforms import (  # noqa: F401  (re-exported API)
-  IMAGENET_MEAN,
-  IMAGENET_STD,
-  NO_AUGMENT,
-  AugmentConfig,
-  apply_affine_to_points,
-  check_record,
-  compose_affines,
-  denormalize,
-  invert_affine,
-  is_flipping,
-  letterbox_affine,
-  normalize_image,
-  person_box,
-  train_affine,
-  transform_eval,
-  transform_train,
-  warp_image,
-)
+from unipose_jax.transforms import AugmentConfig, transform_eval, transform_train
 
 Batch = dict[str, np.ndarray]
 
@@ -73,13 +55,6 @@ Batch = dict[str, np.ndarray]
 def _derive_seed(*entropy: int) -> int:
   """A seed in [0, 2**32) derived from integers (grain wants 32-bit seeds)."""
   return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(1)[0])
-
-
-def normalize_batch(batch: Batch) -> Batch:
-  """Replaces a uint8 ``batch['image']`` by its float32 ImageNet normalisation (other keys shared)."""
-  out = dict(batch)
-  out["image"] = normalize_image(np.asarray(batch["image"]))
-  return out
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -97,12 +72,7 @@ def _read_options(read_threads: int, prefetch_batches: int) -> grain.ReadOptions
 
 
 def _finish_iterator(
-  ds: grain.MapDataset,
-  *,
-  worker_count: int,
-  read_threads: int,
-  prefetch_batches: int,
-  normalize_in_workers: bool,
+  ds: grain.MapDataset, *, worker_count: int, read_threads: int, prefetch_batches: int
 ) -> grain.DatasetIterator:
   if worker_count < 0:
     raise ValueError(f"worker_count must be >= 0, got {worker_count}")
@@ -114,8 +84,6 @@ def _finish_iterator(
         num_workers=worker_count, per_worker_buffer_size=max(prefetch_batches, 1)
       )
     )
-  if not normalize_in_workers:
-    it_ds = it_ds.map(normalize_batch)
   return iter(it_ds)
 
 
@@ -129,7 +97,6 @@ def make_train_dataset(
   shard_count: int = 1,
   augment: AugmentConfig = AugmentConfig(),
   num_epochs: int | None = None,
-  normalize: bool = True,
 ) -> grain.MapDataset:
   """The training pipeline as a ``grain.MapDataset`` of batches (see :func:`make_train_iterator`)."""
   if not sources:
@@ -154,10 +121,9 @@ def make_train_dataset(
     ds = ds.shuffle(seed=_derive_seed(seed, 0, i)).repeat(num_epochs)
     parts.append(ds)
   ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, list(mixture_weights))
-  fn = functools.partial(transform_train, cfg=augment, input_size=input_size, normalize=False)
+  fn = functools.partial(transform_train, cfg=augment, input_size=input_size)
   ds = ds.random_map(fn, seed=_derive_seed(seed, 1, shard_index))
-  ds = ds.batch(batch_size, drop_remainder=True)
-  return ds.map(normalize_batch) if normalize else ds
+  return ds.batch(batch_size, drop_remainder=True)
 
 
 def make_train_iterator(
@@ -174,7 +140,6 @@ def make_train_iterator(
   *,
   read_threads: int = 2,
   prefetch_batches: int = 2,
-  normalize_in_workers: bool = True,
 ) -> grain.DatasetIterator:
   """Training batches: mixed, shuffled, augmented, repeated, sharded.
 
@@ -199,8 +164,6 @@ def make_train_iterator(
       Each epoch is reshuffled and re-augmented.
     read_threads: threads per process computing batches.
     prefetch_batches: batches buffered per thread pool / worker.
-    normalize_in_workers: if False, workers ship uint8 images (4x less
-      inter-process traffic) and normalisation runs in this process.
 
   Returns:
     A grain ``DatasetIterator`` of batch dicts (module docstring). Its
@@ -208,23 +171,11 @@ def make_train_iterator(
     iterator built with the same arguments resumes with identical batches.
   """
   ds = make_train_dataset(
-    sources,
-    mixture_weights,
-    batch_size,
-    input_size,
-    seed,
-    shard_index,
-    shard_count,
-    augment,
+    sources, mixture_weights, batch_size, input_size, seed, shard_index, shard_count, augment,
     num_epochs,
-    normalize=normalize_in_workers,
-  )
+  )  # fmt: skip
   return _finish_iterator(
-    ds,
-    worker_count=worker_count,
-    read_threads=read_threads,
-    prefetch_batches=prefetch_batches,
-    normalize_in_workers=normalize_in_workers,
+    ds, worker_count=worker_count, read_threads=read_threads, prefetch_batches=prefetch_batches
   )
 
 
@@ -283,7 +234,6 @@ def make_eval_dataset(
   input_size: int,
   shard_index: int = 0,
   shard_count: int = 1,
-  normalize: bool = True,
 ) -> grain.MapDataset:
   """The evaluation pipeline as a ``grain.MapDataset`` of batches (see :func:`make_eval_iterator`)."""
   if batch_size <= 0:
@@ -292,9 +242,8 @@ def make_eval_dataset(
   start, stop = eval_shard_range(n, shard_index, shard_count)
   length = num_eval_batches(n, batch_size, shard_count) * batch_size
   ds = grain.MapDataset.source(_PaddedShard(source, start, stop, length))
-  ds = ds.map(functools.partial(transform_eval, input_size=input_size, normalize=False))
-  ds = ds.batch(batch_size, drop_remainder=False)
-  return ds.map(normalize_batch) if normalize else ds
+  ds = ds.map(functools.partial(transform_eval, input_size=input_size))
+  return ds.batch(batch_size, drop_remainder=False)
 
 
 def make_eval_iterator(
@@ -307,7 +256,6 @@ def make_eval_iterator(
   *,
   read_threads: int = 2,
   prefetch_batches: int = 2,
-  normalize_in_workers: bool = True,
 ) -> grain.DatasetIterator:
   """One in-order pass of letterboxed evaluation batches.
 
@@ -321,18 +269,7 @@ def make_eval_iterator(
   Returns:
     A grain ``DatasetIterator`` of batch dicts (module docstring).
   """
-  ds = make_eval_dataset(
-    source, batch_size, input_size, shard_index, shard_count, normalize=normalize_in_workers
-  )
+  ds = make_eval_dataset(source, batch_size, input_size, shard_index, shard_count)
   return _finish_iterator(
-    ds,
-    worker_count=worker_count,
-    read_threads=read_threads,
-    prefetch_batches=prefetch_batches,
-    normalize_in_workers=normalize_in_workers,
+    ds, worker_count=worker_count, read_threads=read_threads, prefetch_batches=prefetch_batches
   )
-
-
-def take(iterator: Iterator[Batch], n: int) -> list[Batch]:
-  """The next ``n`` batches of an iterator as a list (copies, safe to keep)."""
-  return [{k: np.array(v) for k, v in next(iterator).items()} for _ in range(n)]

@@ -35,9 +35,9 @@ Definitions (as implemented)
 
 Accumulation: :func:`keypoint_counts` returns integer (``int32``) sums of
 correct joints per threshold and per joint, and counts per joint; sums add
-exactly across batches and devices (:func:`merge_counts`, or the clu metric
-:class:`PCKAccumulator`), so uneven last batches and padding do not bias the
-averages. :func:`summarize` turns the sums into python floats.
+exactly across batches, devices and hosts (:func:`merge_counts`), so uneven last
+batches and padding do not bias the averages. :func:`summarize` turns the sums
+into python floats and :func:`pck_curve` gives the curve.
 """
 
 from __future__ import annotations
@@ -45,8 +45,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import clu.metrics
-import flax.struct
 import jax.numpy as jnp
 import numpy as np
 
@@ -156,45 +154,6 @@ def _masked_count(correct: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
   return jnp.sum(jnp.where(mask, correct, False), axis=-2, dtype=jnp.int32)
 
 
-def pck_counts(
-  pred: Array,
-  gt: Array,
-  mask: Array | None = None,
-  thresholds: Sequence[float] | Array = PCK_THRESHOLDS,
-) -> dict[str, jnp.ndarray]:
-  """Torso PCK sums for one batch.
-
-  Args:
-    pred: ``(B, K, 2)`` predicted ``(x, y)``, original-image pixels.
-    gt: ``(B, K, 2)`` annotated ``(x, y)``, same frame.
-    mask: optional ``(B, K)``, nonzero where the joint counts. Default: all.
-    thresholds: ``(T,)`` alphas (fractions of the torso).
-
-  Returns:
-    ``{'correct': (T, K) int32, 'total': (K,) int32}``: number of correct
-    counted joints per threshold and joint, number of counted joints per joint.
-  """
-  pred, gt = _check_keypoints(pred, gt)
-  mask = _check_mask(mask, gt.shape[:2])
-  dist = keypoint_distances(pred, gt)
-  ok = correct_within(dist, torso_lengths(gt), _threshold_array(thresholds))
-  return {"correct": _masked_count(ok, mask), "total": jnp.sum(mask, axis=0, dtype=jnp.int32)}
-
-
-def pckh_counts(
-  pred: Array, gt: Array, mask: Array | None = None, alpha: float = PCKH_ALPHA
-) -> dict[str, jnp.ndarray]:
-  """PCKh (neck-to-head-top reference) sums for one batch.
-
-  Same arguments as :func:`pck_counts` with a single ``alpha``. Returns
-  ``{'correct': (K,) int32, 'total': (K,) int32}``.
-  """
-  pred, gt = _check_keypoints(pred, gt)
-  mask = _check_mask(mask, gt.shape[:2])
-  ok = correct_within(keypoint_distances(pred, gt), head_lengths(gt), jnp.asarray([alpha]))[0]
-  return {"correct": _masked_count(ok, mask), "total": jnp.sum(mask, axis=0, dtype=jnp.int32)}
-
-
 def keypoint_counts(
   pred: Array,
   gt: Array,
@@ -220,10 +179,6 @@ def keypoint_counts(
     "total": jnp.sum(mask, axis=0, dtype=jnp.int32),
     "num_images": jnp.sum(jnp.any(mask, axis=1), dtype=jnp.int32),
   }
-
-
-#: Alias of :func:`keypoint_counts` (the name evaluate.py uses).
-batch_counts = keypoint_counts
 
 
 def merge_counts(
@@ -283,11 +238,10 @@ def pck_curve(
   """Micro-averaged PCK curve ``(thresholds (T,), pck (T,))`` as float64 numpy.
 
   ``counts`` holds ``pck_correct (T, K)`` and ``total (K,)`` (from
-  :func:`keypoint_counts`, possibly merged) -- or ``correct``/``total`` from
-  :func:`pck_counts`.
+  :func:`keypoint_counts`, possibly merged).
   """
   t = _check_thresholds(thresholds)
-  correct = np.asarray(counts["pck_correct"] if "pck_correct" in counts else counts["correct"])
+  correct = np.asarray(counts["pck_correct"])
   total = np.asarray(counts["total"])
   if correct.shape != (t.size, total.shape[0]):
     raise ValueError(
@@ -302,7 +256,7 @@ def _find_threshold(t: np.ndarray, alpha: float) -> int | None:
 
 
 def summarize(
-  counts: Mapping[str, Array] | PCKAccumulator,
+  counts: Mapping[str, Array],
   thresholds: Sequence[float] | Array | None = None,
   head_alpha: float | None = None,
   joint_names: Sequence[str] = skeleton.JOINT_NAMES,
@@ -310,8 +264,7 @@ def summarize(
   """Flat dict of python floats from accumulated sums.
 
   Args:
-    counts: the dict of :func:`keypoint_counts` (summed over batches) or a
-      :class:`PCKAccumulator` (then its thresholds and head alpha are used).
+    counts: the dict of :func:`keypoint_counts` (summed over batches).
     thresholds: the grid the counts were made with (default
       :data:`PCK_THRESHOLDS`).
     head_alpha: the PCKh alpha the counts were made with (default 0.5).
@@ -324,10 +277,6 @@ def summarize(
     ``num_joints`` and ``num_images`` (how many were counted).
     The curve itself is given by :func:`pck_curve`.
   """
-  if isinstance(counts, PCKAccumulator):
-    thresholds = counts.thresholds if thresholds is None else thresholds
-    head_alpha = counts.head_alpha if head_alpha is None else head_alpha
-    counts = counts.counts()
   t = _check_thresholds(PCK_THRESHOLDS if thresholds is None else thresholds)
   head_alpha = PCKH_ALPHA if head_alpha is None else float(head_alpha)
   pck_correct = np.asarray(counts["pck_correct"])
@@ -366,103 +315,3 @@ def summarize(
   if "num_images" in counts:
     out["num_images"] = float(np.asarray(counts["num_images"]))
   return out
-
-
-# ---------------------------------------------------------------------------
-# clu metric.
-
-
-@flax.struct.dataclass
-class PCKAccumulator(clu.metrics.Metric):
-  """clu metric holding the int32 sums of :func:`keypoint_counts`.
-
-  ``from_model_output`` runs on the device (inside jit or pmap); ``merge`` adds
-  sums exactly; ``compute`` (host side) returns :func:`summarize`'s dict.
-  Put it in a collection beside other metrics, e.g.::
-
-      Metrics = clu.metrics.Collection.create(
-          pose=PCKAccumulator, loss=clu.metrics.Average.from_output("loss"))
-      m = Metrics.single_from_model_output(
-          pred_keypoints=p, gt_keypoints=g, keypoint_mask=w > 0, mask=valid, loss=l)
-
-  Model-output names: ``pred_keypoints`` and ``gt_keypoints`` ``(B, K, 2)``
-  (original-image pixels), optional ``keypoint_mask`` ``(B, K)`` and optional
-  ``mask`` ``(B,)`` (clu's per-example validity, e.g. padded eval entries) or
-  ``(B, K)``; a joint counts when both masks allow it.
-
-  The threshold grid and the PCKh alpha are static (not pytree leaves);
-  accumulators made with different ones refuse to merge.
-  """
-
-  pck_correct: jnp.ndarray  # (T, K) int32
-  pckh_correct: jnp.ndarray  # (K,) int32
-  total: jnp.ndarray  # (K,) int32
-  num_images: jnp.ndarray  # () int32
-  thresholds: tuple[float, ...] = flax.struct.field(pytree_node=False, default=PCK_THRESHOLDS)
-  head_alpha: float = flax.struct.field(pytree_node=False, default=PCKH_ALPHA)
-
-  @classmethod
-  def from_model_output(
-    cls,
-    pred_keypoints: Array,
-    gt_keypoints: Array,
-    keypoint_mask: Array | None = None,
-    mask: Array | None = None,
-    thresholds: Sequence[float] = PCK_THRESHOLDS,
-    head_alpha: float = PCKH_ALPHA,
-    **_: Any,
-  ) -> PCKAccumulator:
-    thresholds = tuple(float(x) for x in _check_thresholds(thresholds))
-    shape = tuple(jnp.shape(gt_keypoints)[:2])
-    joint_mask = _check_mask(keypoint_mask, shape)
-    if mask is not None:
-      mask = jnp.asarray(mask).astype(bool)
-      if mask.shape == shape[:1]:
-        mask = mask[:, None]
-      elif mask.shape != shape:
-        raise ValueError(f"mask must have shape (B,) or (B, K) for {shape}, got {mask.shape}")
-      joint_mask = joint_mask & mask
-    c = keypoint_counts(pred_keypoints, gt_keypoints, joint_mask, thresholds, head_alpha)
-    return cls(**c, thresholds=thresholds, head_alpha=float(head_alpha))
-
-  @classmethod
-  def empty(
-    cls,
-    num_joints: int = skeleton.NUM_JOINTS,
-    thresholds: Sequence[float] = PCK_THRESHOLDS,
-    head_alpha: float = PCKH_ALPHA,
-  ) -> PCKAccumulator:
-    thresholds = tuple(float(x) for x in _check_thresholds(thresholds))
-    return cls(
-      pck_correct=jnp.zeros((len(thresholds), num_joints), jnp.int32),
-      pckh_correct=jnp.zeros((num_joints,), jnp.int32),
-      total=jnp.zeros((num_joints,), jnp.int32),
-      num_images=jnp.zeros((), jnp.int32),
-      thresholds=thresholds,
-      head_alpha=float(head_alpha),
-    )
-
-  def merge(self, other: PCKAccumulator) -> PCKAccumulator:
-    if not isinstance(other, PCKAccumulator):
-      raise TypeError(f"cannot merge PCKAccumulator with {type(other).__name__}")
-    if self.thresholds != other.thresholds or self.head_alpha != other.head_alpha:
-      raise ValueError("cannot merge PCK accumulators with different thresholds or head alpha")
-    merged = merge_counts(self.counts(), other.counts())
-    return type(self)(**merged, thresholds=self.thresholds, head_alpha=self.head_alpha)
-
-  def counts(self) -> dict[str, jnp.ndarray]:
-    """The sums as a dict (the format of :func:`keypoint_counts`)."""
-    return {
-      "pck_correct": self.pck_correct,
-      "pckh_correct": self.pckh_correct,
-      "total": self.total,
-      "num_images": self.num_images,
-    }
-
-  def compute(self) -> dict[str, float]:
-    """:func:`summarize` of the sums (host side; not under jit)."""
-    return summarize(self)
-
-  def compute_curve(self) -> tuple[np.ndarray, np.ndarray]:
-    """The micro-averaged PCK curve ``(thresholds (T,), pck (T,))``."""
-    return pck_curve(self.counts(), self.thresholds)

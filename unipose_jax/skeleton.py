@@ -32,13 +32,9 @@ FLIP_PAIRS: tuple[tuple[int, int], ...] = ((0, 5), (1, 4), (2, 3), (6, 11), (7, 
 
 #: Torso used by LSP's person-centric PCK: left shoulder to right hip.
 TORSO: tuple[int, int] = (9, 2)
-LEFT_SHOULDER: int = 9
-RIGHT_HIP: int = 2
 
 #: Head segment used by PCKh on LSP (no head box exists): neck to head top.
 HEAD: tuple[int, int] = (12, 13)
-NECK: int = 12
-HEAD_TOP: int = 13
 
 #: Bones drawn for a skeleton overlay, as (joint a, joint b).
 LIMBS: tuple[tuple[int, int], ...] = (
@@ -72,11 +68,22 @@ FLIP_PERMUTATION: np.ndarray = _build_flip_permutation()
 FLIP_PERMUTATION.setflags(write=False)
 
 
+#: The person box's five points (UniPose's box head, after the K + 1 joint maps): the
+#: centre and the corners of the extent of the labeled joints.
+BOX_POINT_NAMES: tuple[str, ...] = (
+  "box_centre",
+  "box_top_left",
+  "box_top_right",
+  "box_bottom_left",
+  "box_bottom_right",
+)
+NUM_BOX_POINTS: int = len(BOX_POINT_NAMES)
+
+#: ``points[..., BOX_FLIP_PERMUTATION, :]`` relabels box points after a horizontal flip.
+BOX_FLIP_PERMUTATION: np.ndarray = np.array([0, 2, 1, 4, 3])
+BOX_FLIP_PERMUTATION.setflags(write=False)
+
+
 def is_left(joint: int) -> bool:
   """Whether joint index ``joint`` is on the person's left side."""
   return JOINT_NAMES[joint].startswith("left_")
-
-
-def is_right(joint: int) -> bool:
-  """Whether joint index ``joint`` is on the person's right side."""
-  return JOINT_NAMES[joint].startswith("right_")

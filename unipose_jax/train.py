@@ -29,9 +29,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from unipose_jax import checkpoints, distributed, evaluate, input_pipeline, losses
+from unipose_jax import checkpoints, distributed, evaluate, input_pipeline, losses, transforms
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.metric_writers import MetricWriter, Progress
+from unipose_jax.models import normalize
 
 PMAP_AXIS = "batch"
 
@@ -156,7 +157,7 @@ def train_step(
   def loss_fn(params):
     heatmaps, mutated = model.apply(
       {"params": params, "batch_stats": state.batch_stats},
-      batch["image"],
+      normalize(batch["image"], model.dtype),
       train=True,
       rngs={"dropout": step_rng},
       mutable=["batch_stats"],
@@ -283,7 +284,7 @@ def make_train_iterator(
     shard_index=shard_index,
     shard_count=shard_count,
     worker_count=d.worker_count,
-    augment=input_pipeline.AugmentConfig(**d.augment.to_dict()),
+    augment=transforms.AugmentConfig(**d.augment.to_dict()),
   )
 
 

@@ -1,4 +1,4 @@
-"""Pure per-record transforms of the input pipeline: affines, augmentation, normalisation.
+"""Pure per-record transforms of the input pipeline: affines, augmentation, letterbox.
 
 Conventions (design.md section 5):
 
@@ -25,7 +25,6 @@ Every function here is pure: randomness comes in through an explicit
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -34,19 +33,10 @@ import cv2
 import numpy as np
 
 from unipose_jax import skeleton
-
-#: ImageNet channel statistics (RGB) applied after dividing by 255.
-IMAGENET_MEAN: np.ndarray = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD: np.ndarray = np.array([0.229, 0.224, 0.225], np.float32)
-for _a in (IMAGENET_MEAN, IMAGENET_STD):
-  _a.setflags(write=False)
+from unipose_jax.models.unipose import IMAGENET_MEAN
 
 #: Border fill of warped images: the mean colour, which normalises to ~0.
 BORDER_RGB: tuple[float, float, float] = tuple(float(round(255.0 * m)) for m in IMAGENET_MEAN)
-
-# image * _SCALE + _OFFSET == (image / 255 - mean) / std, per channel.
-_SCALE = (1.0 / (255.0 * IMAGENET_STD)).astype(np.float32)
-_OFFSET = (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,47 +301,14 @@ def inside_input(points: np.ndarray, input_size: int) -> np.ndarray:
   return np.all((points >= 0.0) & (points <= input_size - 1), axis=-1)
 
 
-@functools.lru_cache(maxsize=16)
-def _normalize_rows(width: int) -> tuple[np.ndarray, np.ndarray]:
-  """Per-channel scale and offset tiled along one image row of ``width`` pixels: (width * 3,)."""
-  return np.tile(_SCALE, width), np.tile(_OFFSET, width)
-
-
-def normalize_image(image: np.ndarray) -> np.ndarray:
-  """uint8 (..., W, 3) (or one (3,) pixel) RGB -> float32 ``(image / 255 - IMAGENET_MEAN) / IMAGENET_STD``.
-
-  The channel constants are tiled along whole rows so numpy broadcasts over a
-  long inner axis (about 5x faster than broadcasting a (3,) vector).
-  """
-  image = np.ascontiguousarray(image)
-  if image.ndim < 1 or image.shape[-1] != 3:
-    raise ValueError(f"expected (..., W, 3) RGB, got shape {image.shape}")
-  width = image.shape[-2] if image.ndim >= 2 else 1
-  scale, offset = _normalize_rows(width)
-  out = np.multiply(image.reshape(-1, width * 3), scale, dtype=np.float32)
-  out += offset
-  return out.reshape(image.shape)
-
-
-def denormalize(image: np.ndarray) -> np.ndarray:
-  """Inverse of :func:`normalize_image` for drawing: float (..., 3) -> uint8 (..., 3) RGB."""
-  x = (np.asarray(image, np.float32) * IMAGENET_STD + IMAGENET_MEAN) * 255.0
-  return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
 def _finish(
-  image: np.ndarray,
-  affine: np.ndarray,
-  kp: np.ndarray,
-  labeled: np.ndarray,
-  input_size: int,
-  normalize: bool,
+  image: np.ndarray, affine: np.ndarray, kp: np.ndarray, labeled: np.ndarray, input_size: int
 ) -> dict[str, np.ndarray]:
   kp_in = apply_affine_to_points(affine, kp)
   weights = labeled & inside_input(kp_in, input_size)
   kp_in = np.where(labeled[:, None], kp_in, 0.0)
   return {
-    "image": normalize_image(image) if normalize else image,
+    "image": image,
     "keypoints": kp_in.astype(np.float32),
     "weights": weights.astype(np.float32),
     "affine": affine.astype(np.float32),
@@ -365,12 +322,11 @@ def transform_train(
   *,
   cfg: AugmentConfig = AugmentConfig(),
   input_size: int = 368,
-  normalize: bool = True,
 ) -> dict[str, np.ndarray]:
   """Augments one record for training (one composed affine, one warp).
 
   Returns a dict:
-    image           float32 (S, S, 3) normalised (uint8 RGB if ``normalize=False``)
+    image           uint8 (S, S, 3) RGB (normalised on the device, ``models.normalize``)
     keypoints       float32 (K, 2) input pixels; joint ``k`` is joint ``k`` of the
                     person *as seen in the output* (relabelled after a flip);
                     0 for unlabeled joints, the finite transformed value for
@@ -393,14 +349,12 @@ def transform_train(
     if perm is None:
       raise ValueError(f"flip needs {skeleton.NUM_JOINTS} joints, got {kp.shape[0]}")
     kp, labeled = kp[perm], labeled[perm]
-  out = _finish(warp_image(image, affine, input_size), affine, kp, labeled, input_size, normalize)
+  out = _finish(warp_image(image, affine, input_size), affine, kp, labeled, input_size)
   out["image_id"] = np.int32(record.get("image_id", -1))
   return out
 
 
-def transform_eval(
-  record: Mapping[str, Any], *, input_size: int = 368, normalize: bool = True
-) -> dict[str, np.ndarray]:
+def transform_eval(record: Mapping[str, Any], *, input_size: int = 368) -> dict[str, np.ndarray]:
   """Letterboxes one record for evaluation (whole image, aspect kept, centred).
 
   Returns the keys of :func:`transform_train` plus:
@@ -414,7 +368,7 @@ def transform_eval(
   image, kp, labeled, visible = check_record(record)
   h, w = image.shape[:2]
   affine = letterbox_affine(h, w, input_size)
-  out = _finish(warp_image(image, affine, input_size), affine, kp, labeled, input_size, normalize)
+  out = _finish(warp_image(image, affine, input_size), affine, kp, labeled, input_size)
   out.update(
     keypoints_orig=kp.astype(np.float32),
     labeled=labeled,

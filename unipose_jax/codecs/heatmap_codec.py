@@ -123,10 +123,6 @@ class HeatmapCodec:
       dark_sigma=self.dark_kernel_sigma,
     )
 
-  def decode_all(self, heatmaps) -> dict[str, tuple[jnp.ndarray, jnp.ndarray]]:
-    """Every decoder at once: ``{name: (keypoints, scores)}`` for ``name`` in ``DECODINGS``."""
-    return {name: self.decode(heatmaps, name) for name in dec.DECODINGS}
-
   def _check_heatmaps(self, heatmaps) -> None:
     shape = jnp.shape(heatmaps)
     if len(shape) < 3 or tuple(shape[-3:-1]) != self.heatmap_size:

@@ -60,12 +60,17 @@ __all__ = [
 #: Names accepted by :func:`prepare`, :func:`builder` and :func:`data_source`.
 DATASET_NAMES: tuple[str, ...] = ("lsp", "lsp_extended", "synthetic")
 
-#: Number of examples of each split.
+#: Number of examples of each split (from the archive specs and the synthetic configs).
 SPLIT_SIZES: dict[str, dict[str, int]] = {
-  "lsp": {"train": 1000, "test": 1000},
-  "lsp_extended": {"train": 10000},
-  "synthetic": {"train": 512, "test": 128},
-  "synthetic/small": {"train": 128, "test": 32},
+  "lsp": archives.LSP.split_sizes,
+  "lsp_extended": archives.LSP_EXTENDED.split_sizes,
+  **{
+    "synthetic" + ("" if c.name == "default" else f"/{c.name}"): {
+      "train": c.num_train,
+      "test": c.num_test,
+    }
+    for c in Synthetic.BUILDER_CONFIGS
+  },
 }
 
 _BUILDERS = {"lsp": Lsp, "lsp_extended": LspExtended, "synthetic": Synthetic}
@@ -159,7 +164,9 @@ def prepare(
         where = f"in {manual_dir}" if manual_dir is not None else "(no --manual_dir given)"
         log(
           f"[{name}] skipped: neither {spec.zip_name} nor {spec.stem}/ found {where}.\n"
-          + b.MANUAL_DOWNLOAD_INSTRUCTIONS
+          + b.MANUAL_DOWNLOAD_INSTRUCTIONS.replace(
+            prepare_command(), prepare_command(data_dir, manual_dir or "data")
+          )
         )
         continue
       download_config = tfds.download.DownloadConfig(

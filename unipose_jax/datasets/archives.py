@@ -68,7 +68,8 @@ class ArchiveSpec:
       for ``(14, 3, N)``.
     visible_flag: value of the flag that marks a visible joint (0 or 1).
     only_visible_labeled: whether joints that are not visible are unlabeled.
-    num_images: number of images the archive must hold.
+    splits: split name -> inclusive range ``(first, last)`` of 1-based image ids; the
+      archive must hold every image up to the last one. The one table of split sizes.
   """
 
   stem: str
@@ -76,7 +77,16 @@ class ArchiveSpec:
   joints_layout: str
   visible_flag: int
   only_visible_labeled: bool
-  num_images: int
+  splits: tuple[tuple[str, tuple[int, int]], ...]
+
+  @property
+  def num_images(self) -> int:
+    """Number of images the archive must hold."""
+    return max(last for _, (_, last) in self.splits)
+
+  @property
+  def split_sizes(self) -> dict[str, int]:
+    return {name: last - first + 1 for name, (first, last) in self.splits}
 
   @property
   def zip_name(self) -> str:
@@ -89,7 +99,7 @@ LSP = ArchiveSpec(
   joints_layout="xyf_joint_image",
   visible_flag=0,
   only_visible_labeled=False,
-  num_images=2000,
+  splits=(("train", (1, 1000)), ("test", (1001, 2000))),
 )
 
 LSP_EXTENDED = ArchiveSpec(
@@ -98,7 +108,7 @@ LSP_EXTENDED = ArchiveSpec(
   joints_layout="joint_xyf_image",
   visible_flag=1,
   only_visible_labeled=True,
-  num_images=10000,
+  splits=(("train", (1, 10000)),),
 )
 
 

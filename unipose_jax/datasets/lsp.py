@@ -12,8 +12,6 @@ No TensorFlow is needed to build or to read these datasets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import tensorflow_datasets as tfds
 
 from unipose_jax.datasets import archives
@@ -58,15 +56,13 @@ and `data/lspet_dataset/`), then run
 class _LeedsBuilder(
   ArrayRecordBuilderMixin, tfds.core.GeneratorBasedBuilder, skip_registration=True
 ):
-  """Common code of the LSP builders; subclasses set SPEC, SPLITS and the metadata.
+  """Common code of the LSP builders; subclasses set SPEC and the metadata.
 
   Class attributes:
-    SPEC: how the archive is laid out (:class:`archives.ArchiveSpec`).
-    SPLITS: split name -> inclusive range ``(first, last)`` of 1-based image ids.
+    SPEC: how the archive is laid out and split (:class:`archives.ArchiveSpec`).
   """
 
   SPEC: archives.ArchiveSpec
-  SPLITS: Mapping[str, tuple[int, int]]
   _DESCRIPTION: str
   _HOMEPAGE: str
   _CITATION: str
@@ -94,7 +90,7 @@ class _LeedsBuilder(
     annotations = archives.load_annotations(reader, self.SPEC)
     return {
       split: self._generate_examples(reader, annotations, range(first, last + 1))
-      for split, (first, last) in self.SPLITS.items()
+      for split, (first, last) in self.SPEC.splits
     }
 
   def _generate_examples(self, reader, annotations, image_ids):
@@ -120,7 +116,6 @@ class Lsp(_LeedsBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   SPEC = archives.LSP
-  SPLITS = {"train": (1, 1000), "test": (1001, 2000)}
   _DESCRIPTION = (
     "Leeds Sports Pose (LSP): 2000 images of people doing sports, 14 joints each. "
     "Keypoints are 0-based pixel centres (MATLAB value - 1); every joint is labeled; "
@@ -140,7 +135,6 @@ class LspExtended(_LeedsBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   SPEC = archives.LSP_EXTENDED
-  SPLITS = {"train": (1, 10000)}
   _DESCRIPTION = (
     "Leeds Sports Pose extended training set: 10000 images, 14 joints each. "
     "Keypoints are 0-based pixel centres (MATLAB value - 1); visible = (flag == 1); "

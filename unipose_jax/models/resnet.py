@@ -202,13 +202,13 @@ RESNET_SPECS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
   152: (Bottleneck, (3, 8, 36, 3)),
 }
 
-ResNet18 = functools.partial(ResNet, stage_sizes=RESNET_SPECS[18][1], block_cls=BasicBlock)
-ResNet34 = functools.partial(ResNet, stage_sizes=RESNET_SPECS[34][1], block_cls=BasicBlock)
-ResNet50 = functools.partial(ResNet, stage_sizes=RESNET_SPECS[50][1], block_cls=Bottleneck)
-ResNet101 = functools.partial(ResNet, stage_sizes=RESNET_SPECS[101][1], block_cls=Bottleneck)
-ResNet152 = functools.partial(ResNet, stage_sizes=RESNET_SPECS[152][1], block_cls=Bottleneck)
 #: A tiny bottleneck net for tests: one block per stage (use with a small ``width``).
 ResNetTiny = functools.partial(ResNet, stage_sizes=(1, 1, 1, 1), block_cls=Bottleneck)
 
-#: depth -> backbone constructor.
-RESNETS: dict[int, Any] = {18: ResNet18, 34: ResNet34, 50: ResNet50, 101: ResNet101, 152: ResNet152}
+
+def resnet(depth: int, **kwargs) -> ResNet:
+  """The standard ResNet of ``depth`` (18, 34, 50, 101 or 152; torchvision's stage sizes)."""
+  if depth not in RESNET_SPECS:
+    raise ValueError(f"backbone_depth must be one of {sorted(RESNET_SPECS)}, got {depth}")
+  block_cls, stage_sizes = RESNET_SPECS[depth]
+  return ResNet(stage_sizes=stage_sizes, block_cls=block_cls, **kwargs)

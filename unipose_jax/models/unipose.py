@@ -1,15 +1,17 @@
-"""UniPose: ResNet backbone + WASP + decoder -> K + 1 heatmaps at stride 8.
+"""UniPose: ResNet backbone + WASP + decoder -> K + 1 (+ 5) heatmaps at stride 8.
 
 Input convention: ``images`` are (B, H, W, 3) floats, RGB, scaled to [0, 1] and
 then ImageNet-normalised per channel, ``(x - IMAGENET_MEAN) / IMAGENET_STD``
 (the normalisation torchvision's pretrained weights expect). The model does not
-normalise; the input pipeline does.
+normalise; the jitted steps do, on the device, with :func:`normalize` (batches
+travel as uint8).
 
-Output: float32 heatmaps (B, h8, w8, K + 1) with ``h8 = ceil(H / 8)`` (46 for
-368), at stride 8 (how heatmap pixels map to input pixels is the codec's
-business, design.md section 5); channel 0 is the background map, channels ``1..K`` the joints in
-``unipose_jax.skeleton`` order. Coordinates are the codec's business: the model
-never sees keypoints.
+Output: float32 heatmaps (B, h8, w8, C) with ``h8 = ceil(H / 8)`` (46 for 368), at
+stride ``HEATMAP_STRIDE`` = 8 (this module owns the stride; how heatmap pixels map to
+input pixels is the codec's business, design.md section 5). Channel 0 is the
+background map, channels ``1..K`` the joints in ``unipose_jax.skeleton`` order and,
+with ``box_head``, channels ``K+1..K+5`` the person box's centre and corners
+(``skeleton.BOX_POINT_NAMES``), so ``C = K + 1 (+ 5)``. The model never sees keypoints.
 
 Dropout uses the rng stream ``'dropout'``; BatchNorm statistics live in the
 ``'batch_stats'`` collection (make it mutable when ``train=True``).
@@ -24,8 +26,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from unipose_jax import skeleton
 from unipose_jax.models.decoder import Decoder
-from unipose_jax.models.resnet import RESNETS, ResNetTiny
+from unipose_jax.models.resnet import ResNetTiny, resnet
 from unipose_jax.models.wasp import WASP, default_wasp_rates
 
 #: ImageNet channel statistics (RGB) the input images are normalised with.
@@ -36,11 +39,33 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 HEATMAP_STRIDE = 8
 
 
+def normalize(images: jnp.ndarray, dtype: Any = jnp.float32) -> jnp.ndarray:
+  """uint8 RGB ``(..., 3)`` (values 0..255) -> ``(x / 255 - IMAGENET_MEAN) / IMAGENET_STD``.
+
+  The input convention of :class:`UniPose`; runs inside the jitted steps, on the device.
+  """
+  mean = jnp.asarray(IMAGENET_MEAN, jnp.float32) * 255.0
+  inv_std = 1.0 / (jnp.asarray(IMAGENET_STD, jnp.float32) * 255.0)
+  return ((jnp.asarray(images, jnp.float32) - mean) * inv_std).astype(dtype)
+
+
+def heatmap_size(input_size: int) -> int:
+  """Heatmap side for an input side: ``ceil(input_size / HEATMAP_STRIDE)`` (368 -> 46)."""
+  return -(-int(input_size) // HEATMAP_STRIDE)
+
+
+def num_maps(num_joints: int, box_head: bool) -> int:
+  """Output channels: background + ``num_joints`` joints (+ the 5 box points)."""
+  return num_joints + 1 + (skeleton.NUM_BOX_POINTS if box_head else 0)
+
+
 class UniPose(nn.Module):
   """Single-stage pose network (see the module docstring for input/output conventions).
 
   Attributes:
     num_joints: K; the output has K + 1 channels (background first).
+    box_head: add the 5 maps of the person box after the joint maps (UniPose's
+      single-stage box).
     backbone_depth: ResNet depth (18, 34, 50, 101, 152); ignored when ``backbone`` is set.
     backbone: optional backbone constructor, called as
       ``backbone(output_stride=, width=, dtype=, param_dtype=, name="backbone")``
@@ -60,6 +85,7 @@ class UniPose(nn.Module):
   """
 
   num_joints: int = 14
+  box_head: bool = False
   backbone_depth: int = 101
   backbone: Callable[..., nn.Module] | None = None
   output_stride: int = 16
@@ -82,12 +108,8 @@ class UniPose(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, bn_axis_name=self.bn_axis_name)
     if self.backbone is not None:
       make_backbone = self.backbone
-    elif self.backbone_depth in RESNETS:
-      make_backbone = RESNETS[self.backbone_depth]
     else:
-      raise ValueError(
-        f"backbone_depth must be one of {sorted(RESNETS)}, got {self.backbone_depth}"
-      )
+      make_backbone = functools.partial(resnet, self.backbone_depth)
     feats = make_backbone(
       output_stride=self.output_stride, width=self.backbone_width, name="backbone", **kw
     )(images, train)
@@ -103,7 +125,7 @@ class UniPose(nn.Module):
       **kw,
     )(feats["layer4"], train)
     x = Decoder(
-      num_outputs=self.num_joints + 1,
+      num_outputs=num_maps(self.num_joints, self.box_head),
       low_level_features=self.low_level_features,
       features=self.decoder_features,
       dropout_rates=tuple(self.decoder_dropouts),
@@ -113,16 +135,7 @@ class UniPose(nn.Module):
     return x.astype(jnp.float32)
 
 
-def heatmap_size(input_size: int) -> int:
-  """Heatmap side for an input side: ``ceil(input_size / 8)`` (368 -> 46)."""
-  return -(-int(input_size) // HEATMAP_STRIDE)
-
-
-UniPose18 = functools.partial(UniPose, backbone_depth=18)
-UniPose34 = functools.partial(UniPose, backbone_depth=34)
-UniPose50 = functools.partial(UniPose, backbone_depth=50)
 UniPose101 = functools.partial(UniPose, backbone_depth=101)
-UniPose152 = functools.partial(UniPose, backbone_depth=152)
 
 #: A tiny UniPose for tests: bottleneck backbone with one block per stage, width 8
 #: (layer4 has 256 channels), WASP/decoder 16 wide, low-level 8: 151,575 parameters
@@ -135,13 +148,3 @@ UniPoseTiny = functools.partial(
   low_level_features=8,
   decoder_features=16,
 )
-
-#: Constructors by name, for configs.
-UNIPOSE_MODELS: dict[str, Callable[..., UniPose]] = {
-  "unipose18": UniPose18,
-  "unipose34": UniPose34,
-  "unipose50": UniPose50,
-  "unipose101": UniPose101,
-  "unipose152": UniPose152,
-  "unipose_tiny": UniPoseTiny,
-}

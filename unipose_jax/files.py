@@ -1,0 +1,73 @@
+"""The one way this project writes result files: atomically (temp file, fsync, rename).
+
+A reader, or a process killed half way, never sees a half-written file: the bytes go
+to a temporary file beside the target, are flushed to disk, and the temporary file is
+renamed over the target. A failed write (full disk, say) leaves the old file intact
+and no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pathlib
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, BinaryIO
+
+PathLike = str | os.PathLike
+
+
+def atomic_write(path: PathLike, write: Callable[[BinaryIO], Any] | bytes) -> pathlib.Path:
+  """Write ``path`` atomically, from ``bytes`` or through ``write(binary_file)``.
+
+  Parent folders are created. Returns the path.
+  """
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      if isinstance(write, bytes | bytearray):
+        f.write(write)
+      else:
+        write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+  except BaseException:
+    pathlib.Path(tmp).unlink(missing_ok=True)
+    raise
+  return path
+
+
+def _nan_to_none(obj: Any) -> Any:
+  if isinstance(obj, dict):
+    return {k: _nan_to_none(v) for k, v in obj.items()}
+  if isinstance(obj, list | tuple):
+    return [_nan_to_none(v) for v in obj]
+  if isinstance(obj, float) and obj != obj:
+    return None
+  return obj
+
+
+def json_text(obj: Any, indent: int | None = 1) -> str:
+  """Standard JSON (NaN, e.g. a joint never counted, becomes null; keys sorted)."""
+  return json.dumps(_nan_to_none(obj), indent=indent, sort_keys=True, allow_nan=False)
+
+
+def write_json(path: PathLike, obj: Any) -> pathlib.Path:
+  """Atomically write ``obj`` as indented standard JSON (see :func:`json_text`)."""
+  return atomic_write(path, json_text(obj).encode("utf-8"))
+
+
+def write_csv(path: PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> pathlib.Path:
+  """Atomically write a CSV file: one header row, then ``rows``."""
+  text = io.StringIO(newline="")
+  writer = csv.writer(text)
+  writer.writerow(header)
+  writer.writerows(rows)
+  return atomic_write(path, text.getvalue().encode("utf-8"))

@@ -1,0 +1,266 @@
+"""A run's config: checked, saved with the run, and turned into a model, a codec and data.
+
+The one place that reads ``config.model``/``config.codec``/``config.data`` and builds
+objects from them; train, evaluate and predict share it and pass plain arguments down.
+
+* :func:`validate` checks every key before anything is built and raises one
+  :class:`ConfigError` listing every bad key.
+* :func:`save` writes the resolved config to ``<workdir>/config.json``; :func:`load`
+  reads it back (eval and predict need no ``--config``); :func:`check_matches` refuses a
+  given config whose model or codec differs from the run's, naming the keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jax.numpy as jnp
+import ml_collections
+
+from unipose_jax import datasets, files, skeleton
+from unipose_jax.codecs import HeatmapCodec
+from unipose_jax.models import Bottleneck, ResNet, UniPose, heatmap_size
+from unipose_jax.models.unipose import HEATMAP_STRIDE
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+CONFIG_FILE = "config.json"
+
+#: Keys that must equal the run's for its checkpoint to be usable (the network's shape
+#: and how its heatmaps are read).
+ARCHITECTURE_KEYS = ("model", "codec.sigma", "data.input_size")
+#: Model keys that may differ from the run's (where weights come from, compute dtype).
+_FREE_MODEL_KEYS = ("model.pretrained", "model.init_from", "model.dtype")
+
+
+class ConfigError(ValueError):
+  """A config key with a wrong or missing value (the message names every such key)."""
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _positive(c, key: str, errors: list[str], zero_ok: bool = False) -> None:
+  value = _get(c, key)
+  low = 0 if zero_ok else 1
+  if not isinstance(value, int) or isinstance(value, bool) or value < low:
+    errors.append(f"{key}={value!r}: must be an integer >= {low}")
+
+
+def _choice(c, key: str, allowed, errors: list[str]) -> None:
+  value = _get(c, key)
+  if value not in allowed:
+    errors.append(f"{key}={value!r}: expected one of {', '.join(map(repr, allowed))}")
+
+
+def _get(c, key: str) -> Any:
+  for part in key.split("."):
+    c = c[part]
+  return c
+
+
+def validate(config: ml_collections.ConfigDict, training: bool = True) -> None:
+  """Check the config before anything is built; one ConfigError names every bad key."""
+  from unipose_jax.codecs import decoding as decoding_lib  # noqa: PLC0415
+
+  errors: list[str] = []
+  try:
+    if training:
+      for key in ("num_train_steps", "log_every", "checkpoint_every", "batch_size"):
+        _positive(config, key, errors)
+      _positive(config, "eval_every", errors, zero_ok=True)
+      _positive(config, "keep_checkpoints", errors)
+      _choice(config, "parallelism", ("jit", "pmap"), errors)
+      _choice(config, "optimizer.name", ("adam", "adamw", "sgd"), errors)
+      _choice(config, "optimizer.schedule", ("step", "cosine", "constant"), errors)
+      if config.optimizer.learning_rate <= 0:
+        errors.append(f"optimizer.learning_rate={config.optimizer.learning_rate!r}: must be > 0")
+      if config.optimizer.schedule == "step":
+        _positive(config, "optimizer.decay_every", errors)
+      d = config.data
+      if not (len(d.train_sources) == len(d.train_splits) == len(d.mixture_weights)):
+        errors.append(
+          "data.train_sources, data.train_splits and data.mixture_weights must have the same "
+          f"length, got {tuple(d.train_sources)}, {tuple(d.train_splits)}, "
+          f"{tuple(d.mixture_weights)}"
+        )
+      if any(w < 0 for w in d.mixture_weights) or sum(d.mixture_weights) <= 0:
+        errors.append(f"data.mixture_weights={tuple(d.mixture_weights)}: need >= 0, sum > 0")
+      _positive(config, "stop_check_every", errors)
+    _positive(config, "eval_batch_size", errors)
+    _positive(config, "data.input_size", errors)
+    size = config.data.input_size
+    if isinstance(size, int) and size % HEATMAP_STRIDE:
+      errors.append(
+        f"data.input_size={size}: must be a multiple of {HEATMAP_STRIDE} (the heatmap stride)"
+      )
+    _choice(config, "model.dtype", tuple(DTYPES), errors)
+    _choice(config, "model.output_stride", (8, 16), errors)
+    _choice(config, "codec.encoding", ("unbiased", "quantized"), errors)
+    decoders = tuple(decoding_lib.DECODINGS)
+    _choice(config, "codec.decoding", decoders, errors)
+    for name in config.codec.eval_decodings:
+      if name not in decoders:
+        errors.append(f"codec.eval_decodings: {name!r} is not one of {', '.join(decoders)}")
+    if config.codec.sigma <= 0:
+      errors.append(f"codec.sigma={config.codec.sigma!r}: must be > 0")
+    if config.model.box_head and config.loss.box_weight < 0:
+      errors.append(f"loss.box_weight={config.loss.box_weight!r}: must be >= 0")
+    if config.model.box_margin < 0:
+      errors.append(f"model.box_margin={config.model.box_margin!r}: must be >= 0")
+  except (KeyError, AttributeError) as e:
+    errors.append(f"missing config key {e}")
+  if errors:
+    raise ConfigError("bad config:\n  " + "\n  ".join(errors))
+
+
+def suggest_key(config: ml_collections.ConfigDict, key: str) -> str:
+  """``" (did you mean 'a.b'?)"`` for an unknown dotted key, or ``""``."""
+  match = difflib.get_close_matches(key, list(flat_keys(config)), n=1, cutoff=0.6)
+  return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def flat_keys(config: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+  for k, v in config.items():
+    if isinstance(v, Mapping):
+      yield from flat_keys(v, f"{prefix}{k}.")
+    else:
+      yield f"{prefix}{k}"
+
+
+# ----------------------------------------------------------------------------- the run's copy
+
+
+def _plain(value: Any) -> Any:
+  if isinstance(value, Mapping):
+    return {k: _plain(v) for k, v in value.items()}
+  if isinstance(value, list | tuple):
+    return [_plain(v) for v in value]
+  return value
+
+
+def save(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Write the resolved config to ``<workdir>/config.json`` (atomically)."""
+  files.write_json(os.path.join(workdir, CONFIG_FILE), _plain(config.to_dict()))
+
+
+def _tuples(value: Any) -> Any:
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
+def load(workdir: str, defaults: ml_collections.ConfigDict | None = None):
+  """The config a run saved, or None when ``<workdir>/config.json`` does not exist.
+
+  Keys a later version added are taken from ``defaults`` (the current default config).
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, encoding="utf-8") as f:
+      saved = _tuples(json.load(f))
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"{path}: not a readable config ({e})") from e
+  if defaults is None:
+    from configs import default  # noqa: PLC0415
+
+    defaults = default.get_config()
+  config = ml_collections.ConfigDict(defaults.to_dict())
+  config.update(saved)
+  return config
+
+
+def differing_keys(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> list[str]:
+  """Architecture keys (:data:`ARCHITECTURE_KEYS`) whose values differ between two configs."""
+  fa, fb = dict(_flat(a)), dict(_flat(b))
+  out = []
+  for key in sorted(set(fa) | set(fb)):
+    if not any(key == p or key.startswith(p + ".") for p in ARCHITECTURE_KEYS):
+      continue
+    if key in _FREE_MODEL_KEYS:
+      continue
+    if _plain(fa.get(key)) != _plain(fb.get(key)):
+      out.append(f"{key}: run has {fa.get(key)!r}, given {fb.get(key)!r}")
+  return out
+
+
+def _flat(config: Mapping[str, Any], prefix: str = ""):
+  for k, v in config.items():
+    if isinstance(v, Mapping):
+      yield from _flat(v, f"{prefix}{k}.")
+    else:
+      yield f"{prefix}{k}", v
+
+
+def check_matches(given: ml_collections.ConfigDict, saved: ml_collections.ConfigDict, workdir):
+  """Refuse a given config whose network or heatmaps differ from the run's."""
+  diff = differing_keys(saved, given)
+  if diff:
+    raise ConfigError(
+      f"--config differs from the run's {os.path.join(workdir, CONFIG_FILE)} in keys its "
+      "checkpoint depends on:\n  " + "\n  ".join(diff) + "\n(leave out --config to use the run's)"
+    )
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None = None) -> UniPose:
+  """``UniPose`` of ``config.model`` (plain arguments from here on)."""
+  cfg = config.model
+  backbone = None
+  if cfg.stage_sizes:  # a custom (small) bottleneck ResNet instead of a standard depth
+    backbone = functools.partial(ResNet, stage_sizes=tuple(cfg.stage_sizes), block_cls=Bottleneck)
+  return UniPose(
+    num_joints=skeleton.NUM_JOINTS,
+    box_head=bool(cfg.box_head),
+    backbone_depth=cfg.backbone_depth,
+    backbone=backbone,
+    output_stride=cfg.output_stride,
+    backbone_width=cfg.backbone_width,
+    wasp_features=cfg.wasp_features,
+    wasp_rates=tuple(cfg.wasp_rates) or None,
+    low_level_features=cfg.low_level_features,
+    decoder_features=cfg.decoder_features,
+    wasp_dropout=cfg.wasp_dropout,
+    decoder_dropouts=tuple(cfg.decoder_dropout),
+    dtype=DTYPES[cfg.dtype],
+    bn_axis_name=bn_axis_name,
+  )
+
+
+def build_codec(config: ml_collections.ConfigDict) -> HeatmapCodec:
+  """The heatmap codec: the square input and the model's heatmap size for it."""
+  size = config.data.input_size
+  side = heatmap_size(size)
+  return HeatmapCodec(
+    input_size=(size, size),
+    heatmap_size=(side, side),
+    sigma=config.codec.sigma,
+    encoding=config.codec.encoding,
+    decoding=config.codec.decoding,
+    dark_kernel=config.codec.dark_kernel or None,
+  )
+
+
+def eval_decodings(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Every configured evaluation decoder, the checkpoint-selecting one included."""
+  names = tuple(config.codec.eval_decodings)
+  return names if config.codec.decoding in names else names + (config.codec.decoding,)
+
+
+def data_source(name: str, split: str, data_dir: str):
+  """A random-access source of a prepared dataset; the synthetic set (no download) is
+  built on first use."""
+  if name == "synthetic" and not datasets.is_prepared(name, data_dir):
+    print(f"building the synthetic dataset in {data_dir} (first use)", flush=True)
+    datasets.prepare([name], manual_dir=None, data_dir=data_dir)
+  return datasets.data_source(name, split, data_dir)
