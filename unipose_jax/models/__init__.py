@@ -1,4 +1,4 @@
-"""The UniPose network: ResNet backbone, WASP, decoder, and torchvision weight import.
+"""The UniPose network: ResNet backbone, WASP, decoder, and PyTorch weight import.
 
 All modules are flax.linen, channels-last (NHWC), PyTorch-exact padding and
 resizing. See ``unipose.py`` for the input/output conventions.
@@ -6,6 +6,12 @@ resizing. See ``unipose.py`` for the input/output conventions.
 
 from unipose_jax.models.decoder import Decoder
 from unipose_jax.models.layers import max_pool_3x3_s2, resize_bilinear_align_corners, torch_padding
+from unipose_jax.models.original_import import (
+  OriginalImportReport,
+  load_original_unipose,
+  original_key,
+  to_original_input,
+)
 from unipose_jax.models.resnet import (
   OUTPUT_STRIDES,
   RESNET_SPECS,
@@ -21,6 +27,7 @@ from unipose_jax.models.resnet import (
   ResNetTiny,
   stage_strides_and_dilations,
 )
+from unipose_jax.models.torch_checkpoint import read_torch_state_dict
 from unipose_jax.models.torch_import import load_torchvision_resnet, torch_key
 from unipose_jax.models.unipose import (
   HEATMAP_STRIDE,
@@ -46,6 +53,7 @@ __all__ = [
   "IMAGENET_MEAN",
   "IMAGENET_STD",
   "OUTPUT_STRIDES",
+  "OriginalImportReport",
   "RESNETS",
   "RESNET_SPECS",
   "ResNet",
@@ -67,10 +75,14 @@ __all__ = [
   "WASP_RATES_OS16",
   "default_wasp_rates",
   "heatmap_size",
+  "load_original_unipose",
   "load_torchvision_resnet",
   "max_pool_3x3_s2",
+  "original_key",
+  "read_torch_state_dict",
   "resize_bilinear_align_corners",
   "stage_strides_and_dilations",
+  "to_original_input",
   "torch_key",
   "torch_padding",
 ]
