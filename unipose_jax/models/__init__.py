@@ -1,4 +1,4 @@
-"""The UniPose network: ResNet backbone, WASP, decoder, and torchvision weight import.
+"""The UniPose network: ResNet backbone, WASP, decoder, and PyTorch weight import.
 
 All modules are flax.linen, channels-last (NHWC), PyTorch-exact padding and
 resizing. See ``unipose.py`` for the input/output conventions.
@@ -6,6 +6,12 @@ resizing. See ``unipose.py`` for the input/output conventions.
 
 from unipose_jax.models.decoder import Decoder
 from unipose_jax.models.layers import max_pool_3x3_s2, resize_bilinear_align_corners, torch_padding
+from unipose_jax.models.original_import import (
+  OriginalImportReport,
+  load_original_unipose,
+  original_key,
+  to_original_input,
+)
 from unipose_jax.models.resnet import (
   RESNET_SPECS,
   BasicBlock,
@@ -15,6 +21,7 @@ from unipose_jax.models.resnet import (
   resnet,
   stage_strides_and_dilations,
 )
+from unipose_jax.models.torch_checkpoint import read_torch_state_dict
 from unipose_jax.models.torch_import import load_torchvision_resnet, torch_key
 from unipose_jax.models.unipose import (
   HEATMAP_STRIDE,
@@ -33,6 +40,7 @@ __all__ = [
   "HEATMAP_STRIDE",
   "IMAGENET_MEAN",
   "IMAGENET_STD",
+  "OriginalImportReport",
   "RESNET_SPECS",
   "WASP",
   "BasicBlock",
@@ -45,13 +53,17 @@ __all__ = [
   "UniPoseTiny",
   "default_wasp_rates",
   "heatmap_size",
+  "load_original_unipose",
   "load_torchvision_resnet",
   "max_pool_3x3_s2",
   "normalize",
   "num_maps",
+  "original_key",
+  "read_torch_state_dict",
   "resize_bilinear_align_corners",
   "resnet",
   "stage_strides_and_dilations",
+  "to_original_input",
   "torch_key",
   "torch_padding",
 ]
