@@ -60,8 +60,12 @@ from hardware import describe_device  # noqa: E402
 
 from unipose_jax.deploy import onnx_runner  # noqa: E402
 from unipose_jax.export import export_onnx  # noqa: E402
-from unipose_jax.models import UniPose  # noqa: E402
-from unipose_jax.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from unipose_jax.models import (  # noqa: E402
+  IMAGENET_MEAN,
+  IMAGENET_STD,
+  UniPose,  # noqa: E402
+  normalize,
+)
 
 try:  # the twin may move to tests/torch_twin.py
   from tests import torch_twin as twin_lib  # noqa: E402
@@ -120,16 +124,13 @@ def timed(fn, repeats: int) -> tuple[float, np.ndarray]:
 
 
 def runners(twin, model, variables, onnx_path):
-  mean = jnp.asarray(IMAGENET_MEAN * 255.0)
-  inv_std = jnp.asarray(1.0 / (IMAGENET_STD * 255.0))
-
   @jax.jit
   def jax_fwd(v, images):
-    return model.apply(v, (images.astype(jnp.float32) - mean) * inv_std, train=False)
+    return model.apply(v, normalize(images), train=False)
 
   ort_run = onnx_runner(onnx_path, threads=THREADS)
-  t_mean = torch.from_numpy(IMAGENET_MEAN * 255.0).view(1, 3, 1, 1)
-  t_inv = torch.from_numpy(1.0 / (IMAGENET_STD * 255.0)).view(1, 3, 1, 1)
+  t_mean = torch.from_numpy(np.asarray(IMAGENET_MEAN) * 255.0).view(1, 3, 1, 1)
+  t_inv = torch.from_numpy(1.0 / (np.asarray(IMAGENET_STD) * 255.0)).view(1, 3, 1, 1)
 
   def torch_fwd(images):
     with torch.inference_mode():

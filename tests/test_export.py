@@ -27,12 +27,11 @@ onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install u
 from unipose_jax import deploy  # noqa: E402
 from unipose_jax.codecs import HeatmapCodec  # noqa: E402
 from unipose_jax.export import export_onnx  # noqa: E402
-from unipose_jax.models import BasicBlock, ResNet, UniPose, UniPoseTiny  # noqa: E402
+from unipose_jax.models import BasicBlock, ResNet, UniPose, UniPoseTiny, normalize  # noqa: E402
 from unipose_jax.transforms import (  # noqa: E402
   apply_affine_to_points,
   invert_affine,
   letterbox_affine,
-  normalize_image,
   warp_image,
 )
 
@@ -62,7 +61,7 @@ def _random_variables(model, input_hw, seed=0):
 
 def _jax_heatmaps(model, variables, images_uint8):
   apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  return np.asarray(apply(variables, normalize_image(images_uint8)))
+  return np.asarray(apply(variables, normalize(images_uint8)))
 
 
 def _rel_error(got, ref):

@@ -463,3 +463,10 @@ def test_real_lsp_batches(real_lsp_dir, tmp_path):
     np.testing.assert_allclose(e["keypoints_orig"][i], test[i]["keypoints"])
     back = tr.apply_affine_to_points(e["inverse_affine"][i], e["keypoints"][i])
     np.testing.assert_allclose(back, test[i]["keypoints"], atol=1e-3)
+
+
+def test_border_is_the_imagenet_mean_and_normalises_to_about_zero():
+  from unipose_jax.models import IMAGENET_MEAN, normalize
+
+  assert tr.BORDER_RGB == tuple(float(round(255 * m)) for m in IMAGENET_MEAN)
+  assert float(np.abs(normalize(np.array(tr.BORDER_RGB, np.uint8))).max()) < 0.01

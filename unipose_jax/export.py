@@ -117,12 +117,12 @@ def max_relative_error(path, model, variables, input_size, batch: int = 2, seed:
   import jax
   import onnxruntime as ort
 
-  from unipose_jax.transforms import normalize_image
+  from unipose_jax.models import normalize
 
   h, w = _input_hw(input_size)
   images = np.random.default_rng(seed).integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
   session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
   got = session.run(None, {"images": images})[0]
   apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  ref = np.asarray(apply(variables, normalize_image(images)))
+  ref = np.asarray(apply(variables, normalize(images)))
   return float(np.abs(got - ref).max() / np.abs(ref).max())

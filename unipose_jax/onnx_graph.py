@@ -34,11 +34,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from unipose_jax.models import IMAGENET_MEAN, IMAGENET_STD
 from unipose_jax.models.layers import BN_EPSILON
-from unipose_jax.models.resnet import ResNet, stage_strides_and_dilations
-from unipose_jax.models.unipose import RESNETS, UniPose
+from unipose_jax.models.resnet import ResNet, resnet, stage_strides_and_dilations
+from unipose_jax.models.unipose import UniPose
 from unipose_jax.models.wasp import default_wasp_rates
-from unipose_jax.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 #: ONNX opset of the exported graph (Resize's ``axes`` attribute needs 18).
 OPSET = 18
@@ -137,9 +137,7 @@ class _Builder:
 
 
 def _backbone(model: UniPose) -> ResNet:
-  make = model.backbone if model.backbone is not None else RESNETS.get(model.backbone_depth)
-  if make is None:
-    raise ValueError(f"unknown backbone_depth {model.backbone_depth}")
+  make = model.backbone or (lambda **kw: resnet(model.backbone_depth, **kw))
   net = make(output_stride=model.output_stride, width=model.backbone_width, name="backbone")
   if not isinstance(net, ResNet):
     raise NotImplementedError(f"ONNX export supports ResNet backbones, got {type(net).__name__}")

@@ -33,10 +33,12 @@ import cv2
 import numpy as np
 
 from unipose_jax import skeleton
-from unipose_jax.models.unipose import IMAGENET_MEAN
 
 #: Border fill of warped images: the mean colour, which normalises to ~0.
-BORDER_RGB: tuple[float, float, float] = tuple(float(round(255.0 * m)) for m in IMAGENET_MEAN)
+#: Fill outside the image: the ImageNet mean in 0..255 (``models.IMAGENET_MEAN`` x 255,
+#: rounded), which normalises to about 0. A literal so that this module (and ``deploy``)
+#: imports no JAX; tests check it against the model's constants.
+BORDER_RGB: tuple[float, float, float] = (124.0, 116.0, 104.0)
 
 
 @dataclasses.dataclass(frozen=True)
