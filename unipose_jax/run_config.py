@@ -264,3 +264,25 @@ def data_source(name: str, split: str, data_dir: str):
     print(f"building the synthetic dataset in {data_dir} (first use)", flush=True)
     datasets.prepare([name], manual_dir=None, data_dir=data_dir)
   return datasets.data_source(name, split, data_dir)
+
+
+def load_variables(workdir: str, step: int | None = None) -> tuple[dict, int]:
+  """Model variables ``{"params", "batch_stats"}`` (host arrays) of a run's checkpoint.
+
+  Default: the best checkpoint by the run's selection metric, else the newest.
+  """
+  from unipose_jax import checkpoints  # noqa: PLC0415
+
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
+  try:
+    if step is None:
+      step = ckpt.best_step() or ckpt.latest_step()
+    if step is None:
+      raise FileNotFoundError(
+        f"no checkpoint in {workdir}/checkpoints: train first "
+        f"(launch.py --mode=train --workdir={workdir})"
+      )
+    state, _, _ = ckpt.restore(step=step)
+  finally:
+    ckpt.close()
+  return {"params": state["params"], "batch_stats": state["batch_stats"]}, step
