@@ -97,3 +97,22 @@ def heatmap_mse(
   bg_sq = jnp.square(pred[..., 0] - bg) * jnp.float32(background_weight)
   total = jnp.sum(joint_sq) + jnp.sum(bg_sq)
   return total / jnp.float32(batch * height * width * (num_joints + 1))
+
+
+def weighted_mse(pred: Array, target: Array, weights: Array) -> jnp.ndarray:
+  """Mean over ``B*h*w*C`` of ``w[b, c] * (pred - target)**2``, a float32 scalar.
+
+  pred, target: ``(B, h, w, C)`` (e.g. the 5 person-box maps); weights: ``(B, C)`` >= 0.
+  As in :func:`heatmap_mse`, a zero-weight channel's target is ignored (even NaN) and the
+  denominator is fixed.
+  """
+  pred = jnp.asarray(pred).astype(jnp.float32)
+  target = jnp.asarray(target, jnp.float32)
+  w = jnp.asarray(weights, jnp.float32)[:, None, None, :]
+  if pred.shape != target.shape or w.shape != (pred.shape[0], 1, 1, pred.shape[-1]):
+    raise ValueError(
+      f"pred {pred.shape}, target {target.shape} and weights {jnp.shape(weights)} "
+      "must be (B, h, w, C), (B, h, w, C) and (B, C)"
+    )
+  sq = jnp.where(w > 0, jnp.square(pred - jnp.where(w > 0, target, 0.0)) * w, 0.0)
+  return jnp.sum(sq) / pred.size

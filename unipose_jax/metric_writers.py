@@ -1,37 +1,88 @@
-"""Scalar logging without TensorFlow: TensorBoard event files (tensorboardX) and metrics.jsonl.
+"""Logging without TensorFlow: TensorBoard events + metrics.jsonl, clu training metrics,
+console progress.
 
-Only the primary process (index 0) writes; the other processes get a writer that
-does nothing, so callers never branch on the process index.
+* :class:`MetricWriter` has the methods of clu's ``MetricWriter`` interface (write_scalars,
+  write_images, write_texts, write_histograms, write_hparams, flush, close) on tensorboardX
+  event files and ``<workdir>/metrics.jsonl``. (clu's own ``metric_writers`` and
+  ``periodic_actions`` import TensorFlow when imported, which this project never installs;
+  ``clu.metrics`` does not.) Opened with ``resume_step``, it
+  first drops every row of a later step (rows written after the checkpoint the run resumes
+  from, which the run will write again) and has TensorBoard purge those steps, so each
+  step appears once: the run's true history.
+* :class:`TrainMetrics`: the training loss and gradient norm as a ``clu.metrics.Collection``
+  of averages, built inside the jitted step and merged on the device between reports.
+* :class:`ReportProgress`: a periodic progress hook in the manner of clu's, printing step,
+  images/s and ETA.
+
+Only the primary process (index 0) writes; elsewhere the writer does nothing.
 """
-
-from __future__ import annotations
 
 import json
 import os
 import time
 from collections.abc import Mapping
+from typing import Any
 
+import flax
 import jax
+from clu import metrics as clu_metrics
+
+from unipose_jax import files
+
+
+@flax.struct.dataclass
+class TrainMetrics(clu_metrics.Collection):
+  """Mean loss and gradient norm over the steps since the last report."""
+
+  loss: clu_metrics.Average.from_output("loss")
+  grad_norm: clu_metrics.Average.from_output("grad_norm")
+
+
+def _truncate_jsonl(path: str, last_step: int) -> int:
+  """Drop rows of ``metrics.jsonl`` with ``step > last_step`` (atomically); returns how many."""
+  if not os.path.exists(path):
+    return 0
+  keep, dropped = [], 0
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except ValueError:  # a line cut short by a kill
+        dropped += 1
+        continue
+      if int(row.get("step", -1)) > last_step:
+        dropped += 1
+      else:
+        keep.append(line if line.endswith("\n") else line + "\n")
+  if dropped:
+    files.atomic_write(path, "".join(keep).encode("utf-8"))
+  return dropped
 
 
 class MetricWriter:
-  """Writes ``{name: float}`` dicts at a step to ``<workdir>/metrics.jsonl`` and TensorBoard events.
+  """Scalars to ``<workdir>/metrics.jsonl`` and TensorBoard events under ``<workdir>/tensorboard``.
 
   Each line of metrics.jsonl is ``{"step": int, "time": unix seconds, name: value, ...}``.
+  ``resume_step``: the step the run restarts from; rows of later steps are removed.
   """
 
-  def __init__(self, workdir: str, enabled: bool | None = None):
+  def __init__(self, workdir: str, resume_step: int | None = None, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    self._tb = None
-    self._jsonl = None
-    if self.enabled:
-      os.makedirs(workdir, exist_ok=True)
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self._tb = self._jsonl = None
+    if not self.enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "metrics.jsonl")
+    purge = None
+    if resume_step is not None:
+      _truncate_jsonl(path, resume_step)
+      purge = resume_step + 1
+    from tensorboardX import SummaryWriter  # noqa: PLC0415
 
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
+    self._jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115
 
-  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     if not self.enabled:
       return
     clean = {k: float(v) for k, v in scalars.items()}
@@ -39,6 +90,24 @@ class MetricWriter:
       self._tb.add_scalar(name, value, global_step=step)
     self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **clean}) + "\n")
     self._jsonl.flush()
+
+  def write_images(self, step: int, images: Mapping[str, Any]) -> None:
+    if self.enabled:
+      for name, image in images.items():
+        self._tb.add_images(name, image, global_step=step, dataformats="NHWC")
+
+  def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
+    if self.enabled:
+      for name, text in texts.items():
+        self._tb.add_text(name, text, global_step=step)
+
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    self.write_texts(0, {"hparams": json.dumps(dict(hparams), default=str)})
+
+  def write_histograms(self, step, arrays, num_buckets=None) -> None:
+    if self.enabled:
+      for name, values in arrays.items():
+        self._tb.add_histogram(name, values, global_step=step)
 
   def flush(self) -> None:
     if self.enabled:
@@ -52,43 +121,41 @@ class MetricWriter:
       self.enabled = False
 
 
-class Progress:
-  """Console progress for long loops: step, rate in images/s and ETA.
+class ReportProgress:
+  """Prints ``step s/total loss=... N img/s ETA h:mm:ss`` every ``every_steps`` steps (primary
+  process) and writes ``images_per_s`` to the writer.
 
-  ``update(step, extra)`` returns the line it printed (or None between reports).
+  Call ``progress(step)`` once at the first step (it starts the clock), then every step;
+  ``progress.extra`` holds scalars (the loss) shown on the next line.
   """
 
-  def __init__(
-    self,
-    total_steps: int,
-    images_per_step: int,
-    first_step: int = 0,
-    every: int = 50,
-    print_fn=print,
-  ):
-    self.total = total_steps
-    self.images_per_step = images_per_step
-    self.every = max(1, every)
-    self._print = print_fn
-    self._t0 = time.perf_counter()
-    self._s0 = first_step
+  def __init__(self, *, num_train_steps: int, images_per_step: int, every_steps: int, writer=None):
+    self.total, self.images_per_step = num_train_steps, images_per_step
+    self.every, self.writer = max(1, every_steps), writer
+    self.extra: dict[str, float] = {}
+    self.last_line: str | None = None
+    self._previous: tuple[int, float] | None = None
 
-  def rate(self, step: int) -> float:
-    """Images per second since the last report (or since the start)."""
-    dt = time.perf_counter() - self._t0
-    return (step - self._s0) * self.images_per_step / dt if dt > 0 else 0.0
-
-  def update(self, step: int, extra: Mapping[str, float] | None = None, force: bool = False):
-    if not force and step % self.every:
-      return None
-    ips = self.rate(step)
-    remaining = (self.total - step) * self.images_per_step / ips if ips > 0 else float("nan")
-    fields = " ".join(f"{k}={v:.4g}" for k, v in (extra or {}).items())
-    line = f"step {step}/{self.total} {fields} {ips:.1f} img/s ETA {format_seconds(remaining)}"
+  def __call__(self, step: int) -> bool:
+    now = time.perf_counter()
+    if self._previous is None or step == self._previous[0]:
+      self._previous = (step, now)
+      return False
+    if step % self.every and step != self.total:
+      return False
+    steps_per_s = (step - self._previous[0]) / max(now - self._previous[1], 1e-9)
+    images_per_s = steps_per_s * self.images_per_step
+    eta = (self.total - step) / steps_per_s if steps_per_s > 0 else float("nan")
+    fields = " ".join(f"{k}={v:.4g}" for k, v in self.extra.items())
+    self.last_line = (
+      f"step {step}/{self.total} {fields} {images_per_s:.1f} img/s ETA {format_seconds(eta)}"
+    )
     if jax.process_index() == 0:
-      self._print(line, flush=True)
-    self._t0, self._s0 = time.perf_counter(), step
-    return line
+      print(f"[{time.strftime('%H:%M:%S')}] {self.last_line}", flush=True)
+    if self.writer is not None:
+      self.writer.write_scalars(step, {"images_per_s": images_per_s})
+    self._previous = (step, now)
+    return True
 
 
 def format_seconds(seconds: float) -> str:

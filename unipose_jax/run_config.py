@@ -124,8 +124,12 @@ def suggest_key(config: ml_collections.ConfigDict, key: str) -> str:
   return f"; did you mean {match[0]!r}?" if match else ""
 
 
+def _items(config) -> list:
+  return list((config.to_dict() if hasattr(config, "to_dict") else config).items())
+
+
 def flat_keys(config: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
-  for k, v in config.items():
+  for k, v in _items(config):
     if isinstance(v, Mapping):
       yield from flat_keys(v, f"{prefix}{k}.")
     else:
@@ -193,7 +197,7 @@ def differing_keys(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -
 
 
 def _flat(config: Mapping[str, Any], prefix: str = ""):
-  for k, v in config.items():
+  for k, v in _items(config):
     if isinstance(v, Mapping):
       yield from _flat(v, f"{prefix}{k}.")
     else:
@@ -260,7 +264,7 @@ def eval_decodings(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 def data_source(name: str, split: str, data_dir: str):
   """A random-access source of a prepared dataset; the synthetic set (no download) is
   built on first use."""
-  if name == "synthetic" and not datasets.is_prepared(name, data_dir):
+  if name.split("/")[0] == "synthetic" and not datasets.is_prepared(name, data_dir):
     print(f"building the synthetic dataset in {data_dir} (first use)", flush=True)
     datasets.prepare([name], manual_dir=None, data_dir=data_dir)
   return datasets.data_source(name, split, data_dir)

@@ -7,16 +7,28 @@ The step is a pure module-level function. Two parallel forms run it:
   BatchNorm statistics and gradients are those of the global batch.
 * ``"pmap"``: ``jax.pmap`` over the local devices with an explicit cross-device
   mean of the loss and gradients, and BatchNorm reducing its statistics over the
-  same axis (``UniPose(bn_axis_name=...)``).
+  same axis (``UniPose(bn_axis_name=...)``). The state stays stacked on the devices
+  between steps; it is unstacked (on the devices) only to save or evaluate.
 
 On the same global batch both give the update a single device computes (with
 dropout off; the dropout masks of the two forms differ).
+
+Batches travel as uint8 and are normalised inside the step; the next two global
+batches are put on the mesh while a step runs (``distributed.prefetch_to_mesh``).
+Nothing waits for the device between log, stop-check and checkpoint steps.
+
+Stopping: SIGTERM/SIGINT set a flag that the processes agree on every
+``config.stop_check_every`` steps; the run then saves a checkpoint and raises
+:class:`Preempted` (``launch.py`` exits with :data:`EXIT_PREEMPTED`, 143).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,20 +41,38 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from unipose_jax import checkpoints, distributed, evaluate, input_pipeline, losses, transforms
+from unipose_jax import (
+  checkpoints,
+  distributed,
+  evaluate,
+  input_pipeline,
+  losses,
+  run_config,
+  skeleton,
+  transforms,
+)
 from unipose_jax.codecs import HeatmapCodec
-from unipose_jax.metric_writers import MetricWriter, Progress
+from unipose_jax.codecs import box as box_lib
+from unipose_jax.metric_writers import MetricWriter, ReportProgress, TrainMetrics
 from unipose_jax.models import normalize
 
 PMAP_AXIS = "batch"
+TRAIN_KEYS = ("image", "keypoints", "weights")
+#: Exit status of a run stopped by a signal after saving its checkpoint (128 + SIGTERM).
+EXIT_PREEMPTED = 143
+
+
+class Preempted(Exception):  # noqa: N818 (an outcome, not a failure)
+  """The run stopped before its last step on a signal; its checkpoint is saved."""
+
+  exit_code = EXIT_PREEMPTED
 
 
 @flax.struct.dataclass
 class TrainState:
   """Everything a resumed run needs besides the data iterator.
 
-  ``rng`` is a raw uint32 PRNG key (2,); the key of a step is ``fold_in(rng, step)``,
-  so it never has to be advanced or saved separately.
+  ``rng`` is a raw uint32 PRNG key (2,); the key of a step is ``fold_in(rng, step)``.
   """
 
   step: jax.Array
@@ -59,75 +89,63 @@ class TrainState:
 # ----------------------------------------------------------------------------- optimiser
 
 
-def make_schedule(
-  learning_rate: float,
-  schedule: str,
-  num_steps: int,
-  decay_every: int,
-  decay_factor: float,
-  warmup_steps: int,
-) -> optax.Schedule:
-  """Learning rate per step: "step" (x decay_factor every decay_every), "cosine", "constant"."""
-  if schedule == "step":
-    return optax.exponential_decay(
-      learning_rate, transition_steps=decay_every, decay_rate=decay_factor, staircase=True
-    )
-  if schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(
-      0.0,
-      learning_rate,
-      warmup_steps=max(warmup_steps, 1),
-      decay_steps=max(num_steps, warmup_steps + 1),
-      end_value=learning_rate * 1e-2,
-    )
-  if schedule == "constant":
-    return optax.constant_schedule(learning_rate)
-  raise ValueError(
-    f"unknown optimizer.schedule {schedule!r}; expected 'step', 'cosine' or 'constant'"
-  )
-
-
-def make_optimizer(
-  cfg: ml_collections.ConfigDict, num_steps: int
-) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """The optax transformation and its learning-rate schedule from ``config.optimizer``."""
-  lr = make_schedule(
-    cfg.learning_rate, cfg.schedule, num_steps, cfg.decay_every, cfg.decay_factor, cfg.warmup_steps
-  )
-  if cfg.name == "adam":
-    tx = optax.adam(lr)
-  elif cfg.name == "adamw":
-    tx = optax.adamw(lr, weight_decay=cfg.weight_decay)
-  elif cfg.name == "sgd":
-    tx = optax.sgd(lr, momentum=cfg.momentum or None, nesterov=False)
+def make_optimizer(cfg: ml_collections.ConfigDict, num_steps: int):
+  """``(optax transformation, learning-rate schedule)`` of ``config.optimizer``."""
+  if cfg.schedule == "step":
+    lr = optax.exponential_decay(cfg.learning_rate, cfg.decay_every, cfg.decay_factor, True)
+  elif cfg.schedule == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(
+      0.0, cfg.learning_rate, max(cfg.warmup_steps, 1), max(num_steps, cfg.warmup_steps + 1),
+      end_value=cfg.learning_rate * 1e-2,
+    )  # fmt: skip
   else:
-    raise ValueError(f"unknown optimizer.name {cfg.name!r}; expected 'adam', 'adamw' or 'sgd'")
+    lr = optax.constant_schedule(cfg.learning_rate)
+  tx = {
+    "adam": lambda: optax.adam(lr),
+    "adamw": lambda: optax.adamw(lr, weight_decay=cfg.weight_decay),
+    "sgd": lambda: optax.sgd(lr, momentum=cfg.momentum or None),
+  }[cfg.name]()
   if cfg.grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), tx)
   return tx, lr
 
 
-def create_train_state(
-  model, tx: optax.GradientTransformation, seed: int, input_size: int
-) -> TrainState:
-  """Initialise parameters (float32), batch statistics and optimiser state.
+def create_train_state(model, tx, seed: int, input_size: int, variables=None) -> TrainState:
+  """Parameters (float32), batch statistics and optimiser state; ``variables`` (e.g.
+  imported weights) replace the initialisation.
 
-  Initialisation draws from an "rbg" key (its generator compiles several times faster
-  than threefry for a network of hundreds of parameter tensors); the state's own key,
-  used for dropout, is a raw threefry key derived from the same seed.
+  Initialisation draws from an "rbg" key (it compiles several times faster than
+  threefry for hundreds of tensors); the state's own key, for dropout, is a raw
+  threefry key derived from the same seed.
   """
-  init_rng = jax.random.key(seed, impl="rbg")
-  state_rng = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
-  dummy = jnp.zeros((1, input_size, input_size, 3), jnp.float32)
-  variables = jax.jit(functools.partial(model.init, train=False))(init_rng, dummy)
-  params = variables["params"]
+  if variables is None:
+    dummy = jnp.zeros((1, input_size, input_size, 3), jnp.float32)
+    init = jax.jit(functools.partial(model.init, train=False))
+    variables = init(jax.random.key(seed, impl="rbg"), dummy)
   return TrainState(
     step=jnp.zeros((), jnp.int32),
-    params=params,
+    params=variables["params"],
     batch_stats=variables.get("batch_stats", {}),
-    opt_state=tx.init(params),
-    rng=state_rng,
+    opt_state=tx.init(variables["params"]),
+    rng=jax.random.fold_in(jax.random.PRNGKey(seed), 1),
   )
+
+
+def initial_variables(config, model, tx) -> TrainState:
+  """The state a new run starts from: random, a torchvision backbone, or an original
+  UniPose checkpoint (``model.pretrained`` / ``model.init_from``)."""
+  state = create_train_state(model, tx, config.seed, config.data.input_size)
+  if not (config.model.pretrained or config.model.init_from):
+    return state
+  from unipose_jax import models  # noqa: PLC0415
+
+  variables = jax.device_get(state.variables)
+  if config.model.pretrained:
+    variables = models.load_torchvision_resnet(config.model.pretrained, variables)
+  if config.model.init_from:
+    variables, report = models.load_original_unipose(config.model.init_from, variables)
+    _log(f"initialised from {config.model.init_from}: {report}")
+  return create_train_state(model, tx, config.seed, config.data.input_size, variables)
 
 
 # ----------------------------------------------------------------------------- the step
@@ -141,18 +159,26 @@ def train_step(
   tx,
   codec: HeatmapCodec,
   background_weight: float,
+  box_weight: float = 0.0,
+  box_margin: float = 0.0,
   axis_name: str | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimisation step on ``batch``.
+  """One optimisation step.
 
-  batch: ``image`` (B, S, S, 3) float32 normalised RGB, ``keypoints`` (B, K, 2) input
-  pixels, ``weights`` (B, K). Targets are encoded here, on the device.
-  With ``axis_name`` (pmap) the loss, gradients and metrics are averaged over it.
+  batch: ``image`` (B, S, S, 3) uint8 RGB, ``keypoints`` (B, K, 2) input pixels,
+  ``weights`` (B, K). Normalisation and targets happen here, on the device. With a box
+  head (``model.box_head``) the 5 box points of the labeled joints' extent are encoded
+  by the same codec and their MSE is added with ``box_weight``. With ``axis_name``
+  (pmap) the loss, gradients and metrics are averaged over it.
   """
   step_rng = jax.random.fold_in(state.rng, state.step)
   if axis_name is not None:
     step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
   targets, target_weights = codec.encode(batch["keypoints"], batch["weights"])
+  if model.box_head:
+    points, point_weights = box_lib.box_targets(batch["keypoints"], batch["weights"], box_margin)
+    box_targets, box_weights = codec.encode(points, point_weights)
+  k1 = skeleton.NUM_JOINTS + 1
 
   def loss_fn(params):
     heatmaps, mutated = model.apply(
@@ -162,9 +188,9 @@ def train_step(
       rngs={"dropout": step_rng},
       mutable=["batch_stats"],
     )
-    loss = losses.heatmap_mse(
-      heatmaps, targets, target_weights, background_weight=background_weight
-    )
+    loss = losses.heatmap_mse(heatmaps[..., :k1], targets, target_weights, background_weight)
+    if model.box_head:
+      loss += box_weight * losses.weighted_mse(heatmaps[..., k1:], box_targets, box_weights)
     return loss, mutated["batch_stats"]
 
   (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -172,111 +198,177 @@ def train_step(
     grads = jax.lax.pmean(grads, axis_name)
     loss = jax.lax.pmean(loss, axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
   new_state = state.replace(
-    step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+    step=state.step + 1,
+    params=optax.apply_updates(state.params, updates),
+    batch_stats=batch_stats,
+    opt_state=opt_state,
   )
   return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+
+def _with_metrics(step_fn: Callable) -> Callable:
+  """The step returning a :class:`TrainMetrics` collection (merged on the device)."""
+
+  def run(state, batch, **kw):
+    state, out = step_fn(state, batch, **kw)
+    return state, TrainMetrics.single_from_model_output(**out)
+
+  return run
 
 
 class ParallelTrainer:
   """Runs ``train_step`` over every device in the configured form ("jit" or "pmap").
 
-  ``step(state, local_batch)`` takes the canonical (replicated, global) state and this
-  process's numpy batch; ``place(state)`` puts a host state where ``step`` wants it.
-  For "pmap" the state is kept stacked over local devices between steps and
-  ``canonical(state)`` returns the unstacked one for checkpoints and evaluation.
+  ``place(state)`` puts a replicated state where ``step`` wants it; ``step(state,
+  batch)`` takes a batch from :meth:`batches`; ``canonical(state)`` is the replicated
+  state (for checkpoints and evaluation): the state itself for "jit", device 0's copy
+  replicated device to device for "pmap".
   """
 
-  def __init__(self, parallelism: str, mesh, step_fn: Callable):
-    if parallelism not in ("jit", "pmap"):
-      raise ValueError(f"unknown parallelism {parallelism!r}; expected 'jit' or 'pmap'")
+  def __init__(self, parallelism: str, mesh: Mesh, step_fn: Callable):
     if parallelism == "pmap" and jax.process_count() > 1:
       raise ValueError(
         f"parallelism='pmap' runs on one process only (this run has {jax.process_count()}); "
         "use the default parallelism='jit', whose mesh spans the devices of every process"
       )
-    self.parallelism = parallelism
-    self.mesh = mesh
+    self.parallelism, self.mesh = parallelism, mesh
     if parallelism == "jit":
       repl = distributed.replicated(mesh)
-      self._step = jax.jit(step_fn, out_shardings=(repl, repl), donate_argnums=(0,))
+      self._step = jax.jit(_with_metrics(step_fn), out_shardings=(repl, repl), donate_argnums=0)
     else:
-      self._step = jax.pmap(
-        functools.partial(step_fn, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS, donate_argnums=(0,)
+      self._devices = list(mesh.devices.flat)
+      self._stacked = NamedSharding(
+        Mesh(np.asarray(self._devices), (PMAP_AXIS,)), PartitionSpec(PMAP_AXIS)
       )
+      fn = functools.partial(_with_metrics(step_fn), axis_name=PMAP_AXIS)
+      self._step = jax.pmap(fn, axis_name=PMAP_AXIS, devices=self._devices, donate_argnums=0)
 
   def place(self, state: TrainState) -> TrainState:
     if self.parallelism == "jit":
-      return distributed.replicate(state, self.mesh)
-    # Stacked over local devices, placed as pmap places its own outputs (so the
-    # first and later steps share one compilation).
-    devices = jax.local_devices()
-    stacked = NamedSharding(Mesh(np.asarray(devices), (PMAP_AXIS,)), PartitionSpec(PMAP_AXIS))
-    return jax.tree.map(
-      lambda x: jax.device_put(
-        np.broadcast_to(np.asarray(x), (len(devices),) + np.shape(x)), stacked
-      ),
-      jax.device_get(state),
-    )
+      return state
+    n = len(self._devices)
+
+    def stack(x):  # every device's own replica becomes its slice: no host round trip
+      shards = {s.device: s.data for s in x.addressable_shards}
+      parts = [jnp.expand_dims(shards[d], 0) for d in self._devices]
+      return jax.make_array_from_single_device_arrays((n,) + x.shape, self._stacked, parts)
+
+    return jax.tree.map(stack, state)
 
   def canonical(self, state: TrainState) -> TrainState:
     if self.parallelism == "jit":
       return state
-    return distributed.replicate(jax.tree.map(lambda x: x[0], state), self.mesh)
+    return jax.device_put(jax.tree.map(lambda x: x[0], state), distributed.replicated(self.mesh))
 
-  def step(self, state: TrainState, local_batch: dict[str, np.ndarray]):
+  def batches(self, iterator, size: int = 2):
+    """Batches of ``iterator`` put on the devices ``size`` steps ahead."""
     if self.parallelism == "jit":
-      return self._step(state, distributed.global_batch(local_batch, self.mesh))
-    n = jax.local_device_count()
-    split = jax.tree.map(lambda x: np.asarray(x).reshape((n, -1) + np.shape(x)[1:]), local_batch)
-    state, metrics = self._step(state, split)
-    return state, jax.tree.map(lambda x: x[0], metrics)
+      return distributed.prefetch_to_mesh(iterator, self.mesh, size=size, keys=TRAIN_KEYS)
+    return distributed.prefetch_to_mesh(
+      _Split(iterator, len(self._devices)), Mesh(np.asarray(self._devices), ("data",)),
+      size=size, keys=TRAIN_KEYS,
+    )  # fmt: skip
+
+  def step(self, state: TrainState, batch):
+    state, metrics = self._step(state, batch)
+    if self.parallelism == "pmap":
+      metrics = jax.tree.map(lambda x: x[0], metrics)
+    return state, metrics
+
+
+class _Split:
+  """A batch iterator whose arrays are split (B, ...) -> (n, B / n, ...) for pmap."""
+
+  def __init__(self, iterator, n: int):
+    self.iterator, self.n = iterator, n
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = next(self.iterator)
+    return {k: np.reshape(v, (self.n, -1) + np.shape(v)[1:]) for k, v in batch.items()}
+
+  def get_state(self):
+    return self.iterator.get_state()
+
+  def set_state(self, state):
+    self.iterator.set_state(state)
+
+
+# ----------------------------------------------------------------------------- pre-emption
+
+
+class PreemptionGuard(contextlib.AbstractContextManager):
+  """Turns SIGTERM/SIGINT into a flag (``should_stop``) so the loop can save and exit.
+
+  A second delivery of the same signal falls through to the previous handler (a second
+  Ctrl-C interrupts at once). Handlers are restored on exit; enter in the main thread.
+  Several processes: reduce the flag with ``distributed.any_process`` before acting.
+  """
+
+  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
+    self.signals, self.received = tuple(signals), None
+    self._previous: dict[int, Any] = {}
+    self._stop = threading.Event()
+
+  @property
+  def should_stop(self) -> bool:
+    return self._stop.is_set()
+
+  def _handle(self, signum, frame) -> None:
+    if self._stop.is_set() and self.received == signum:
+      previous = self._previous.get(signum, signal.SIG_DFL)
+      if callable(previous):
+        return previous(signum, frame)
+      if previous != signal.SIG_IGN:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+      return None
+    self.received = signum
+    self._stop.set()
+    _log(f"received signal {signum}; stopping within the next stop check, with a checkpoint")
+    return None
+
+  def __enter__(self) -> PreemptionGuard:
+    if threading.current_thread() is not threading.main_thread():
+      raise RuntimeError("PreemptionGuard must be entered in the main thread")
+    for s in self.signals:
+      self._previous[s] = signal.signal(s, self._handle)
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    for s, handler in self._previous.items():
+      signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+    self._previous.clear()
 
 
 # ----------------------------------------------------------------------------- the loop
 
-TRAIN_KEYS = ("image", "keypoints", "weights")
 
-
-def build_trainer(config: ml_collections.ConfigDict, mesh, pmap_axis: bool | None = None):
-  """Model, codec, optimiser and parallel trainer of a config (no data, no state)."""
-  parallel = config.parallelism
-  model = evaluate.build_model(config.model, bn_axis_name=PMAP_AXIS if parallel == "pmap" else None)
-  codec = evaluate.build_codec(config)
+def build_trainer(config: ml_collections.ConfigDict, mesh):
+  """Model, codec, optimiser, learning-rate schedule and parallel trainer of a config."""
+  pmap = config.parallelism == "pmap"
+  model = run_config.build_model(config, bn_axis_name=PMAP_AXIS if pmap else None)
+  codec = run_config.build_codec(config)
   tx, lr_fn = make_optimizer(config.optimizer, config.num_train_steps)
   step_fn = functools.partial(
-    train_step, model=model, tx=tx, codec=codec, background_weight=config.loss.background_weight
-  )
-  return model, codec, tx, lr_fn, ParallelTrainer(parallel, mesh, step_fn)
+    train_step, model=model, tx=tx, codec=codec,
+    background_weight=config.loss.background_weight,
+    box_weight=config.loss.box_weight, box_margin=config.model.box_margin,
+  )  # fmt: skip
+  return model, codec, tx, lr_fn, ParallelTrainer(config.parallelism, mesh, step_fn)
 
 
-def make_train_iterator(
-  config: ml_collections.ConfigDict,
-  mesh,
-  shard_index: int | None = None,
-  shard_count: int | None = None,
-):
-  """This process's share of the training data: shard ``jax.process_index()`` of
-  ``jax.process_count()``, ``batch_size / process_count`` examples a batch.
-
-  ``shard_index`` / ``shard_count`` build another shard's iterator instead (tests build
-  every shard in one process to reproduce a multi-process run's global batches).
-  """
+def make_train_iterator(config, mesh, shard_index: int | None = None, shard_count=None):
+  """This process's share of the training data (shard ``jax.process_index()`` of
+  ``jax.process_count()``); another shard's with ``shard_index``/``shard_count`` (tests)."""
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
   d = config.data
-  if not (len(d.train_sources) == len(d.train_splits) == len(d.mixture_weights)):
-    raise ValueError(
-      "config.data.train_sources, train_splits and mixture_weights must have "
-      f"the same length, got {d.train_sources}, {d.train_splits}, {d.mixture_weights}"
-    )
-  sources = [
-    evaluate.load_source(name, split, d.data_dir)
-    for name, split in zip(d.train_sources, d.train_splits)
-  ]
   return input_pipeline.make_train_iterator(
-    sources,
+    [run_config.data_source(n, s, d.data_dir) for n, s in zip(d.train_sources, d.train_splits)],
     mixture_weights=list(d.mixture_weights),
     batch_size=distributed.per_process_batch_size(config.batch_size, mesh, shard_count),
     input_size=d.input_size,
@@ -288,118 +380,116 @@ def make_train_iterator(
   )
 
 
-def train_and_evaluate(
-  config: ml_collections.ConfigDict,
-  workdir: str,
-  stop_after: int | None = None,
-  devices: list[jax.Device] | None = None,
-) -> dict[str, Any]:
-  """Train for ``config.num_train_steps`` (resuming from ``workdir`` if it holds a
-  checkpoint), evaluate every ``eval_every`` steps and at the end, and write the results.
+def train_and_evaluate(config, workdir: str, stop_after: int | None = None, devices=None):
+  """Train for ``config.num_train_steps`` (resuming from ``workdir``'s newest intact
+  checkpoint), evaluate every ``eval_every`` steps and at the end, write the results.
 
-  ``stop_after`` ends the run after that many steps of this invocation, as a kill
-  would (the checkpoint of the last step is saved); used by tests and by pre-emption.
-  ``devices`` restricts the mesh (default: every device of every process).
-  Returns the final evaluation summary (``{decoder: {metric: value}}``), or {} when stopped early.
+  ``stop_after`` ends this invocation after that many steps, with a checkpoint (as a
+  kill would). ``devices`` restricts the mesh. Returns the final evaluation summary
+  (``{decoder: {metric: value}}``), {} after ``stop_after``; raises :class:`Preempted`
+  after a stop signal, :class:`checkpoints.WorkdirLockedError` when another trainer
+  holds the workdir, :class:`run_config.ConfigError` on a bad config.
   """
+  run_config.validate(config)
   os.makedirs(workdir, exist_ok=True)
-  mesh = distributed.data_mesh(devices)
-  model, codec, tx, lr_fn, trainer = build_trainer(config, mesh)
-  host_state = create_train_state(model, tx, config.seed, config.data.input_size)
-  if config.model.pretrained:
-    from unipose_jax.models import load_torchvision_resnet  # pylint: disable=g-import-not-at-top
-
-    variables = load_torchvision_resnet(config.model.pretrained, host_state.variables)
-    host_state = host_state.replace(
-      params=variables["params"], batch_stats=variables["batch_stats"]
-    )
-  state = distributed.replicate(host_state, mesh)
-  train_iter = make_train_iterator(config, mesh)
-  ckpt = checkpoints.Checkpointer(
-    os.path.join(workdir, "checkpoints"),
-    max_to_keep=config.keep_checkpoints,
-    best_metric=f"{config.codec.decoding}/pck@0.2",
-  )
-  writer = MetricWriter(workdir)
+  lock = checkpoints.WorkdirLock(workdir).acquire() if distributed.is_primary() else None
   try:
-    return _train_loop(
-      config,
-      workdir,
-      mesh,
-      model,
-      codec,
-      lr_fn,
-      trainer,
-      state,
-      train_iter,
-      ckpt,
-      writer,
-      stop_after,
-    )
+    saved = run_config.load(workdir)
+    if saved is not None:
+      run_config.check_matches(config, saved, workdir)
+    if distributed.is_primary():
+      run_config.save(config, workdir)
+    return _run(config, workdir, stop_after, distributed.data_mesh(devices))
   finally:
-    ckpt.close()  # waits for a pending asynchronous save
-    writer.close()
+    if lock is not None:
+      lock.release()
 
 
-def _train_loop(
-  config, workdir, mesh, model, codec, lr_fn, trainer, state, train_iter, ckpt, writer, stop_after
-):
+def _run(config, workdir, stop_after, mesh):
+  model, codec, tx, _, trainer = build_trainer(config, mesh)
+  state = distributed.replicate(initial_variables(config, model, tx), mesh)
+  train_iter = make_train_iterator(config, mesh)
+  best = f"{config.codec.decoding}/pck@0.2"
+  ckpt = checkpoints.Checkpointer(
+    os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints, best_metric=best
+  )
   first_step = 0
-  if ckpt.latest_step() is not None:
-    state, data_state, _ = ckpt.restore(target_state=state)
-    train_iter.set_state(data_state)
-    first_step = int(jax.device_get(state.step))
-    _log(f"resumed from {workdir} at step {first_step}")
-  state = trainer.place(state)
+  with contextlib.ExitStack() as stack:
+    stack.callback(ckpt.close)  # waits for a pending asynchronous save
+    if ckpt.all_steps():
+      restored = ckpt.restore(target=state)
+      state, first_step = restored.state, restored.step
+      train_iter.set_state(restored.data_state)
+      _log(f"resumed from {workdir} at step {first_step}")
+    writer = MetricWriter(workdir, resume_step=first_step if first_step else None)
+    stack.callback(writer.close)
+    guard = stack.enter_context(PreemptionGuard())
+    evaluator = evaluate.Evaluator.from_config(config, model, codec, mesh)
+    loop = _Loop(config, workdir, trainer, ckpt, writer, evaluator, train_iter)
+    return loop.run(trainer.place(state), first_step, stop_after, guard)
 
-  total = config.num_train_steps
-  progress = Progress(total, config.batch_size, first_step=first_step, every=config.log_every)
-  evaluator = evaluate.Evaluator(config, model, codec, mesh)
-  summary: dict[str, Any] = {}
-  step = first_step
-  with checkpoints.PreemptionGuard() as guard:
+
+class _Loop:
+  """The step loop of one invocation (state lives on the devices throughout)."""
+
+  def __init__(self, config, workdir, trainer, ckpt, writer, evaluator, train_iter):
+    self.config, self.workdir, self.trainer = config, workdir, trainer
+    self.ckpt, self.writer, self.evaluator = ckpt, writer, evaluator
+    self.batches = trainer.batches(train_iter)
+    self.progress = ReportProgress(
+      num_train_steps=config.num_train_steps, images_per_step=config.batch_size,
+      every_steps=config.log_every, writer=writer,
+    )  # fmt: skip
+
+  def run(self, state, first_step: int, stop_after, guard) -> dict:
+    c, step, summary, metrics = self.config, first_step, {}, None
+    total = c.num_train_steps
+    self.progress(first_step)
     while step < total:
-      local = next(train_iter)
-      state, metrics = trainer.step(state, {k: local[k] for k in TRAIN_KEYS})
+      state, m = self.trainer.step(state, next(self.batches))
+      metrics = m if metrics is None else metrics.merge(m)
       step += 1
-      if step % config.log_every == 0 or step == total:
-        scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        scalars["learning_rate"] = float(lr_fn(step - 1))
-        scalars["images_per_s"] = progress.rate(step)
-        progress.update(step, {"loss": scalars["loss"]}, force=True)
-        writer.write_scalars(step, scalars)
-      eval_now = step == total or (config.eval_every > 0 and step % config.eval_every == 0)
-      stopped_by_signal = guard.should_stop_any_process()
-      stop_now = stopped_by_signal or (stop_after is not None and step - first_step >= stop_after)
-      eval_metrics = None
+      self.ckpt.check()  # a failed background save stops the run now
+      if step % c.log_every == 0 or step == total:
+        scalars = {k: float(v) for k, v in metrics.compute().items()}
+        metrics = None
+        self.progress.extra = {"loss": scalars["loss"]}
+        self.writer.write_scalars(step, scalars)
+      self.progress(step)
+      signalled = (step % c.stop_check_every == 0 or step == total) and distributed.any_process(
+        guard.should_stop
+      )
+      stop = signalled or (stop_after is not None and step - first_step >= stop_after)
+      eval_now = step == total or (c.eval_every > 0 and step % c.eval_every == 0)
+      canonical, eval_metrics = None, None
       if eval_now:
-        final = step == total
-        summary = evaluator.run(
-          trainer.canonical(state).variables,
-          os.path.join(workdir, "eval", f"step_{step}"),
-          write_files=final,
-        )
-        eval_metrics = {
-          f"{dec}/{k}": v
-          for dec, res in summary.items()
-          for k, v in res.items()
-          if k in SUMMARY_METRICS
-        }
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-        if final:
-          evaluate.write_final_summary(workdir, summary)
-      if eval_now or stop_now or step % config.checkpoint_every == 0:
-        ckpt.save(
-          step, trainer.canonical(state), train_iter.get_state(), metrics=eval_metrics, force=True
-        )
-      if stop_now:
-        why = "a stop signal" if stopped_by_signal else f"--stop_after={stop_after}"
-        _log(f"stopped at step {step} by {why}; checkpoint saved in {workdir}")
+        canonical = self.trainer.canonical(state)
+        summary, eval_metrics = self._evaluate(canonical, step, final=step == total)
+      if eval_now or stop or step % c.checkpoint_every == 0:
+        canonical = canonical or self.trainer.canonical(state)
+        self.ckpt.save(step, canonical, self.batches.get_state(), metrics=eval_metrics)
+      if stop:
+        self.ckpt.wait()
+        why = "a stop signal" if signalled else f"--stop_after={stop_after}"
+        _log(f"stopped at step {step} by {why}; checkpoint saved in {self.workdir}")
+        if signalled:
+          raise Preempted(
+            f"stopped at step {step}/{total} by a signal; resume with the same command"
+          )
         return {}
-  return summary
+    return summary
+
+  def _evaluate(self, state, step: int, final: bool):
+    out_dir = os.path.join(self.workdir, "eval", f"step_{step}")
+    summary = self.evaluator.run(state.variables, out_dir, write_files=final)
+    flat = {f"{dec}/{k}": v for dec, res in summary.items() for k, v in res.items() if k in SUMMARY}
+    self.writer.write_scalars(step, {f"eval/{k}": v for k, v in flat.items()})
+    if final:
+      evaluate.write_final_summary(self.workdir, summary)
+    return summary, flat
 
 
-SUMMARY_METRICS = ("pck@0.2", "pck@0.1", "pck@0.05", "auc@0.2", "pckh@0.5")
+SUMMARY = ("pck@0.2", "pck@0.1", "pck@0.05", "auc@0.2", "pckh@0.5", "box_iou", "box_iou>=0.5")
 
 
 def _log(msg: str) -> None:

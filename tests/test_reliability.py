@@ -1,0 +1,131 @@
+"""Failure modes seen from the command line, with real processes: bad configs and keys, a
+second trainer, pre-emption's exit code and delay, prepare's exit code, smoke without
+prepare, one metrics row per step after a resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from test_launch import SMALL, launch, small_flags
+
+from configs import smoke
+from unipose_jax import datasets, run_config, train
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  d = tmp_path_factory.mktemp("tfds")
+  datasets.prepare([SMALL], manual_dir=None, data_dir=str(d), log=lambda *a, **k: None)
+  return str(d)
+
+
+def _wait_for_rows(proc, metrics, rows: int, timeout: float = 240) -> None:
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if metrics.exists() and metrics.read_text().count("\n") >= rows:
+      return
+    assert proc.poll() is None, proc.stdout.read()
+    time.sleep(0.2)
+  raise AssertionError(f"no {rows} rows in {metrics} after {timeout} s")
+
+
+def _steps(metrics) -> list[int]:
+  return [json.loads(line)["step"] for line in metrics.read_text().splitlines() if '"loss"' in line]
+
+
+def test_every_bad_key_in_one_message_before_anything_is_built(tmp_path):
+  c = smoke.get_config()
+  c.checkpoint_every, c.log_every, c.num_train_steps = 0, 0, 0
+  c.codec.decoding = "nope"
+  with pytest.raises(run_config.ConfigError) as e:
+    run_config.validate(c)
+  for key in ("checkpoint_every=0", "log_every=0", "num_train_steps=0", "codec.decoding='nope'"):
+    assert key in str(e.value)
+  r = launch(
+    "--mode=train", "--config=configs/smoke.py", f"--workdir={tmp_path / 'w'}",
+    "--config.checkpoint_every=0", "--config.log_every=0",
+  )  # fmt: skip
+  assert r.returncode == 2, r.stderr
+  assert "checkpoint_every=0" in r.stderr and "log_every=0" in r.stderr
+  assert "Traceback" not in r.stderr and not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_unknown_key_suggests_the_nearest_and_debug_shows_tracebacks(tmp_path):
+  r = launch("--mode=train", "--config=configs/smoke.py", f"--workdir={tmp_path}",
+             "--config.optimizer.learnin_rate=1")  # fmt: skip
+  assert r.returncode == 2
+  assert r.stderr.strip() == (
+    "error: unknown config key 'optimizer.learnin_rate'; did you mean 'optimizer.learning_rate'?"
+  )
+  r = launch("--mode=eval", f"--workdir={tmp_path / 'empty'}", "--config=configs/smoke.py")
+  assert r.returncode == 1 and "Traceback" not in r.stderr and "checkpoint" in r.stderr
+  r = launch("--mode=eval", f"--workdir={tmp_path / 'empty'}", "--config=configs/smoke.py", "--debug")
+  assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_prepare_fails_when_a_requested_dataset_is_missing_and_names_the_given_paths(tmp_path):
+  manual, out = tmp_path / "my archives", tmp_path / "my_tfds"
+  manual.mkdir()
+  r = launch("--mode=prepare", f"--manual_dir={manual}", f"--data_dir={out}", "--datasets=lsp")
+  assert r.returncode == 1, r.stdout + r.stderr
+  text = r.stdout + r.stderr
+  assert f"--manual_dir={manual} --data_dir={out}" in text
+  assert "--manual_dir=data " not in text
+
+
+def test_smoke_config_builds_the_synthetic_set_on_first_use(tmp_path):
+  data = tmp_path / "fresh_tfds"
+  r = launch(
+    "--mode=train", *small_flags(str(data), tmp_path / "run", 2), "--config.log_every=1"
+  )
+  assert r.returncode == 0, r.stdout + r.stderr
+  assert "building the synthetic dataset" in r.stdout
+  assert datasets.is_prepared(SMALL, str(data))
+
+
+def test_second_trainer_is_refused_and_sigterm_exits_143_within_the_bound(data_dir, tmp_path):
+  workdir = tmp_path / "run"
+  flags = [*small_flags(data_dir, workdir, 100000), "--config.stop_check_every=2"]
+  first = launch("--mode=train", *flags, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  try:
+    metrics = workdir / "metrics.jsonl"
+    _wait_for_rows(first, metrics, 3)
+    second = launch("--mode=train", *flags)
+    assert second.returncode == 1, second.stderr
+    assert str(first.pid) in second.stderr and socket.gethostname() in second.stderr, second.stderr
+    assert "Traceback" not in second.stderr
+    seen = max(_steps(metrics))
+    first.send_signal(signal.SIGTERM)
+    out, _ = first.communicate(timeout=120)
+  finally:
+    if first.poll() is None:
+      first.kill()
+  assert first.returncode == 143, out
+  stopped = int(out.split("stopped at step ")[1].split()[0])
+  # The signal is acted on at the next stop check: at most stop_check_every (2) steps
+  # after the step it arrived in (plus the one the log row lagged behind).
+  assert seen <= stopped <= seen + 2 + 1, (seen, stopped)
+  # The lock went with the process: the run resumes.
+  r = launch("--mode=train", *flags[:-1], "--config.num_train_steps=" + str(stopped + 1))
+  assert r.returncode == 0, r.stderr
+  assert _steps(metrics) == sorted(set(_steps(metrics)))
+
+
+def test_metrics_hold_one_row_per_step_after_resuming_from_an_older_checkpoint(data_dir, tmp_path):
+  from test_train import small_config
+
+  cfg = small_config(data_dir)
+  cfg.log_every, cfg.checkpoint_every = 1, 2
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(cfg, str(workdir), stop_after=3)  # checkpoints 2 and 3, rows 1..3
+  shutil.rmtree(workdir / "checkpoints" / "3")  # as if killed before step 3's save
+  train.train_and_evaluate(cfg, str(workdir))
+  assert _steps(workdir / "metrics.jsonl") == [1, 2, 3, 4, 5, 6]
+  assert os.path.exists(workdir / "config.json")
