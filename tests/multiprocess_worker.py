@@ -23,7 +23,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from test_train import small_config  # noqa: E402  (the suite's tiny settings)
 
-from unipose_jax import distributed, train  # noqa: E402
+from unipose_jax import distributed, parallel, train  # noqa: E402
 
 STEPS = 3
 NUM_PROCESSES = 2
@@ -59,7 +59,7 @@ def steps_by_hand(cfg, batches):
   )
   for i in range(STEPS):
     state, metrics = trainer.step(
-      state, {k: v for k, v in batches(i).items() if k in train.TRAIN_KEYS}
+      state, {k: v for k, v in batches(i).items() if k in parallel.TRAIN_KEYS}
     )
   return state, float(jax.device_get(metrics["loss"]))
 
@@ -103,7 +103,7 @@ def main(argv):
 
     def together(_):
       parts = [next(it) for it in its]
-      return {k: np.concatenate([p[k] for p in parts]) for k in train.TRAIN_KEYS}
+      return {k: np.concatenate([p[k] for p in parts]) for k in parallel.TRAIN_KEYS}
 
     state, loss = steps_by_hand(cfg, together)
     np.savez(

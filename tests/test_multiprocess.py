@@ -240,7 +240,7 @@ def test_two_processes_train_like_one_process_with_all_devices(trained):
   assert float(p0["loss"]) == pytest.approx(float(ref["loss"]), rel=1e-5)
   # The real loop, on the same data, ends where the steps by hand did.
   ckpt = checkpoints.Checkpointer(str(trained["workdir"] / "checkpoints"), read_only=True)
-  state, _, _ = ckpt.restore(step=worker.STEPS)
+  state = ckpt.restore(step=worker.STEPS).state
   ckpt.close()
   saved = worker.flat_params(jax.tree.map(np.asarray, state["params"]))
   assert set(saved) == set(names)
@@ -282,11 +282,11 @@ def test_evaluation_with_two_processes_equals_one_process(trained, followed_up):
 def test_two_process_checkpoint_continues_in_one_process(trained, followed_up):
   resumed = followed_up["resumed"]
   assert f"resumed from {resumed} at step {worker.STEPS}" in followed_up["resume_log"]
-  steps = checkpoints.available_steps(str(resumed / "checkpoints"))
-  assert steps[-1] == worker.STEPS + 1, steps
   ckpt = checkpoints.Checkpointer(str(resumed / "checkpoints"), read_only=True)
-  before, _, _ = ckpt.restore(step=worker.STEPS)
-  after, _, _ = ckpt.restore(step=worker.STEPS + 1)
+  steps = ckpt.all_steps()
+  assert steps[-1] == worker.STEPS + 1, steps
+  before = ckpt.restore(step=worker.STEPS).state
+  after = ckpt.restore(step=worker.STEPS + 1).state
   ckpt.close()
   assert int(after["step"]) == worker.STEPS + 1
   moved = max(
@@ -357,8 +357,8 @@ def test_initialize_rejects_incomplete_settings(fake_initialize):
 
 
 def test_pmap_with_several_processes_is_a_clear_error(monkeypatch):
-  from unipose_jax import train  # pylint: disable=g-import-not-at-top
+  from unipose_jax import parallel  # noqa: PLC0415
 
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   with pytest.raises(ValueError, match="pmap.*one process only"):
-    train.ParallelTrainer("pmap", distributed.data_mesh(), lambda s, b: (s, {}))
+    parallel.ParallelTrainer("pmap", distributed.data_mesh(), lambda s, b: (s, {}))

@@ -49,9 +49,10 @@ def small_config(data_dir, **top):
 
 def _params_of_checkpoint(workdir, step):
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
-  state, _, _ = ckpt.restore(step=step)
+  restored = ckpt.restore(step=step)
   ckpt.close()
-  return jax.tree.map(np.asarray, state["params"])
+  assert restored.step == step
+  return jax.tree.map(np.asarray, restored.state["params"])
 
 
 def _random_batch(n, size, seed=0):
@@ -113,7 +114,9 @@ def test_resume_is_bit_exact_and_restores_on_fewer_devices(data_dir, tmp_path):
   train.train_and_evaluate(cfg, straight)
   first = train.train_and_evaluate(cfg, resumed, stop_after=3)
   assert first == {}  # stopped early: no final evaluation
-  assert checkpoints.available_steps(os.path.join(resumed, "checkpoints")) == [3]
+  ckpt = checkpoints.Checkpointer(os.path.join(resumed, "checkpoints"), read_only=True)
+  assert ckpt.all_steps() == [3]
+  ckpt.close()
   shutil.copytree(resumed, fewer)
   train.train_and_evaluate(cfg, resumed)
   a, b = _params_of_checkpoint(straight, 6), _params_of_checkpoint(resumed, 6)
@@ -146,7 +149,7 @@ def test_smoke_training_learns_and_writes_results(data_dir, tmp_path):
   mesh = distributed.data_mesh()
   model, codec, tx, _, _ = train.build_trainer(cfg, mesh)
   untrained = train.create_train_state(model, tx, cfg.seed, cfg.data.input_size)
-  before = evaluate.Evaluator(cfg, model, codec, mesh).run(
+  before = evaluate.Evaluator.from_config(cfg, model, codec, mesh).run(
     distributed.replicate(untrained.variables, mesh), str(tmp_path / "untrained"), write_files=False
   )
 

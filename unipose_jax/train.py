@@ -30,16 +30,13 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from unipose_jax import (
   checkpoints,
@@ -53,11 +50,10 @@ from unipose_jax import (
 )
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.codecs import box as box_lib
-from unipose_jax.metric_writers import MetricWriter, ReportProgress, TrainMetrics
+from unipose_jax.metric_writers import MetricWriter, ReportProgress
 from unipose_jax.models import normalize
+from unipose_jax.parallel import PMAP_AXIS, ParallelTrainer
 
-PMAP_AXIS = "batch"
-TRAIN_KEYS = ("image", "keypoints", "weights")
 #: Exit status of a run stopped by a signal after saving its checkpoint (128 + SIGTERM).
 EXIT_PREEMPTED = 143
 
@@ -205,96 +201,6 @@ def train_step(
     opt_state=opt_state,
   )
   return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-
-
-def _with_metrics(step_fn: Callable) -> Callable:
-  """The step returning a :class:`TrainMetrics` collection (merged on the device)."""
-
-  def run(state, batch, **kw):
-    state, out = step_fn(state, batch, **kw)
-    return state, TrainMetrics.single_from_model_output(**out)
-
-  return run
-
-
-class ParallelTrainer:
-  """Runs ``train_step`` over every device in the configured form ("jit" or "pmap").
-
-  ``place(state)`` puts a replicated state where ``step`` wants it; ``step(state,
-  batch)`` takes a batch from :meth:`batches`; ``canonical(state)`` is the replicated
-  state (for checkpoints and evaluation): the state itself for "jit", device 0's copy
-  replicated device to device for "pmap".
-  """
-
-  def __init__(self, parallelism: str, mesh: Mesh, step_fn: Callable):
-    if parallelism == "pmap" and jax.process_count() > 1:
-      raise ValueError(
-        f"parallelism='pmap' runs on one process only (this run has {jax.process_count()}); "
-        "use the default parallelism='jit', whose mesh spans the devices of every process"
-      )
-    self.parallelism, self.mesh = parallelism, mesh
-    if parallelism == "jit":
-      repl = distributed.replicated(mesh)
-      self._step = jax.jit(_with_metrics(step_fn), out_shardings=(repl, repl), donate_argnums=0)
-    else:
-      self._devices = list(mesh.devices.flat)
-      self._stacked = NamedSharding(
-        Mesh(np.asarray(self._devices), (PMAP_AXIS,)), PartitionSpec(PMAP_AXIS)
-      )
-      fn = functools.partial(_with_metrics(step_fn), axis_name=PMAP_AXIS)
-      self._step = jax.pmap(fn, axis_name=PMAP_AXIS, devices=self._devices, donate_argnums=0)
-
-  def place(self, state: TrainState) -> TrainState:
-    if self.parallelism == "jit":
-      return state
-    n = len(self._devices)
-
-    def stack(x):  # every device's own replica becomes its slice: no host round trip
-      shards = {s.device: s.data for s in x.addressable_shards}
-      parts = [jnp.expand_dims(shards[d], 0) for d in self._devices]
-      return jax.make_array_from_single_device_arrays((n,) + x.shape, self._stacked, parts)
-
-    return jax.tree.map(stack, state)
-
-  def canonical(self, state: TrainState) -> TrainState:
-    if self.parallelism == "jit":
-      return state
-    return jax.device_put(jax.tree.map(lambda x: x[0], state), distributed.replicated(self.mesh))
-
-  def batches(self, iterator, size: int = 2):
-    """Batches of ``iterator`` put on the devices ``size`` steps ahead."""
-    if self.parallelism == "jit":
-      return distributed.prefetch_to_mesh(iterator, self.mesh, size=size, keys=TRAIN_KEYS)
-    return distributed.prefetch_to_mesh(
-      _Split(iterator, len(self._devices)), Mesh(np.asarray(self._devices), ("data",)),
-      size=size, keys=TRAIN_KEYS,
-    )  # fmt: skip
-
-  def step(self, state: TrainState, batch):
-    state, metrics = self._step(state, batch)
-    if self.parallelism == "pmap":
-      metrics = jax.tree.map(lambda x: x[0], metrics)
-    return state, metrics
-
-
-class _Split:
-  """A batch iterator whose arrays are split (B, ...) -> (n, B / n, ...) for pmap."""
-
-  def __init__(self, iterator, n: int):
-    self.iterator, self.n = iterator, n
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    batch = next(self.iterator)
-    return {k: np.reshape(v, (self.n, -1) + np.shape(v)[1:]) for k, v in batch.items()}
-
-  def get_state(self):
-    return self.iterator.get_state()
-
-  def set_state(self, state):
-    self.iterator.set_state(state)
 
 
 # ----------------------------------------------------------------------------- pre-emption

@@ -1,0 +1,125 @@
+"""The two data-parallel forms of the training step, and their batch placement.
+
+* ``"jit"``: one ``jax.jit`` over a 1-D device mesh: the global batch (B, ...) is sharded
+  along ``"data"``, the state replicated, and XLA inserts the collectives, so BatchNorm
+  statistics and gradients are those of the global batch.
+* ``"pmap"``: ``jax.pmap`` over the local devices with an explicit cross-device mean of
+  the loss and gradients (``axis_name=PMAP_AXIS``); the state stays stacked (n, ...) on
+  the devices between steps and is unstacked, device to device, only to save or evaluate.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from unipose_jax import distributed
+from unipose_jax.metric_writers import TrainMetrics
+
+PMAP_AXIS = "batch"
+TRAIN_KEYS = ("image", "keypoints", "weights")
+
+
+def _with_metrics(step_fn: Callable) -> Callable:
+  """The step returning a :class:`TrainMetrics` collection (merged on the device)."""
+
+  def run(state, batch, **kw):
+    state, out = step_fn(state, batch, **kw)
+    return state, TrainMetrics.single_from_model_output(**out)
+
+  return run
+
+
+class ParallelTrainer:
+  """Runs ``train_step`` over every device in the configured form ("jit" or "pmap").
+
+  ``place(state)`` puts a replicated state where ``step`` wants it; ``step(state,
+  batch)`` takes a batch from :meth:`batches`; ``canonical(state)`` is the replicated
+  state (for checkpoints and evaluation): the state itself for "jit", device 0's copy
+  replicated device to device for "pmap".
+  """
+
+  def __init__(self, parallelism: str, mesh: Mesh, step_fn: Callable):
+    if parallelism == "pmap" and jax.process_count() > 1:
+      raise ValueError(
+        f"parallelism='pmap' runs on one process only (this run has {jax.process_count()}); "
+        "use the default parallelism='jit', whose mesh spans the devices of every process"
+      )
+    self.parallelism, self.mesh = parallelism, mesh
+    if parallelism == "jit":
+      repl = distributed.replicated(mesh)
+      self._step = jax.jit(_with_metrics(step_fn), out_shardings=(repl, repl), donate_argnums=0)
+    else:
+      self._devices = list(mesh.devices.flat)
+      self._stacked = NamedSharding(
+        Mesh(np.asarray(self._devices), (PMAP_AXIS,)), PartitionSpec(PMAP_AXIS)
+      )
+      fn = functools.partial(_with_metrics(step_fn), axis_name=PMAP_AXIS)
+      self._step = jax.pmap(fn, axis_name=PMAP_AXIS, devices=self._devices, donate_argnums=0)
+
+  def place(self, state):
+    if self.parallelism == "jit":
+      return state
+    n = len(self._devices)
+
+    def stack(x):  # every device's own replica becomes its slice: no host round trip
+      shards = {s.device: s.data for s in x.addressable_shards}
+      parts = [jnp.expand_dims(shards[d], 0) for d in self._devices]
+      return jax.make_array_from_single_device_arrays((n,) + x.shape, self._stacked, parts)
+
+    return jax.tree.map(stack, state)
+
+  def canonical(self, state):
+    if self.parallelism == "jit":
+      return state
+    return jax.device_put(jax.tree.map(lambda x: x[0], state), distributed.replicated(self.mesh))
+
+  def batches(self, iterator, size: int = 2):
+    """Batches of ``iterator`` put on the devices ``size`` steps ahead."""
+    if self.parallelism == "jit":
+      return distributed.prefetch_to_mesh(iterator, self.mesh, size=size, keys=TRAIN_KEYS)
+    return distributed.prefetch_to_mesh(
+      _Split(iterator, len(self._devices)), Mesh(np.asarray(self._devices), ("data",)),
+      size=size, keys=TRAIN_KEYS,
+    )  # fmt: skip
+
+  def put(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """This process's host batch (B_local, ...) placed for :meth:`step` now (no prefetch)."""
+    if self.parallelism == "jit":
+      return distributed.global_batch(local_batch, self.mesh)
+    n = len(self._devices)
+    return {k: np.reshape(v, (n, -1) + np.shape(v)[1:]) for k, v in local_batch.items()}
+
+  def step(self, state, batch):
+    """One update; ``batch`` from :meth:`batches` (on the devices) or a host batch."""
+    if not all(isinstance(v, jax.Array) for v in batch.values()):
+      batch = self.put(batch)
+    state, metrics = self._step(state, batch)
+    if self.parallelism == "pmap":
+      metrics = jax.tree.map(lambda x: x[0], metrics)
+    return state, metrics
+
+
+class _Split:
+  """A batch iterator whose arrays are split (B, ...) -> (n, B / n, ...) for pmap."""
+
+  def __init__(self, iterator, n: int):
+    self.iterator, self.n = iterator, n
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = next(self.iterator)
+    return {k: np.reshape(v, (self.n, -1) + np.shape(v)[1:]) for k, v in batch.items()}
+
+  def get_state(self):
+    return self.iterator.get_state()
+
+  def set_state(self, state):
+    self.iterator.set_state(state)
