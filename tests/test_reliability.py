@@ -12,6 +12,8 @@ import socket
 import subprocess
 import time
 
+import cv2
+import numpy as np
 import pytest
 from test_launch import SMALL, launch, small_flags
 
@@ -129,3 +131,50 @@ def test_metrics_hold_one_row_per_step_after_resuming_from_an_older_checkpoint(d
   train.train_and_evaluate(cfg, str(workdir))
   assert _steps(workdir / "metrics.jsonl") == [1, 2, 3, 4, 5, 6]
   assert os.path.exists(workdir / "config.json")
+
+
+def _truncate_largest_file(folder) -> None:
+  files = [p for p in folder.rglob("*") if p.is_file()]
+  biggest = max(files, key=lambda p: p.stat().st_size)
+  biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
+
+
+def test_eval_predict_and_resume_fall_back_past_a_damaged_checkpoint(data_dir, tmp_path):
+  from test_train import small_config
+
+  cfg = small_config(data_dir)
+  cfg.num_train_steps, cfg.checkpoint_every = 4, 2
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(cfg, str(workdir))  # checkpoints 2 and 4 (4 is the best)
+  _truncate_largest_file(workdir / "checkpoints" / "4" / "state")
+
+  r = launch("--mode=eval", f"--workdir={workdir}")
+  assert r.returncode == 0, r.stdout + r.stderr
+  said = r.stdout + r.stderr
+  assert said.count("checkpoint 4 is damaged") == 1 and "Traceback" not in said, said
+  assert (workdir / "eval" / "checkpoint_2" / "eval_metrics.json").exists()
+  image = tmp_path / "x.png"
+  cv2.imwrite(str(image), np.full((40, 60, 3), 90, np.uint8))
+  r = launch("--mode=predict", f"--workdir={workdir}", f"--inputs={image}",
+             f"--output={tmp_path / 'pred'}")  # fmt: skip
+  assert r.returncode == 0 and "checkpoint 4 is damaged" in r.stdout + r.stderr, r.stderr
+  assert (tmp_path / "pred" / "predictions.json").exists()
+
+  # Training resumes from step 2, sets the damaged step aside and finishes again.
+  cfg.num_train_steps = 6
+  train.train_and_evaluate(cfg, str(workdir))
+  assert [p.name.split("-")[0] for p in (workdir / "checkpoints" / "damaged").iterdir()] == ["4"]
+  assert _steps(workdir / "metrics.jsonl") == list(range(2, 7, 2))
+
+
+def test_no_intact_checkpoint_is_one_message(data_dir, tmp_path):
+  from test_train import small_config
+
+  cfg = small_config(data_dir)
+  cfg.num_train_steps, cfg.checkpoint_every = 2, 2
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(cfg, str(workdir))
+  shutil.rmtree(workdir / "checkpoints" / "2" / "state")
+  r = launch("--mode=eval", f"--workdir={workdir}")
+  assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+  assert "no intact checkpoint" in r.stderr.lower() and "2" in r.stderr, r.stderr
