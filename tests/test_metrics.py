@@ -240,3 +240,14 @@ def test_sharded_over_fake_devices_equals_one_batch():
   whole = metrics.keypoint_counts(pred, gt, mask)
   for key in whole:
     np.testing.assert_array_equal(sharded[key], whole[key], err_msg=key)
+
+
+def test_merge_counts_widens_host_float_sums_to_float64():
+  # 0.1 added 1000 times in float32 drifts (to 100.00 + ~1e-3); the host merge is float64.
+  part = {"box_iou_sum": np.float32(0.1), "box_total": np.int32(1)}
+  acc = None
+  for _ in range(1000):
+    acc = metrics.merge_counts(acc, part)
+  assert acc["box_iou_sum"].dtype == np.float64 and acc["box_total"].dtype == np.int32
+  assert abs(acc["box_iou_sum"] - 1000 * float(np.float32(0.1))) < 1e-9
+  assert int(acc["box_total"]) == 1000

@@ -4,8 +4,12 @@
 the heatmap size; everything else speaks input (or original-image) pixels.
 Convention: ``(x, y)``, integer coordinates are pixel centres,
 ``x_heatmap = (x_input + 0.5) / s - 0.5``.
+
+:mod:`unipose_jax.codecs.box` (``from unipose_jax.codecs import box``) turns the person
+box into the five extra points of UniPose's box head and back.
 """
 
+from unipose_jax.codecs import box
 from unipose_jax.codecs.coordinates import heatmap_to_input, input_to_heatmap, strides
 from unipose_jax.codecs.decoding import (
   DECODINGS,
@@ -29,6 +33,7 @@ __all__ = [
   "ENCODINGS",
   "OFF_MAP_SIGMAS",
   "HeatmapCodec",
+  "box",
   "decode_argmax",
   "decode_dark",
   "decode_heatmaps",
