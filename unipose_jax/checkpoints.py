@@ -66,14 +66,18 @@ class WorkdirLockedError(CheckpointError):
   """Another live trainer holds the workdir."""
 
 
-class _NoMetricsWarning(logging.Filter):
-  """Drops orbax's warning for every save without metrics (most of them, here)."""
+class _QuietOrbax(logging.Filter):
+  """Drops orbax's warnings for every save without metrics and every read-only open, and
+  the tracebacks of its error logs for OS faults (a full disk): one line each is enough."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return "did not provide metrics" not in record.getMessage()
+    msg = record.getMessage()
+    if record.exc_info and isinstance(record.exc_info[1], OSError):
+      record.exc_info, record.exc_text = None, None
+    return "did not provide metrics" not in msg and "Given directory is read only" not in msg
 
 
-logging.getLogger("absl").addFilter(_NoMetricsWarning())
+logging.getLogger("absl").addFilter(_QuietOrbax())
 
 
 @dataclasses.dataclass
@@ -100,13 +104,14 @@ def _shapes(tree: Any) -> dict[str, tuple]:
   return {"/".join(_key(k) for k in path): tuple(np.shape(x)) for path, x in flat}
 
 
-def _first_line(e: BaseException) -> str:
-  """The most specific message of an exception chain (an OSError's, if any), one line."""
-  cause: BaseException | None = e
-  while cause is not None and not isinstance(cause, OSError):
-    cause = cause.__cause__ or cause.__context__
-  text = str(cause or e) or type(e).__name__
-  text = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+def _reason(e: BaseException) -> str:
+  """One line for an exception chain: its first OSError's text, else its root cause's."""
+  chain = [e]
+  while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:
+    chain.append(nxt)
+  cause = next((x for x in chain if isinstance(x, OSError)), chain[-1])
+  text = (str(cause).strip().splitlines() or [""])[0].split(" [tensorstore_spec=")[0]
+  text = text if isinstance(cause, OSError) else f"{type(cause).__name__}: {text}"
   return text if len(text) <= 300 else text[:297] + "..."
 
 
@@ -136,6 +141,7 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
       best_fn=self._score,  # makes orbax save and reload the metrics item
       best_mode="max",
+      save_interval_steps=0 if read_only else 1,
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
       enable_async_checkpointing=True,
       cleanup_tmp_directories=not read_only,
@@ -212,12 +218,18 @@ class Checkpointer:
 
   def _failed(self, e: BaseException):
     step, self._pending = self._pending, None
+    for _ in range(3):  # orbax keeps the same fault once per layer: raise it once here
+      try:
+        self._manager.check_for_errors()
+        break
+      except Exception:  # noqa: BLE001, S112
+        continue
     if jax.process_index() == 0:
       for tmp in self.directory.glob(f"*{_TMP}*"):
         shutil.rmtree(tmp, ignore_errors=True)
     self._manager.reload()
     path = self.directory / str(step)
-    raise CheckpointSaveError(f"could not save checkpoint {path}: {_first_line(e)}") from e
+    raise CheckpointSaveError(f"could not save checkpoint {path}: {_reason(e)}") from e
 
   def close(self) -> None:
     """Waits for a pending save (raising its failure) and releases orbax's resources."""
@@ -279,7 +291,7 @@ class Checkpointer:
       saved = self._manager.item_metadata(step)[STATE]
       saved = getattr(saved, "tree", saved)
     except Exception as e:  # noqa: BLE001
-      return f"{STATE}/_METADATA is unreadable: {_first_line(e)}", None
+      return f"{STATE}/_METADATA is unreadable: {_reason(e)}", None
     if target is None:
       target = jax.tree_util.tree_map(lambda m: np.empty(m.shape, m.dtype), saved,
                                       is_leaf=lambda x: hasattr(x, "shape"))  # fmt: skip
@@ -291,7 +303,7 @@ class Checkpointer:
       extra = out[EXTRA]
       metrics = self._manager.metrics(step)
     except Exception as e:  # noqa: BLE001 - any read failure of a checked layout is damage
-      return f"{type(e).__name__}: {_first_line(e)}", None
+      return _reason(e), None
     data_state = extra.get("data_state") if isinstance(extra, dict) else None
     return None, Restored(out[STATE], data_state, None if metrics is None else dict(metrics), step)
 
