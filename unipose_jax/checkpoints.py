@@ -153,9 +153,11 @@ class Checkpointer:
                                 (EXTRA, ocp.args.JsonSave, ocp.args.JsonRestore)):  # fmt: skip
       registry.add(item, save)
       registry.add(item, restore)
+    self._open = lambda: ocp.CheckpointManager(
+      self.directory, options=options, handler_registry=registry
+    )
     try:
-      self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                            handler_registry=registry)  # fmt: skip
+      self._manager = self._open()
     except OSError as e:
       raise CheckpointError(f"cannot open checkpoints in {self.directory}: {e}") from None
 
@@ -217,17 +219,23 @@ class Checkpointer:
     self._pending = None
 
   def _failed(self, e: BaseException):
+    """Raises the save failure ``e`` once, after a clean-up: orbax's manager is closed
+    (which joins its background thread) and reopened, the partial folder removed."""
     step, self._pending = self._pending, None
-    for _ in range(3):  # orbax keeps the same fault once per layer: raise it once here
+    for _ in range(3):  # orbax re-raises the same fault once per layer
       try:
-        self._manager.check_for_errors()
+        self._manager.close()
         break
       except Exception:  # noqa: BLE001, S112
         continue
-    if jax.process_index() == 0:
-      for tmp in self.directory.glob(f"*{_TMP}*"):
-        shutil.rmtree(tmp, ignore_errors=True)
-    self._manager.reload()
+    if jax.process_index() == 0:  # writer threads may outlive the failure: until quiet
+      quiet, deadline = time.monotonic(), time.monotonic() + 30
+      while time.monotonic() - quiet < 1 and time.monotonic() < deadline:
+        for tmp in self.directory.glob(f"*{_TMP}*"):
+          shutil.rmtree(tmp, ignore_errors=True)
+          quiet = time.monotonic()
+        time.sleep(0.1)
+    self._manager = self._open()
     path = self.directory / str(step)
     raise CheckpointSaveError(f"could not save checkpoint {path}: {_reason(e)}") from e
 
