@@ -29,8 +29,8 @@ from jax.sharding import PartitionSpec as P
 
 from unipose_jax import run_config
 from unipose_jax.checkpoints import (
-  CheckpointError,
   Checkpointer,
+  CheckpointError,
   CheckpointSaveError,
   Restored,
   WorkdirLock,

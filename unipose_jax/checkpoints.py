@@ -1,22 +1,14 @@
 """Checkpoints: a thin layer over orbax's ``CheckpointManager``, and a workdir lock.
 
-Layout (unchanged since the first version, so older checkpoints restore): one folder per
-step, ``<directory>/<step>/``, with the orbax items ``state/`` (the train state pytree,
-``StandardSave``), ``extra/metadata`` (JSON ``{"data_state": ...}``: the data iterator's
-JSON state) and ``metrics/metrics`` (orbax's own metrics item, JSON ``{name: float}``).
-Orbax writes a step under ``<step>.orbax-checkpoint-tmp*`` and renames it when complete.
-
-Retention: the newest ``max_to_keep`` steps plus the best by ``best_metric`` (higher is
-better), with orbax's ``LatestN`` and ``BestN`` preservation policies.
-
-Saving is asynchronous. A background failure (a full disk, ...) surfaces as
-:class:`CheckpointSaveError` from the next :meth:`Checkpointer.check`, ``save`` or ``wait``;
-the partial folder is removed and earlier checkpoints stay. Restoring without a step takes
-the best (``prefer_best``), then newest to oldest, skipping damaged steps with one warning
-each and moving them to ``<directory>/damaged/<step>-<time>`` (not when ``read_only``).
-
-Multi-host: every process calls ``save``/``restore``/``close`` in the same order (orbax
-synchronises them); only process 0 moves damaged steps or takes the :class:`WorkdirLock`.
+One folder per step, ``<directory>/<step>/``, holds the orbax items ``state/`` (the train
+state, ``StandardSave``), ``extra/metadata`` (JSON ``{"data_state": ...}``) and
+``metrics/metrics`` (orbax's metrics item); the same layout as before this module was
+thinned, so older checkpoints restore. Retention: the newest ``max_to_keep`` steps plus the
+best by ``best_metric`` (orbax's ``LatestN`` and ``BestN`` policies). Saves are asynchronous;
+a failed one raises :class:`CheckpointSaveError` at the next ``check``/``save``/``wait`` and
+leaves the earlier steps. Damaged steps are skipped with one warning each and moved to
+``<directory>/damaged/<step>-<time>``. Multi-host: all processes call ``save``/``restore``/
+``close`` in the same order; only process 0 moves folders or takes the lock.
 This module imports nothing from the rest of ``unipose_jax`` (design.md).
 """
 
@@ -38,15 +30,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
-
-__all__ = [
-  "CheckpointError",
-  "CheckpointSaveError",
-  "Checkpointer",
-  "Restored",
-  "WorkdirLock",
-  "WorkdirLockedError",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -91,17 +74,10 @@ class Restored:
   step: int
 
 
-def _key(entry: Any) -> str:
-  for attr in ("key", "name", "idx"):  # DictKey / FlattenedIndexKey, GetAttrKey, SequenceKey
-    if hasattr(entry, attr):
-      return str(getattr(entry, attr))
-  return str(entry)
-
-
 def _shapes(tree: Any) -> dict[str, tuple]:
   """``{"params/conv/kernel": shape}`` for every array leaf of a pytree or orbax metadata."""
   flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
-  return {"/".join(_key(k) for k in path): tuple(np.shape(x)) for path, x in flat}
+  return {jax.tree_util.keystr(p, simple=True, separator="/"): np.shape(x) for p, x in flat}
 
 
 def _reason(e: BaseException) -> str:
@@ -162,14 +138,12 @@ class Checkpointer:
       raise CheckpointError(f"cannot open checkpoints in {self.directory}: {e}") from None
 
   def _score(self, metrics: Any) -> float:
-    value = (metrics or {}).get(self.best_metric) if self.best_metric else None
     try:
-      value = float(value)
-    except (TypeError, ValueError):
+      value = float((metrics or {})[self.best_metric])
+    except (KeyError, TypeError, ValueError):
       return -math.inf
     return -math.inf if math.isnan(value) else value
 
-  # -- queries
   def all_steps(self) -> list[int]:
     """Steps on disk (and a save in flight), ascending."""
     return sorted(self._manager.all_steps())
@@ -184,7 +158,6 @@ class Checkpointer:
     scored = [x for x in scored if x[0] > -math.inf]
     return max(scored)[1] if scored else None
 
-  # -- saving
   def save(self, step: int, state, data_state: dict | None = None,
            metrics: dict | None = None) -> None:  # fmt: skip
     """Starts an asynchronous save of ``state`` (a pytree of arrays), ``data_state`` (JSON)
@@ -252,7 +225,6 @@ class Checkpointer:
   def __exit__(self, *exc_info) -> None:
     self.close()
 
-  # -- restoring
   def restore(self, target=None, step: int | None = None, *, prefer_best: bool = False):
     """Restores ``step``, or else the best (``prefer_best``) then the newest intact step.
 
@@ -319,8 +291,8 @@ class Checkpointer:
     """A target that differs from the saved state is a user error, not damage."""
     faults = [f"{k}: missing in the checkpoint" for k in sorted(set(wanted) - set(saved))]
     faults += [f"{k}: not in the target" for k in sorted(set(saved) - set(wanted))]
-    faults += [f"{k}: saved {saved[k]}, target {wanted[k]}" for k in sorted(set(saved) & set(wanted))
-               if saved[k] != wanted[k]]  # fmt: skip
+    faults += [f"{k}: saved {v}, target {wanted[k]}" for k, v in sorted(saved.items())
+               if k in wanted and v != wanted[k]]  # fmt: skip
     if faults:
       more = f" (and {len(faults) - 5} more)" if len(faults) > 5 else ""
       raise CheckpointError(f"checkpoint {step} in {self.directory} does not match the model: "
@@ -365,10 +337,8 @@ class WorkdirLock:
         f"pid {h.get('pid', '?')}, started {h.get('start', '?')}; "
         "stop it or use another --workdir"
       ) from None
-    old = _holder(fd)
-    if old.get("pid"):
-      print(f"taking over a stale lock of pid {old['pid']} (host {old.get('host', '?')}, "
-            f"started {old.get('start', '?')}) in {self.workdir}", flush=True)  # fmt: skip
+    if (old := _holder(fd)).get("pid"):  # its process died: the kernel dropped its flock
+      print(f"taking over a stale lock of pid {old['pid']} in {self.workdir}", flush=True)
     me = {"host": socket.gethostname(), "pid": os.getpid(),
           "start": datetime.datetime.now().isoformat(timespec="seconds")}  # fmt: skip
     os.ftruncate(fd, 0)
