@@ -271,22 +271,23 @@ def data_source(name: str, split: str, data_dir: str):
 
 
 def load_variables(workdir: str, step: int | None = None) -> tuple[dict, int]:
-  """Model variables ``{"params", "batch_stats"}`` (host arrays) of a run's checkpoint.
+  """Model variables ``{"params", "batch_stats"}`` (host arrays) of a run's checkpoint,
+  and its step.
 
-  Default: the best checkpoint by the run's selection metric, else the newest.
+  Default: the best checkpoint by the run's selection metric (``<decoding>/pck@0.2`` of
+  its saved config), else the newest intact one. Raises ``checkpoints.CheckpointError``
+  when there is none (or ``step`` is missing or damaged).
   """
   from unipose_jax import checkpoints  # noqa: PLC0415
 
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
-  try:
-    if step is None:
-      step = ckpt.best_step() or ckpt.latest_step()
-    if step is None:
-      raise FileNotFoundError(
-        f"no checkpoint in {workdir}/checkpoints: train first "
-        f"(launch.py --mode=train --workdir={workdir})"
+  directory = os.path.join(workdir, "checkpoints")
+  saved = load(workdir)
+  best = f"{saved.codec.decoding}/pck@0.2" if saved is not None else None
+  with checkpoints.Checkpointer(directory, best_metric=best, read_only=True) as ckpt:
+    if not ckpt.all_steps():
+      raise checkpoints.CheckpointError(
+        f"no checkpoint in {directory}: train first (launch.py --mode=train --workdir={workdir})"
       )
-    state, _, _ = ckpt.restore(step=step)
-  finally:
-    ckpt.close()
-  return {"params": state["params"], "batch_stats": state["batch_stats"]}, step
+    restored = ckpt.restore(step=step, prefer_best=step is None)
+  state = restored.state
+  return {"params": state["params"], "batch_stats": state["batch_stats"]}, restored.step
