@@ -1,252 +1,234 @@
-"""Throughput of the training input pipeline on LSP (train split), on the CPU.
+"""Can this machine's CPUs feed the training step? The real training input pipeline against it.
 
-Prints one JSON object per line:
+The pipeline is the one training runs (``input_pipeline.make_train_iterator`` with the
+sources, mixture weights, input size and augmentation of ``--pipeline_config``, default
+configs/dark_lsp_gpu.py: LSP train + LSP-extended train at 368 x 368) over the prepared
+datasets in ``--data_dir``, for each grain worker count of ``--workers`` (capped at
+``os.cpu_count()``). The step is the training step of ``--step_config`` (default
+configs/lsp_cpu.py, the network a CPU trains; on an accelerator pass
+``--step_config=dark_lsp_gpu``) at its own input size and ``--step_batch``.
 
-* ``stage_*`` lines: single-threaded cost per image of each stage (read = record
-  fetch incl. JPEG decode, warp = affine + cv2.warpAffine to S x S uint8 +
-  keypoints, stack = batching uint8 images, normalise = uint8 -> float32
-  ImageNet on the batch), ``ms_per_image``.
-* ``read_only``: the baseline -- records read and decoded, no augmentation, one thread.
-* ``train`` lines: the full pipeline (``make_train_iterator``) for each
-  ``workers`` in (0, 1, 2) and ``normalize_in_workers`` in (True, False), with
-  ``images_per_s`` and ``ratio_vs_read_only`` / ``ratio_vs_workers0``.
+One JSON object per line, every line with ``name`` and ``device`` (benchmarks/hardware.py):
 
-Every line has ``name, workers, batch, input_size, images_per_s, device``.
-The machine's cores may be shared with other jobs: timings are noisy.
+* ``read_only`` -- the baseline: records read and JPEG-decoded, no augmentation, one thread;
+* ``train_step`` -- images/s of the jitted step (median of timed steps after compilation),
+  uint8 batches already on the device (as prefetch_to_mesh delivers them);
+* ``pipeline`` -- per worker count: images_per_s (batches for ``--seconds`` after a warm-up),
+  ``image_dtype`` (uint8: images are normalised on the device), ratio_vs_read_only,
+  ratio_vs_workers0, and ``ratio_vs_step`` = pipeline images/s / step images/s with
+  ``keeps_up`` = ratio_vs_step >= 1.2 (the margin for augmentation-heavy batches and jitter);
+* ``summary`` -- the fastest worker count, its ratio and whether it keeps up.
 
-Usage::
+The pipeline and the step are timed one after the other, not concurrently: on a CPU-only
+machine a training run's step and workers share the cores, so the CPU ratio is an upper
+bound there; on an accelerator host the step does not use the CPU cores.
 
-    python benchmarks/input_bench.py [--data_dir DIR] [--archive_dir ../shared/data]
-        [--batch 8] [--input_size 368] [--batches 40]
-
-The LSP archive is prepared with ``unipose_jax.datasets.prepare`` into
-``--data_dir`` (default: a folder under the system temp dir, reused between
-runs); if that module cannot be used, a small reader of ``lsp_dataset.zip``
-(scipy.io.loadmat + PIL) stands in.
+  python benchmarks/input_bench.py --data_dir=/work/tfds --workers=0,1,2 --seconds=10
+  python benchmarks/input_bench.py --data_dir=data/tfds --step_config=dark_lsp_gpu \\
+      --step_batch=64 --step_dtype=bfloat16            # on the GPU host
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import importlib
 import json
 import os
-import pathlib
-import tempfile
+import statistics
+import sys
 import time
-import zipfile
 
 import numpy as np
-from hardware import describe_device
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
+from hardware import describe_device  # noqa: E402
 
-class ZipLspSource:
-  """Fallback reader of lsp_dataset.zip: train = images 1-1000 (records as the datasets module's)."""
-
-  def __init__(self, archive: str, split: str = "train"):
-    import scipy.io
-
-    self.archive = archive
-    self.split = split
-    with zipfile.ZipFile(archive) as z:
-      names = z.namelist()
-      mat = next(n for n in names if n.endswith("joints.mat"))
-      joints = scipy.io.loadmat(io.BytesIO(z.read(mat)))["joints"]  # (3, 14, 2000)
-    self._prefix = mat[: -len("joints.mat")]
-    ids = np.arange(1, 1001) if split == "train" else np.arange(1001, 2001)
-    self._ids = ids
-    self._kp = np.transpose(joints[:2], (2, 1, 0))[ids - 1].astype(np.float32) - 1.0
-    self._visible = joints[2].T[ids - 1] == 0
-    self._zip = None
-
-  def __len__(self):
-    return len(self._ids)
-
-  def __getitem__(self, i):
-    from PIL import Image
-
-    if self._zip is None:
-      self._zip = zipfile.ZipFile(self.archive)
-    iid = int(self._ids[i])
-    data = self._zip.read(f"{self._prefix}images/im{iid:04d}.jpg")
-    image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    return {
-      "image": image,
-      "keypoints": self._kp[i],
-      "visible": self._visible[i],
-      "labeled": np.ones(14, bool),
-      "image_id": np.int32(iid),
-    }
-
-  def __getstate__(self):
-    return {"archive": self.archive, "split": self.split}
-
-  def __setstate__(self, state):
-    self.__init__(state["archive"], state["split"])
+KEEPS_UP = 1.2
 
 
-def lsp_train_source(archive_dir: str, data_dir: str):
-  try:
-    from unipose_jax import datasets
+def load_config(name: str):
+  return importlib.import_module(f"configs.{name}").get_config()
 
-    datasets.prepare(["lsp"], manual_dir=archive_dir, data_dir=data_dir, log=lambda s: None)
-    return datasets.data_source(
-      "lsp", "train", data_dir
-    ), "unipose_jax.datasets (TFDS array_record)"
-  except Exception as e:  # noqa: BLE001 - fall back to the zip reader, say why
+
+def sources_of(config, data_dir: str) -> list:
+  """The config's training sources, prepared in ``data_dir``; exits with a message if not."""
+  from unipose_jax import datasets  # noqa: PLC0415
+
+  d = config.data
+  missing = [n for n in d.train_sources if not datasets.is_prepared(n, data_dir)]
+  if missing:
     print(
-      json.dumps({"note": f"datasets module unusable ({type(e).__name__}: {e}); using zip reader"})
+      json.dumps(
+        {
+          "name": "skipped",
+          "reason": f"datasets {missing} are not prepared in {data_dir!r}; run "
+          f"`python launch.py --mode=prepare --data_dir={data_dir}` (or pass --data_dir)",
+        }
+      ),
+      flush=True,
     )
-    return ZipLspSource(os.path.join(archive_dir, "lsp_dataset.zip")), "zip reader (PIL)"
+    sys.exit(0)
+  return [datasets.data_source(n, s, data_dir) for n, s in zip(d.train_sources, d.train_splits)]
 
 
-def per_stage(source, input_size: int, batch: int, n: int) -> dict[str, float]:
-  """Single-threaded seconds per image of each stage."""
-  from unipose_jax import transforms as tr
-
-  cfg = tr.AugmentConfig()
-  t = {"read": 0.0, "warp": 0.0, "stack": 0.0, "normalise": 0.0}
-  images = []
-  for i in range(n):
-    t0 = time.perf_counter()
-    rec = source[i % len(source)]
-    t1 = time.perf_counter()
-    out = tr.transform_train(
-      rec, np.random.default_rng(i), cfg=cfg, input_size=input_size, normalize=False
-    )
-    t["read"] += t1 - t0
-    t["warp"] += time.perf_counter() - t1
-    images.append(out["image"])
-    if len(images) == batch:  # as the pipeline: stack uint8, normalise the batch
-      t2 = time.perf_counter()
-      stacked = np.stack(images)
-      t3 = time.perf_counter()
-      tr.normalize_image(stacked)
-      t["stack"] += t3 - t2
-      t["normalise"] += time.perf_counter() - t3
-      images = []
-  return {k: v / n for k, v in t.items()}
-
-
-def read_only_rate(source, n: int) -> float:
+def read_only_rate(sources: list, n: int) -> float:
   t0 = time.perf_counter()
   for i in range(n):
-    source[(7 * i) % len(source)]
+    src = sources[i % len(sources)]
+    src[(7919 * i) % len(src)]
   return n / (time.perf_counter() - t0)
 
 
-def pipeline_rate(
-  source,
-  workers: int,
-  batch: int,
-  input_size: int,
-  batches: int,
-  normalize_in_workers: bool,
-  warmup: int = 5,
-) -> float:
-  from unipose_jax import input_pipeline as ip
+def pipeline_rate(config, sources, workers: int, batch: int, seconds: float, warmup: int):
+  """(images/s, image dtype) of the training iterator train.make_train_iterator builds."""
+  from unipose_jax import input_pipeline, transforms  # noqa: PLC0415
 
-  it = ip.make_train_iterator(
-    [source],
-    None,
-    batch,
-    input_size,
-    seed=0,
+  d = config.data
+  it = input_pipeline.make_train_iterator(
+    sources,
+    mixture_weights=list(d.mixture_weights),
+    batch_size=batch,
+    input_size=d.input_size,
+    seed=config.seed,
     worker_count=workers,
-    normalize_in_workers=normalize_in_workers,
+    augment=transforms.AugmentConfig(**d.augment.to_dict()),
   )
   try:
     for _ in range(warmup):  # worker start-up, first buffers
-      next(it)
-    t0 = time.perf_counter()
-    for _ in range(batches):
       b = next(it)
-      assert b["image"].dtype == np.float32
-    return batches * batch / (time.perf_counter() - t0)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or n < 2:
+      b = next(it)
+      n += 1
+    return n * batch / (time.perf_counter() - t0), str(b["image"].dtype)
   finally:
     if hasattr(it, "close"):
       it.close()
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--archive_dir", default=str(REPO.parent / "shared" / "data"))
-  p.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "unipose_bench_tfds"))
-  p.add_argument("--batch", type=int, default=8)
-  p.add_argument("--input_size", type=int, default=368)
-  p.add_argument("--batches", type=int, default=40)
-  p.add_argument("--workers", default="0,1,2")
-  args = p.parse_args()
+def step_rate(config_name: str, batch: int, dtype: str, steps: int) -> dict:
+  """Images/s of train's jitted step for a config, on every local device."""
+  import jax  # noqa: PLC0415
 
-  dev = describe_device(accelerator=False)
-  source, reader = lsp_train_source(args.archive_dir, args.data_dir)
-  common = {"batch": args.batch, "input_size": args.input_size, "device": dev}
+  from unipose_jax import distributed, train  # noqa: PLC0415
 
-  stages = per_stage(source, args.input_size, args.batch, 200)
-  total = sum(stages.values())
-  for k, v in stages.items():
-    print(
-      json.dumps(
-        {
-          "name": f"stage_{k}",
-          "workers": 0,
-          **common,
-          "ms_per_image": round(1e3 * v, 3),
-          "share": round(v / total, 3),
-          "images_per_s": round(1 / v, 1),
-        }
-      )
-    )
-  print(
-    json.dumps(
-      {
-        "name": "stage_total_single_thread",
-        "workers": 0,
-        **common,
-        "ms_per_image": round(1e3 * total, 3),
-        "images_per_s": round(1 / total, 1),
-      }
-    )
+  config = load_config(config_name)
+  config.batch_size, config.model.dtype = batch, dtype
+  mesh = distributed.data_mesh()
+  model, _, tx, _, trainer = train.build_trainer(config, mesh)
+  size = config.data.input_size
+  state = trainer.place(
+    distributed.replicate(train.create_train_state(model, tx, config.seed, size), mesh)
   )
+  rng = np.random.default_rng(0)
+  local = {
+    "image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
+    "keypoints": rng.uniform(4, size - 5, (batch, 14, 2)).astype(np.float32),
+    "weights": np.ones((batch, 14), np.float32),
+  }
+  batches = trainer.batches(iter([local] * (steps + 2)), size=2)
+  state, m = trainer.step(state, next(batches))  # compilation
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    state, m = trainer.step(state, next(batches))
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t0)
+  step_s = statistics.median(times)
+  return {
+    "config": f"configs/{config_name}.py",
+    "batch": batch,
+    "dtype": dtype,
+    "input_size": size,
+    "backbone": f"resnet{config.model.backbone_depth}",
+    "step_s": round(step_s, 4),
+    "images_per_s": round(batch / step_s, 1),
+    "device": describe_device(),
+  }
 
-  base = read_only_rate(source, 400)
-  print(
-    json.dumps(
-      {
-        "name": "read_only",
-        "workers": 0,
-        **common,
-        "images_per_s": round(base, 1),
-        "reader": reader,
-        "note": "baseline: record read + JPEG decode, no augmentation",
-      }
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--data_dir", default="data/tfds", help="where --mode=prepare wrote the data")
+  p.add_argument("--pipeline_config", default="dark_lsp_gpu", help="configs/<name>.py: data")
+  p.add_argument("--batch", type=int, default=16, help="pipeline batch (per process)")
+  p.add_argument("--workers", default="0,1,2,4,8,16", help="grain worker counts")
+  p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per worker count")
+  p.add_argument("--warmup", type=int, default=3, help="batches before timing")
+  p.add_argument("--step_config", default="lsp_cpu", help="configs/<name>.py: the step")
+  p.add_argument("--step_batch", type=int, default=0, help="0: the step config's batch_size")
+  p.add_argument("--step_dtype", default="", help="'': the step config's model.dtype")
+  p.add_argument("--step_steps", type=int, default=5, help="timed steps (median)")
+  p.add_argument("--skip_step", action="store_true", help="pipeline only")
+  a = p.parse_args(argv)
+
+  pipe_cfg = load_config(a.pipeline_config)
+  sources = sources_of(pipe_cfg, a.data_dir)
+  host = describe_device(accelerator=False)
+  common = {
+    "config": f"configs/{a.pipeline_config}.py",
+    "sources": list(pipe_cfg.data.train_sources),
+    "mixture_weights": list(pipe_cfg.data.mixture_weights),
+    "records": [len(s) for s in sources],
+    "batch": a.batch,
+    "input_size": pipe_cfg.data.input_size,
+    "device": host,
+  }
+  base = read_only_rate(sources, 300)
+  print(json.dumps({"name": "read_only", **common, "images_per_s": round(base, 1)}), flush=True)
+
+  step = None
+  if not a.skip_step:
+    step_cfg = load_config(a.step_config)
+    step = step_rate(
+      a.step_config,
+      a.step_batch or step_cfg.batch_size,
+      a.step_dtype or step_cfg.model.dtype,
+      a.step_steps,
     )
-  )
+    print(json.dumps({"name": "train_step", **step}), flush=True)
 
-  w0 = None
-  for normalize_in_workers in (True, False):
-    for workers in [int(w) for w in args.workers.split(",")]:
-      rate = pipeline_rate(
-        source, workers, args.batch, args.input_size, args.batches, normalize_in_workers
-      )
-      if workers == 0 and normalize_in_workers:
-        w0 = rate
-      print(
-        json.dumps(
-          {
-            "name": "train",
-            "workers": workers,
-            **common,
-            "normalize_in_workers": normalize_in_workers,
-            "images_per_s": round(rate, 1),
-            "ratio_vs_read_only": round(rate / base, 3),
-            "ratio_vs_workers0": round(rate / w0, 3) if w0 else None,
-          }
-        ),
-        flush=True,
-      )
+  counts = [int(w) for w in a.workers.split(",")]
+  capped = sorted({min(w, os.cpu_count() or 1) for w in counts})
+  rows, w0 = [], None
+  for workers in capped:
+    rate, dtype = pipeline_rate(pipe_cfg, sources, workers, a.batch, a.seconds, a.warmup)
+    w0 = rate if workers == 0 else w0
+    row = {
+      "name": "pipeline",
+      "workers": workers,
+      **common,
+      "images_per_s": round(rate, 1),
+      "image_dtype": dtype,
+      "ratio_vs_read_only": round(rate / base, 3),
+      "ratio_vs_workers0": round(rate / w0, 3) if w0 else None,
+    }
+    if step:
+      row["ratio_vs_step"] = round(rate / step["images_per_s"], 3)
+      row["keeps_up"] = row["ratio_vs_step"] >= KEEPS_UP
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+
+  best = max(rows, key=lambda r: r["images_per_s"])
+  summary = {
+    "name": "summary",
+    "device": host,
+    "best_workers": best["workers"],
+    "pipeline_images_per_s": best["images_per_s"],
+    "workers_capped_at": os.cpu_count(),
+  }
+  if step:
+    summary.update(
+      step_config=step["config"],
+      step_images_per_s=step["images_per_s"],
+      ratio_vs_step=best["ratio_vs_step"],
+      keeps_up=best["keeps_up"],
+      threshold=KEEPS_UP,
+    )
+  print(json.dumps(summary), flush=True)
 
 
 if __name__ == "__main__":

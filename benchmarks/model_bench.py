@@ -11,16 +11,24 @@ Prints one JSON object per line and configuration, with fields
         size of --batch divided by the one of this line;
     fwd_bwd_speedup_vs_float32: float32 fwd+bwd time over this dtype's (when
         float32 is among --dtype).
-On a GPU it adds images_per_s_fwd, images_per_s_train, mfu_fwd_bwd (model FLOPs
-from XLA's cost analysis over the device's dense peak for the dtype; float32
-is rated against the TF32 tensor-core peak, the default precision of XLA:GPU
-matmuls, and also against the plain FP32 peak) and peak_flops.
+    dark_share: the share of an evaluation step (uint8 images normalised,
+        forward, background dropped, DARK decoding to input pixels) spent in the
+        decoding: 1 - eval_forward_s / eval_dark_s.
+images_per_s_fwd and images_per_s_train (forward, forward+backward), and
+mfu_fwd_bwd: XLA's cost analysis of the compiled forward+backward over its time
+over the dense peak of the device for the dtype (benchmarks/hardware.py: H100/H200
+989 TFLOP/s bfloat16, 494 TF32, 67 FP32, NVIDIA data sheet; float32 is rated
+against TF32, the default precision of XLA:GPU convolutions and matmuls, and also
+against plain FP32 as mfu_fwd_bwd_vs_float32); null on the CPU; --peak_tflops
+overrides. Batch sizes are swept in order; a batch that runs out of device memory
+prints an ``oom`` line and ends that dtype's sweep.
 
 Examples::
 
-    python benchmarks/model_bench.py                      # ResNet-101, 368 px, batch 1 and 8, float32
-    python benchmarks/model_bench.py --batch 32 --dtype bfloat16,float32 --repeats 10   # on a GPU
-    python benchmarks/model_bench.py --depth tiny --input_size 128 --repeats 2          # smoke test
+    python benchmarks/model_bench.py --batch_sizes 1,8    # ResNet-101, 368 px, float32, on a CPU
+    python benchmarks/model_bench.py --dtype bfloat16,float32 --repeats 10   # 16..128 on a GPU
+    python benchmarks/model_bench.py --backbone_depth tiny --input_size 64 --batch_sizes 2,4 \
+        --dtype float32,bfloat16 --repeats 2                               # quick CPU check
 """
 
 from __future__ import annotations
@@ -40,7 +48,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from hardware import describe_device, peak_flops  # noqa: E402
 
-from unipose_jax.models import UniPose, UniPoseTiny  # noqa: E402
+from unipose_jax.codecs import HeatmapCodec  # noqa: E402
+from unipose_jax.models import UniPose, UniPoseTiny, heatmap_size, normalize  # noqa: E402
 
 
 def random_variables(model, input_shape, seed=0):
@@ -87,6 +96,12 @@ def timed(fn, args, repeats):
   return statistics.median(times)
 
 
+def is_oom(e: BaseException) -> bool:
+  """Whether an exception is XLA running out of device memory."""
+  text = f"{type(e).__name__}: {e}"
+  return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+
+
 def make_model(depth: str, output_stride: int, dtype):
   if depth == "tiny":
     return UniPoseTiny(output_stride=output_stride, dtype=dtype), "resnet-tiny"
@@ -95,7 +110,39 @@ def make_model(depth: str, output_stride: int, dtype):
   ), f"resnet{depth}"
 
 
-def bench_one(depth, output_stride, input_size, batch, dtype_name, repeats):
+def dark_share_of_eval(model, variables, input_size, batch, repeats) -> dict:
+  """Times of an evaluation step with and without DARK decoding, and the decoding's share.
+
+  Both take uint8 images (B, S, S, 3), normalise them and run the network in inference mode;
+  one returns the heatmaps (background dropped), the other decodes them with DARK
+  (sigma 3, the default kernel) to keypoints (B, K, 2) in input pixels.
+  """
+  side = heatmap_size(input_size)
+  codec = HeatmapCodec(
+    input_size=(input_size, input_size), heatmap_size=(side, side), sigma=3.0,
+    encoding="unbiased", decoding="dark",
+  )  # fmt: skip
+
+  def heatmaps(v, images):
+    return model.apply(v, normalize(images, model.dtype), train=False)[..., 1:].astype(jnp.float32)
+
+  fwd = jax.jit(heatmaps)
+  fwd_dark = jax.jit(lambda v, images: codec.decode(heatmaps(v, images)))
+  images = jnp.asarray(
+    np.random.default_rng(0).integers(0, 256, (batch, input_size, input_size, 3), np.uint8)
+  )
+  jax.block_until_ready(fwd(variables, images))
+  jax.block_until_ready(fwd_dark(variables, images))
+  t_fwd = timed(fwd, (variables, images), repeats)
+  t_dark = timed(fwd_dark, (variables, images), repeats)
+  return {
+    "eval_forward_s": round(t_fwd, 5),
+    "eval_dark_s": round(t_dark, 5),
+    "dark_share": round(max(0.0, 1.0 - t_fwd / t_dark), 4),
+  }
+
+
+def bench_one(depth, output_stride, input_size, batch, dtype_name, repeats, peak_tflops=0.0):
   dtype = jnp.dtype(dtype_name)
   model, backbone = make_model(depth, output_stride, dtype)
   shape = (batch, input_size, input_size, 3)
@@ -152,15 +199,21 @@ def bench_one(depth, output_stride, input_size, batch, dtype_name, repeats):
   if f_fwd is not None and f_fb is not None:
     row["gflops_fwd"] = round(f_fwd / 1e9, 2)
     row["gflops_fwd_bwd"] = round(f_fb / 1e9, 2)
-  if jax.devices()[0].platform == "gpu":
-    row["images_per_s_fwd"] = round(batch / fwd_s, 2)
-    row["images_per_s_train"] = round(batch / fwd_bwd_s, 2)
+  row.update(dark_share_of_eval(model, variables, input_size, batch, repeats))
+  row["images_per_s_fwd"] = round(batch / fwd_s, 2)
+  row["images_per_s_train"] = round(batch / fwd_bwd_s, 2)
+  row["mfu_fwd_bwd"] = None
+  if peak_tflops:
+    peaks = {dtype_name: peak_tflops * 1e12}
+  elif jax.devices()[0].platform == "cpu":
+    peaks = None
+  else:
     peaks = peak_flops(dtype_name)
-    if peaks and f_fb is not None:
-      row["peak_flops"] = peaks
-      for kind, peak in peaks.items():
-        row[f"mfu_fwd_bwd_vs_{kind}"] = round(f_fb / fwd_bwd_s / peak, 4)
-      row["mfu_fwd_bwd"] = row[f"mfu_fwd_bwd_vs_{next(iter(peaks))}"]
+  if peaks and f_fb is not None:
+    row["peak_tflops"] = {k: v / 1e12 for k, v in peaks.items()}
+    for kind, peak in peaks.items():
+      row[f"mfu_fwd_bwd_vs_{kind}"] = round(f_fb / fwd_bwd_s / peak, 4)
+    row["mfu_fwd_bwd"] = row[f"mfu_fwd_bwd_vs_{next(iter(peaks))}"]
   return row
 
 
@@ -168,27 +221,41 @@ def main(argv=None):
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  p.add_argument("--depth", default="101", help="ResNet depth (18/34/50/101/152) or 'tiny'")
+  p.add_argument(
+    "--backbone_depth", "--depth", default="101", help="ResNet depth (18/34/50/101/152) or 'tiny'"
+  )
   p.add_argument("--output_stride", type=int, default=16)
   p.add_argument("--input_size", type=int, default=368)
   p.add_argument(
-    "--batch", default="1,8", help="comma-separated batch sizes; the first is the baseline"
-  )
+    "--batch_sizes", "--batch", default="16,32,64,128",
+    help="comma-separated batch sizes, swept in order until out of memory; the first is the "
+    "baseline",
+  )  # fmt: skip
   p.add_argument("--dtype", default="float32", help="comma-separated: float32, bfloat16")
   p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--peak_tflops", type=float, default=0.0, help="peak of one device (TFLOP/s)")
   args = p.parse_args(argv)
-  batches = [int(b) for b in args.batch.split(",")]
+  batches = [int(b) for b in args.batch_sizes.split(",")]
   dtypes = [d.strip() for d in args.dtype.split(",")]
 
   rows = []
   for dtype_name in dtypes:
     for batch in batches:
-      row = bench_one(
-        args.depth, args.output_stride, args.input_size, batch, dtype_name, args.repeats
-      )
-      base = next((r for r in rows if r["dtype"] == dtype_name and r["batch"] == batches[0]), None)
+      try:
+        row = bench_one(
+          args.backbone_depth, args.output_stride, args.input_size, batch, dtype_name,
+          args.repeats, args.peak_tflops,
+        )  # fmt: skip
+      except Exception as e:  # noqa: BLE001 - only out-of-memory ends a sweep quietly
+        if not is_oom(e):
+          raise
+        print(json.dumps({"name": "unipose", "dtype": dtype_name, "batch": batch, "oom": True,
+                          "error": str(e).splitlines()[0][:300],
+                          "device": describe_device()}), flush=True)  # fmt: skip
+        break
+      base = next((r for r in rows if r["dtype"] == dtype_name), None)
       if base is not None:
-        row[f"per_image_speedup_vs_batch{batches[0]}"] = round(
+        row[f"per_image_speedup_vs_batch{base['batch']}"] = round(
           base["per_image_fwd_bwd_s"] / row["per_image_fwd_bwd_s"], 3
         )
       f32 = next((r for r in rows if r["dtype"] == "float32" and r["batch"] == batch), None)

@@ -1,13 +1,31 @@
-"""Training-step throughput of a configuration, against the input pipeline feeding it.
+"""Training-step throughput of a configuration, per compute dtype and global batch size.
 
-Prints one JSON line per case: name, config, batch, dtype, input_size, step_s (median
-of timed steps after compilation), images_per_s, device, flops_per_step (XLA cost
-analysis), mfu (on accelerators with a known peak), pipeline_images_per_s (the
-training input pipeline on LSP-sized random images, same machine) and
-pipeline_ratio = pipeline_images_per_s / images_per_s (>= 1: the pipeline keeps up).
+The step is train's own (``train.build_trainer``: uint8 images normalised on the device,
+targets encoded on the device, loss, gradients, optimiser update; the state donated),
+jitted over every device of a 1-D mesh as a training run does. Batch sizes are swept in
+the order given; a batch that does not fit (XLA ``RESOURCE_EXHAUSTED`` / out of memory)
+prints an ``oom`` line and ends the sweep of that dtype.
 
-  python benchmarks/train_bench.py                       # CPU: lsp_cpu and ResNet-101 at batch 8
-  python benchmarks/train_bench.py --cases=unipose_lsp --batch=32,64 --dtype=bfloat16
+One JSON line per (dtype, batch): name, config, backbone, input_size, dtype, batch,
+devices, step_s (median of --steps timed steps after compilation), images_per_s,
+compile_s, flops_per_step (XLA cost analysis of the compiled program: the work of one
+device under SPMD partitioning, i.e. the whole step on one device), mfu (flops_per_step /
+step_s / peak FLOP/s of one device; null on the CPU, or for a device without a known peak
+unless --peak_tflops is given), peak_tflops and its source, and baseline ratios of the same
+run: speedup_vs_float32 (float32 step time at this batch over this dtype's) and
+per_image_speedup_vs_batch<B0> (per-image time at the first batch size over this one's).
+
+Peaks (dense, per device; hardware.PEAK_FLOPS, from NVIDIA's H100 SXM / A100 and Google's TPU
+data sheets): H100/H200 989 TFLOP/s bfloat16, 494 TF32, 67 FP32. float32 steps are rated
+against TF32 (XLA:GPU's default for float32 convolutions and matmuls on Ampere and newer)
+in ``mfu`` and against plain FP32 in ``mfu_vs_fp32``.
+
+The input pipeline's rate against the step is measured by benchmarks/input_bench.py.
+
+  python benchmarks/train_bench.py --config=smoke --input_size=64 --batch_sizes=8,16 \\
+      --dtype=float32,bfloat16 --steps=2                       # a quick CPU check
+  python benchmarks/train_bench.py --config=dark_lsp_gpu --dtype=bfloat16,float32 \\
+      --batch_sizes=16,32,64,128                               # on the GPU
 """
 
 from __future__ import annotations
@@ -26,99 +44,138 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from hardware import describe_device, peak_flops  # noqa: E402
 
-from unipose_jax import distributed, input_pipeline, train  # noqa: E402
+from unipose_jax import distributed, train  # noqa: E402
 
 
-def random_batch(n: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
+def is_oom(e: BaseException) -> bool:
+  """Whether an exception is XLA running out of device memory."""
+  text = f"{type(e).__name__}: {e}"
+  return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
+
+
+def flops_of(compiled) -> float | None:
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # noqa: BLE001 - not every backend implements it
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  if not cost or "flops" not in cost:
+    return None
+  return float(cost["flops"])
+
+
+def peaks_for(dtype: str, peak_tflops: float | None) -> tuple[dict[str, float] | None, str]:
+  """``({kind: FLOP/s of one device}, source)``; the first kind is the one ``mfu`` uses."""
+  if peak_tflops:
+    return {dtype: peak_tflops * 1e12}, "--peak_tflops"
+  if jax.devices()[0].platform == "cpu":
+    return None, "none (CPU)"
+  peaks = peak_flops(dtype)
+  return peaks, "benchmarks/hardware.py PEAK_FLOPS (vendor data sheets, dense)" if peaks else (
+    "unknown device kind"
+  )
+
+
+def uint8_batch(n: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(seed)
   return {
-    "image": rng.normal(size=(n, size, size, 3)).astype(np.float32),
-    "keypoints": rng.uniform(4, size - 5, size=(n, 14, 2)).astype(np.float32),
-    "weights": np.ones((n, 14), np.float32),
+    "image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+    "keypoints": rng.uniform(4, size - 5, (n, 14, 2)).astype(np.float32),
+    "weights": (rng.uniform(size=(n, 14)) > 0.1).astype(np.float32),
   }
 
 
-def pipeline_rate(batch: int, size: int, n_batches: int, workers: int) -> float:
-  """Images/s of the training pipeline on LSP-like records (random 160x100 images)."""
-  rng = np.random.default_rng(0)
-  records = [
-    {
-      "image": rng.integers(0, 255, (160, 100, 3), dtype=np.uint8),
-      "keypoints": rng.uniform(10, 90, (14, 2)).astype(np.float32),
-      "labeled": np.ones(14, bool),
-      "visible": np.ones(14, bool),
-      "image_id": i,
-    }
-    for i in range(256)
-  ]
-  it = input_pipeline.make_train_iterator(
-    [records], [1.0], batch_size=batch, input_size=size, seed=0, worker_count=workers
-  )
-  next(it)
-  t0 = time.perf_counter()
-  for _ in range(n_batches):
-    next(it)
-  return n_batches * batch / (time.perf_counter() - t0)
+def make_config(a, batch: int, dtype: str):
+  config = importlib.import_module(f"configs.{a.config}").get_config()
+  config.batch_size, config.model.dtype = batch, dtype
+  if a.backbone_depth:
+    config.model.backbone_depth = a.backbone_depth
+  if a.input_size:
+    config.data.input_size = a.input_size
+  return config
 
 
-def bench_case(config_name: str, batch: int, dtype: str, steps: int, workers: int) -> dict:
-  config = importlib.import_module(f"configs.{config_name}").get_config()
-  config.batch_size = batch
-  config.model.dtype = dtype
+def bench_case(a, batch: int, dtype: str) -> dict:
+  config = make_config(a, batch, dtype)
   mesh = distributed.data_mesh()
   model, _, tx, _, trainer = train.build_trainer(config, mesh)
   size = config.data.input_size
   state = trainer.place(
     distributed.replicate(train.create_train_state(model, tx, config.seed, size), mesh)
   )
-  local = random_batch(batch, size)
-  lowered = trainer._step.lower(state, distributed.global_batch(local, mesh))  # pylint: disable=protected-access
-  cost = lowered.compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
-  state, m = trainer.step(state, local)  # compile + first step
+  gbatch = distributed.global_batch(uint8_batch(batch, size), mesh)
+  t0 = time.perf_counter()
+  compiled = trainer._step.lower(state, gbatch).compile()  # pylint: disable=protected-access
+  compile_s = time.perf_counter() - t0
+  flops = flops_of(compiled)
+  state, m = compiled(state, gbatch)  # first run (allocation)
   jax.block_until_ready(m)
   times = []
-  for _ in range(steps):
+  for _ in range(a.steps):
     t0 = time.perf_counter()
-    state, m = trainer.step(state, local)
+    state, m = compiled(state, gbatch)
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
   step_s = statistics.median(times)
-  ips = batch / step_s
-  pipe = pipeline_rate(batch, size, max(4, min(40, int(400 // batch))), workers)
-  out = {
-    "name": f"train_step/{config_name}",
-    "config": f"configs/{config_name}.py",
-    "batch": batch,
-    "dtype": dtype,
-    "input_size": size,
+  row = {
+    "name": f"train_step/{a.config}",
+    "config": f"configs/{a.config}.py",
     "backbone": f"resnet{config.model.backbone_depth}",
+    "input_size": size,
+    "dtype": dtype,
+    "batch": batch,
+    "devices": jax.device_count(),
     "step_s": round(step_s, 5),
-    "images_per_s": round(ips, 2),
+    "images_per_s": round(batch / step_s, 2),
+    "compile_s": round(compile_s, 2),
     "flops_per_step": flops,
+    "mfu": None,
     "device": describe_device(),
-    "pipeline_images_per_s": round(pipe, 1),
-    "pipeline_ratio": round(pipe / ips, 3),
   }
-  peaks = peak_flops(dtype)  # float32: rated against the TF32 peak, XLA:GPU's default
-  if peaks and flops == flops:
-    out["mfu"] = round(flops / step_s / (next(iter(peaks.values())) * jax.device_count()), 4)
-  return out
+  peaks, source = peaks_for(dtype, a.peak_tflops)
+  row["peak_source"] = source
+  if peaks and flops:
+    row["peak_tflops"] = {k: v / 1e12 for k, v in peaks.items()}
+    row["mfu"] = round(flops / step_s / next(iter(peaks.values())), 4)
+    if "float32" in peaks and len(peaks) > 1:
+      row["mfu_vs_fp32"] = round(flops / step_s / peaks["float32"], 4)
+  return row
 
 
-def main() -> None:
+def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--cases", default="lsp_cpu,unipose_lsp", help="config names, comma separated")
-  p.add_argument("--batch", default="8", help="global batch sizes, comma separated")
+  p.add_argument("--config", default="lsp_cpu", help="configs/<name>.py")
   p.add_argument("--dtype", default="float32", help="float32 and/or bfloat16, comma separated")
-  p.add_argument("--steps", type=int, default=3, help="timed steps per case (median)")
-  p.add_argument("--workers", type=int, default=0, help="input pipeline worker processes")
-  a = p.parse_args()
-  for name in a.cases.split(","):
-    for batch in (int(b) for b in a.batch.split(",")):
-      for dtype in a.dtype.split(","):
-        print(json.dumps(bench_case(name, batch, dtype, a.steps, a.workers)), flush=True)
+  p.add_argument("--batch_sizes", default="16,32,64,128", help="global batches, swept in order")
+  p.add_argument("--steps", type=int, default=5, help="timed steps per case (median)")
+  p.add_argument("--backbone_depth", type=int, default=0, help="override model.backbone_depth")
+  p.add_argument("--input_size", type=int, default=0, help="override data.input_size")
+  p.add_argument("--peak_tflops", type=float, default=0.0, help="peak of one device (TFLOP/s)")
+  a = p.parse_args(argv)
+  batches = [int(b) for b in a.batch_sizes.split(",")]
+  rows = []
+  for dtype in a.dtype.split(","):
+    for batch in batches:
+      try:
+        row = bench_case(a, batch, dtype)
+      except Exception as e:  # noqa: BLE001 - only out-of-memory ends a sweep quietly
+        if not is_oom(e):
+          raise
+        print(json.dumps({"name": f"train_step/{a.config}", "dtype": dtype, "batch": batch,
+                          "oom": True, "error": str(e).splitlines()[0][:300],
+                          "device": describe_device()}), flush=True)  # fmt: skip
+        break
+      f32 = next((r for r in rows if r["dtype"] == "float32" and r["batch"] == batch), None)
+      if f32 and dtype != "float32":
+        row["speedup_vs_float32"] = round(f32["step_s"] / row["step_s"], 3)
+      first = next((r for r in rows if r["dtype"] == dtype), None)
+      if first:
+        row[f"per_image_speedup_vs_batch{first['batch']}"] = round(
+          (first["step_s"] / first["batch"]) / (row["step_s"] / batch), 3
+        )
+      rows.append(row)
+      print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ jitted step sees the whole global batch. Model state is replicated.
 
 from __future__ import annotations
 
+import collections
+import copy
 import os
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -142,6 +145,108 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
   return jax.tree.map(
     lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch
   )
+
+
+class MeshPrefetcher:
+  """Global batches of a host iterator, put on the mesh ``size`` batches ahead.
+
+  Returned by :func:`prefetch_to_mesh` (read it for the contract). ``get_state()`` /
+  ``set_state()`` pass through to the inner iterator, with the state as of the last batch
+  this object returned, so a checkpoint taken between steps resumes exactly.
+  """
+
+  def __init__(
+    self, iterator: Iterator, mesh: Mesh, size: int = 2, keys: Sequence[str] | None = None
+  ):
+    if size < 1:
+      raise ValueError(f"prefetch size must be >= 1, got {size}")
+    self._iterator, self._mesh, self._size = iterator, mesh, size
+    self._keys = None if keys is None else tuple(keys)
+    self._queue: collections.deque[tuple[dict[str, jax.Array], Any]] = collections.deque()
+    self._exhausted = False
+    self._state = self._inner_state()
+
+  def _inner_state(self) -> Any:
+    get_state = getattr(self._iterator, "get_state", None)
+    # A copy: an iterator may hand out (and later mutate) its own state object.
+    return copy.deepcopy(get_state()) if get_state is not None else None
+
+  def _select(self, batch: dict[str, Any]) -> dict[str, Any]:
+    if self._keys is None:
+      return batch
+    missing = [k for k in self._keys if k not in batch]
+    if missing:
+      raise KeyError(
+        f"the input batch lacks {missing} (has {sorted(batch)}); prefetch_to_mesh was asked "
+        f"for keys {list(self._keys)}"
+      )
+    return {k: batch[k] for k in self._keys}
+
+  def _fill(self) -> None:
+    while not self._exhausted and len(self._queue) < self._size:
+      try:
+        local = next(self._iterator)
+      except StopIteration:
+        self._exhausted = True
+        break
+      # device_put is asynchronous: the transfer overlaps the step running now.
+      self._queue.append((global_batch(self._select(local), self._mesh), self._inner_state()))
+
+  def __iter__(self) -> MeshPrefetcher:
+    return self
+
+  def __next__(self) -> dict[str, jax.Array]:
+    self._fill()
+    if not self._queue:
+      raise StopIteration
+    batch, self._state = self._queue.popleft()
+    self._fill()  # keep `size` batches in flight while the caller's step runs
+    return batch
+
+  def get_state(self) -> Any:
+    """The inner iterator's state after the last batch returned (queued ones excluded)."""
+    if self._state is None:
+      raise TypeError(f"the inner iterator ({type(self._iterator).__name__}) has no get_state()")
+    return copy.deepcopy(self._state)
+
+  def set_state(self, state: Any) -> None:
+    """Drop the queued batches and continue the inner iterator from ``state``."""
+    self._queue.clear()
+    self._exhausted = False
+    self._iterator.set_state(state)
+    self._state = self._inner_state()
+
+
+def prefetch_to_mesh(
+  iterator: Iterator[dict[str, np.ndarray]],
+  mesh: Mesh,
+  size: int = 2,
+  keys: Sequence[str] | None = None,
+) -> MeshPrefetcher:
+  """Process-local batches of ``iterator`` as global arrays on ``batch_sharded(mesh)``.
+
+  Each ``next()`` returns the next global batch (dict of ``jax.Array``; only ``keys`` when
+  given) assembled by :func:`global_batch`, and then starts the transfer of
+  the following batches so that ``size`` of them are on their way while the caller's step
+  runs (JAX transfers are asynchronous; no thread is used). After the inner iterator is
+  exhausted the queued batches are returned, then ``StopIteration`` on every call.
+  ``get_state()`` is the inner iterator's state as of the last batch returned.
+  """
+  return MeshPrefetcher(iterator, mesh, size=size, keys=keys)
+
+
+def any_process(flag: bool | Callable[[], bool]) -> bool:
+  """Whether ``flag`` (a bool, or a function returning one) is true on any process.
+
+  One process: ``flag`` itself, no device work. Several: every process must call this at
+  the same point; one all-gather of one int32 per process.
+  """
+  value = bool(flag() if callable(flag) else flag)
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+
+  return bool(np.any(multihost_utils.process_allgather(np.int32(value))))
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
