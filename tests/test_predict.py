@@ -139,7 +139,7 @@ def photo():
 def test_stub_finds_the_figure_exactly_at_full_resolution(photo):
   points, seen = find_joints(photo)
   assert seen.all()
-  np.testing.assert_allclose(points, TRUTH, atol=0.02)
+  np.testing.assert_allclose(points, TRUTH, atol=0.05)
 
 
 def test_two_passes_land_on_the_joints_in_original_pixels(photo):
@@ -147,14 +147,14 @@ def test_two_passes_land_on_the_joints_in_original_pixels(photo):
   first = predictor.first_pass(photo)
   assert first.person_found and first.visible.all() and first.passes == 1
   err1 = np.linalg.norm(first.keypoints - TRUTH, axis=1)
-  assert err1.max() < 2.0, err1
+  assert err1.max() < 1.0, err1  # a half-pixel slip in the letterbox would be 2.3 px
 
   predictor.heatmap_fn.inputs.clear()
   both = predictor(photo)
   assert both.passes == 2 and both.person_found and both.visible.all()
   assert len(predictor.heatmap_fn.inputs) == 2  # letterbox, then the crop
   err2 = np.linalg.norm(both.keypoints - TRUTH, axis=1)
-  assert err2.max() < 0.5, err2
+  assert err2.max() < 0.1, err2  # a half-pixel slip in the crop would be 0.37 px
   assert err2.mean() < 0.5 * err1.mean(), (err1.mean(), err2.mean())
   assert both.keypoints.shape == (K, 2) and both.scores.shape == (K,)
   assert np.all(both.scores > 0.9)
@@ -181,8 +181,10 @@ def transforms_border():
 
 
 def test_crop_at_the_image_border_is_padded_and_still_exact():
-  truth = figure_at(-20.25, 700.6)  # right ankle side leaves nothing cut; crop pokes out
-  truth_inside = truth[:, 0] >= 3  # (all joints are inside here: x from 2 px)
+  # Joints from x = 12.25 (right wrist) and down to y = 887.5 (ankles) of 900: all inside,
+  # but the crop (187.5 px around the centre) reaches ~29 px past the left edge and ~12 px
+  # past the bottom.
+  truth = figure_at(-10.25, 745.0)
   image = render(truth, 1200, 900)
   predictor = stub_predictor()
   pred = predictor(image)
@@ -192,7 +194,7 @@ def test_crop_at_the_image_border_is_padded_and_still_exact():
   assert np.all(crop[:, :5] == border), "the crop reaches past the left edge: BORDER_RGB there"
   assert np.all(crop[-5:, :] == border), "and past the bottom edge"
   err = np.linalg.norm(pred.keypoints - truth, axis=1)
-  assert err[truth_inside].max() < 0.5, err
+  assert err.max() < 0.1, err
 
 
 def test_box_head_box_is_reported_from_the_second_pass(photo):
@@ -254,10 +256,11 @@ def test_prediction_json_and_overlay_of_a_photo(tmp_path, photo):
   assert len(rec["box"]) == 4
   with Image.open(tmp_path / "o" / "person_pose.png") as im:
     overlay = np.asarray(im.convert("RGB"))
-  head = np.round(TRUTH[13]).astype(int)  # head top: a right/centre joint, PRED_COLOR dot
-  np.testing.assert_array_equal(overlay[head[1], head[0]], visualize.PRED_COLOR)
-  x0, y0, x1, y1 = np.round(rec["box"]).astype(int)
-  np.testing.assert_array_equal(overlay[(y0 + y1) // 2, x0 - 0], visualize.BOX_COLOR)
+  neck = np.round(TRUTH[12]).astype(int)  # a centre joint: a PRED_COLOR dot
+  np.testing.assert_array_equal(overlay[neck[1], neck[0]], visualize.PRED_COLOR)
+  x0, y0, x1, y1 = np.round(rec["box"]).astype(int)  # the box's left side, below the wrist
+  np.testing.assert_array_equal(overlay[y0 + (y1 - y0) * 4 // 5, x0], visualize.BOX_COLOR)
+  assert not overlay[y0 + (y1 - y0) * 4 // 5, x0 - 20].any()
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -404,7 +407,7 @@ def test_predictor_with_a_tiny_real_network(box_head):
 
   predictor = predict.Predictor(
     heatmap_fn, input_size=32, codec=codec, box_head=box_head, decoding="dark",
-    score_threshold=-1.0,  # random weights: accept every joint, so pass 2 runs
+    score_threshold=-np.inf,  # random weights: accept every joint, so pass 2 runs
   )  # fmt: skip
   image = np.random.default_rng(0).integers(0, 256, (90, 140, 3), dtype=np.uint8)
   pred = predictor(image)
