@@ -247,7 +247,7 @@ def render_prediction(
   panel = draw_skeleton(big, _scale_keypoints(pred, sx, sy), PRED_COLOR, pred_mask)
   if box is not None:
     corners = _scale_keypoints(_check_box(box).reshape(2, 2), sx, sy)
-    _draw_box(panel, corners.reshape(4), _default_sizes(panel)[1])
+    _draw_box(panel, corners.reshape(4), max(2, _default_sizes(panel)[1]))
   _put_label(panel, "prediction", (4, 14))
   panels.append(panel)
   spacer = np.full((new_h, gap, 3), 255, np.uint8)
@@ -308,7 +308,7 @@ def draw_prediction(
   """
   out = draw_skeleton(image, keypoints, PRED_COLOR, np.asarray(visible, bool))
   if box is not None:
-    _draw_box(out, _check_box(box), _default_sizes(out)[1])
+    _draw_box(out, _check_box(box), max(2, _default_sizes(out)[1]))
   scale = max(0.4, min(out.shape[:2]) / 600)
   if not person_found:
     band = max(12, int(round(34 * scale)))
