@@ -111,7 +111,9 @@ class StubNet:
       if self.box_head:
         if seen.any():
           (x0, y0), (x1, y1) = points[seen].min(0), points[seen].max(0)
-          corners = np.array([[(x0 + x1) / 2, (y0 + y1) / 2], [x0, y0], [x1, y0], [x0, y1], [x1, y1]])
+          corners = np.array(
+            [[(x0 + x1) / 2, (y0 + y1) / 2], [x0, y0], [x1, y0], [x0, y1], [x1, y1]]
+          )
           box_maps = gaussian_maps(corners, np.ones(5, bool))
         else:
           box_maps = np.zeros(maps.shape[:2] + (5,), np.float32)
@@ -366,7 +368,10 @@ def test_video_round_trip(tmp_path, capsys):
     assert np.abs(xy - truths[i]).max() < 2.0, (i, np.abs(xy - truths[i]).max())
   out = capsys.readouterr().out
   assert "clip.mp4: 12 frames in" in out and "frames/s" in out
-  assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip_pose.jsonl", "clip_pose.mp4"]
+  assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+    "clip_pose.jsonl",
+    "clip_pose.mp4",
+  ]
 
 
 def cap_fps(path):
