@@ -233,7 +233,7 @@ def test_no_person_found(tmp_path, capsys):
   records = predict.run(items, predictor, str(tmp_path / "out"))["images"]
   assert len(predictor.heatmap_fn.inputs) == 1  # no second pass
   assert records[0]["person_found"] is False and records[0]["box"] is None
-  assert not any(j["visible"] for j in records[0]["joints"])
+  assert records[0]["visible"] == [False] * K and len(records[0]["keypoints"]) == K
   saved = json.loads((tmp_path / "out" / "predictions.json").read_text())
   assert saved == records and saved[0]["input"] == str(tmp_path / "empty.png")
   line = [x for x in capsys.readouterr().out.splitlines() if "empty.png:" in x][0]
@@ -252,10 +252,10 @@ def test_prediction_json_and_overlay_of_a_photo(tmp_path, photo):
   records = predict.run(predict.collect_inputs([str(tmp_path)]), predictor, str(tmp_path / "o"))
   rec = records["images"][0]
   assert rec["person_found"] is True and rec["passes"] == 2
-  assert [j["name"] for j in rec["joints"]] == list(skeleton.JOINT_NAMES)
-  xy = np.array([[j["x"], j["y"]] for j in rec["joints"]])
-  np.testing.assert_allclose(xy, TRUTH, atol=0.5)
-  assert len(rec["box"]) == 4
+  assert rec["joint_names"] == list(skeleton.JOINT_NAMES)
+  assert rec["visible"] == [True] * K and np.all(np.array(rec["scores"]) > 0.9)
+  np.testing.assert_allclose(rec["keypoints"], TRUTH, atol=0.1)
+  np.testing.assert_allclose(rec["box"], [*TRUTH.min(0), *TRUTH.max(0)], atol=0.1)
   with Image.open(tmp_path / "o" / "person_pose.png") as im:
     overlay = np.asarray(im.convert("RGB"))
   neck = np.round(TRUTH[12]).astype(int)  # a centre joint: a PRED_COLOR dot
@@ -363,7 +363,7 @@ def test_video_round_trip(tmp_path, capsys):
     rec = json.loads(line)
     assert rec["frame"] == i and rec["time_s"] == pytest.approx(i / 10.0)
     assert rec["person_found"] and rec["passes"] == 2
-    xy = np.array([[j["x"], j["y"]] for j in rec["joints"]])
+    xy = np.array(rec["keypoints"])
     # mp4v is lossy (and subsamples colour), so the colour-coded stub is less exact here.
     assert np.abs(xy - truths[i]).max() < 2.0, (i, np.abs(xy - truths[i]).max())
   out = capsys.readouterr().out

@@ -83,26 +83,19 @@ class Prediction:
   passes: int = 1
 
   def to_json(self) -> dict[str, Any]:
-    """Plain JSON: ``person_found``, ``passes``, ``box`` (list or None) and ``joints``, a
-    list in LSP order of ``{"name", "x", "y", "score", "visible"}`` (x, y to 0.01 px)."""
+    """Plain JSON (full precision): ``person_found``, ``passes``, ``box`` (``[x0, y0, x1,
+    y1]`` or None), ``joint_names`` (LSP order), ``keypoints`` (K lists ``[x, y]``),
+    ``scores`` (K) and ``visible`` (K bools)."""
     k = len(self.keypoints)
     names = skeleton.JOINT_NAMES if k == skeleton.NUM_JOINTS else [f"joint_{i}" for i in range(k)]
-    joints = [
-      {
-        "name": names[i],
-        "x": round(float(self.keypoints[i, 0]), 2),
-        "y": round(float(self.keypoints[i, 1]), 2),
-        "score": round(float(self.scores[i]), 4),
-        "visible": bool(self.visible[i]),
-      }
-      for i in range(k)
-    ]
-    box = None if self.box is None else [round(float(v), 2) for v in self.box]
     return {
       "person_found": bool(self.person_found),
       "passes": int(self.passes),
-      "box": box,
-      "joints": joints,
+      "box": None if self.box is None else [float(v) for v in self.box],
+      "joint_names": list(names),
+      "keypoints": [[float(x), float(y)] for x, y in self.keypoints],
+      "scores": [float(v) for v in self.scores],
+      "visible": [bool(v) for v in self.visible],
     }
 
   def summary(self) -> str:
