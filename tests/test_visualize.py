@@ -196,3 +196,40 @@ def test_no_pyplot_and_no_global_backend_change(tmp_path):
   subprocess.run(
     [sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__))
   )
+
+
+def test_draw_prediction_visible_joints_box_and_banner():
+  black = np.zeros((100, 100, 3), np.uint8)
+  visible = np.ones(skeleton.NUM_JOINTS, bool)
+  visible[[0, 13]] = False  # right ankle, head top
+  box = np.array([10.0, -5.0, 90.0, 99.0])  # the top side is above the image
+  out = visualize.draw_prediction(black, PERSON, visible, box=box)
+  assert not black.any()
+  assert not out[95, 30].any() and not out[85, 31].any()  # hidden ankle and its shin
+  assert not out[3, 50].any() and not out[9, 50].any()  # hidden head top and its limb
+  np.testing.assert_array_equal(out[55, 35], visualize.joint_colors(visualize.PRED_COLOR)[2])
+  np.testing.assert_array_equal(out[70, 10], visualize.BOX_COLOR)  # left side of the box
+  np.testing.assert_array_equal(out[99, 60], visualize.BOX_COLOR)  # bottom side
+  assert not out[70, 5].any() and not out[70, 95].any()  # outside it
+  found = visualize.draw_prediction(black, PERSON, visible)
+  assert not found[:14, 70:].any()  # no banner when a person is found
+  lost = visualize.draw_prediction(black, PERSON, np.zeros(14, bool), person_found=False)
+  np.testing.assert_array_equal(lost[1, 98], visualize.BANNER_COLOR)
+  assert (lost[:14] == 255).all(-1).any()  # white text on the band
+  assert not lost[20:].any()  # no joint drawn
+  labelled = visualize.draw_prediction(black, PERSON, visible, scores=np.full(14, 0.5))
+  assert (labelled[:14, :60] == 255).all(-1).any() and not (found[:14, :60] == 255).all(-1).any()
+
+
+def test_prediction_png_draws_the_box_scaled(tmp_path):
+  image = np.zeros((50, 50, 3), np.uint8)  # scaled 6x to 300
+  kp = np.full((skeleton.NUM_JOINTS, 2), 25.0)
+  box = np.array([5.0, 10.0, 40.0, 45.0])  # x0 -> (5.5 * 6 - 0.5) = 32.5
+  out = _read(visualize.save_prediction_png(tmp_path / "p.png", image, kp, box=box, title="t"))
+  assert out.shape == (22 + 300, 300, 3)
+  np.testing.assert_array_equal(out[22 + 150, 32], visualize.BOX_COLOR)
+  assert not out[22 + 150, 20].any()
+  plain = _read(visualize.save_prediction_png(tmp_path / "q.png", image, kp, title="t"))
+  assert not plain[22 + 150, 32].any()
+  with pytest.raises(ValueError, match="box"):
+    visualize.save_prediction_png(tmp_path / "r.png", image, kp, box=[1, 2, 3])

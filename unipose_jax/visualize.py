@@ -5,9 +5,8 @@ NumPy in, PNG out. Images are ``uint8`` RGB ``(H, W, 3)``; keypoints are
 in the frame of the image they are drawn on. Drawing uses OpenCV (sub-pixel,
 anti-aliased); the PCK curve uses matplotlib through ``matplotlib.figure.Figure``
 and the Agg canvas (pyplot and the global backend are never touched). Every
-``save_*`` function writes atomically: the PNG goes to a temporary file in the
-target's directory, is flushed to disk and then renamed over the target, so a
-reader (or a killed process) never sees a half-written file.
+``save_*`` function writes atomically (``files.atomic_write``): a reader, or a
+killed process, never sees a half-written file.
 """
 
 from __future__ import annotations
@@ -16,21 +15,23 @@ import io
 import math
 import os
 import pathlib
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, BinaryIO
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from unipose_jax import skeleton
+from unipose_jax import files, skeleton
 
 PathLike = str | os.PathLike
 
 #: Default colours (RGB): annotations green, predictions red.
 GT_COLOR: tuple[int, int, int] = (40, 200, 40)
 PRED_COLOR: tuple[int, int, int] = (230, 40, 40)
+#: The predicted person box (amber) and the "no person found" band (dark red).
+BOX_COLOR: tuple[int, int, int] = (255, 190, 0)
+BANNER_COLOR: tuple[int, int, int] = (150, 0, 0)
 
 _SHIFT = 4  # cv2 fixed-point bits: coordinates are drawn with 1/16 px precision.
 _MAX_COORD = 1.0e4  # coordinates are clipped to +-this before drawing (cv2 overflows on huge ones).
@@ -68,12 +69,13 @@ def joint_colors(color: Sequence[int], num_joints: int = skeleton.NUM_JOINTS) ->
   )
 
 
+def _rgb(color: np.ndarray) -> tuple[int, int, int]:
+  return tuple(int(v) for v in color)  # type: ignore[return-value]
+
+
 def _limb_color(a: int, b: int, colors: np.ndarray) -> tuple[int, int, int]:
   """Left shade when both ends are left joints; otherwise the right/centre colour."""
-  if skeleton.is_left(a) and skeleton.is_left(b):
-    return tuple(int(v) for v in colors[a])  # type: ignore[return-value]
-  right_or_centre = b if skeleton.is_left(a) else a
-  return tuple(int(v) for v in colors[right_or_centre])  # type: ignore[return-value]
+  return _rgb(colors[b if skeleton.is_left(a) and not skeleton.is_left(b) else a])
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -125,22 +127,16 @@ def draw_skeleton(
   radius: int | None = None,
   thickness: int | None = None,
 ) -> np.ndarray:
-  """A copy of ``image`` with the skeleton of ``keypoints`` drawn on it.
+  """A copy of ``image`` (``(H, W, 3)`` uint8, not modified) with the skeleton drawn on it:
+  limbs of :data:`skeleton.LIMBS` as lines, then each joint as a filled dot on its keypoint.
 
   Args:
-    image: ``(H, W, 3)`` uint8 RGB; not modified.
     keypoints: ``(K, 2)`` ``(x, y)`` in this image's pixels (K = 14, LSP order).
-    color: RGB of the person's right side and centre; the left side is drawn
-      in :func:`left_color` of it (see :func:`joint_colors`).
-    mask: optional ``(K,)``; joints where it is False (and non-finite joints)
-      are not drawn, nor any limb touching them.
-    radius, thickness: joint dot radius and limb width in pixels; by default
-      they grow with the image: ``max(2, round(min(H, W) / 60))`` and
-      ``max(1, round(min(H, W) / 120))``.
-
-  Returns:
-    ``(H, W, 3)`` uint8: limbs of :data:`skeleton.LIMBS` as lines, then each
-    joint as a filled dot centred on the keypoint.
+    color: RGB of the right side and centre; the left side is in :func:`left_color` of it.
+    mask: optional ``(K,)``; joints where it is False (and non-finite joints) are not
+      drawn, nor any limb touching them.
+    radius, thickness: dot radius and limb width in pixels; by default they grow with the
+      image: ``max(2, round(min(H, W) / 60))`` and ``max(1, round(min(H, W) / 120))``.
   """
   out = _check_image(image).copy()
   kp = _check_keypoints(keypoints)
@@ -153,33 +149,27 @@ def draw_skeleton(
     raise ValueError(f"radius and thickness must be >= 1, got {radius}, {thickness}")
   for a, b in skeleton.LIMBS:
     if visible[a] and visible[b]:
-      cv2.line(
-        out, _fixed(kp[a]), _fixed(kp[b]), _limb_color(a, b, colors), thickness, cv2.LINE_AA, _SHIFT
-      )
+      c = _limb_color(a, b, colors)
+      cv2.line(out, _fixed(kp[a]), _fixed(kp[b]), c, thickness, cv2.LINE_AA, _SHIFT)
   for k in np.flatnonzero(visible):
-    cv2.circle(
-      out,
-      _fixed(kp[k]),
-      radius << _SHIFT,
-      tuple(int(v) for v in colors[k]),
-      -1,
-      cv2.LINE_AA,
-      _SHIFT,
-    )
+    cv2.circle(out, _fixed(kp[k]), radius << _SHIFT, _rgb(colors[k]), -1, cv2.LINE_AA, _SHIFT)
   return out
+
+
+def _text(image, text: str, origin, scale: float, color, width: int = 1) -> None:
+  text = text.encode("ascii", "replace").decode("ascii")  # Hershey fonts are ASCII only
+  cv2.putText(image, text, origin, _FONT, scale, color, width, cv2.LINE_AA)
 
 
 def _put_label(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.4) -> None:
   """White text with a black outline, baseline-left at ``origin`` (in place)."""
-  text = text.encode("ascii", "replace").decode("ascii")
-  cv2.putText(image, text, origin, _FONT, scale, (0, 0, 0), 3, cv2.LINE_AA)
-  cv2.putText(image, text, origin, _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+  _text(image, text, origin, scale, (0, 0, 0), 3)
+  _text(image, text, origin, scale, (255, 255, 255))
 
 
 def _title_bar(width: int, title: str) -> np.ndarray:
   bar = np.full((_TITLE_HEIGHT, width, 3), 255, np.uint8)
-  text = title.encode("ascii", "replace").decode("ascii")
-  cv2.putText(bar, text, (4, 16), _FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+  _text(bar, title, (4, 16), 0.45, (0, 0, 0))
   return bar
 
 
@@ -207,34 +197,13 @@ def _scale_keypoints(kp: np.ndarray, sx: float, sy: float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# Atomic PNG writing.
-
-
-def _atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> pathlib.Path:
-  """Write via ``write(file)`` to a temp file beside ``path``, fsync, rename over ``path``."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    try:
-      os.unlink(tmp)
-    except FileNotFoundError:
-      pass
-    raise
-  return path
+# Writing.
 
 
 def save_png(path: PathLike, image: np.ndarray) -> pathlib.Path:
   """Atomically write a ``(H, W, 3)`` uint8 RGB array as a PNG; returns the path."""
   image = _check_image(image)
-  return _atomic_write(path, lambda f: Image.fromarray(image, "RGB").save(f, format="PNG"))
+  return files.atomic_write(path, lambda f: Image.fromarray(image, "RGB").save(f, format="PNG"))
 
 
 # ---------------------------------------------------------------------------
@@ -247,6 +216,7 @@ def render_prediction(
   gt: Any | None = None,
   title: str | None = None,
   *,
+  box: Any | None = None,
   size: int = 300,
   pred_mask: Any | None = None,
   gt_mask: Any | None = None,
@@ -254,13 +224,13 @@ def render_prediction(
 ) -> np.ndarray:
   """The picture :func:`save_prediction_png` writes, as an array.
 
-  The image is rescaled so that its longer side is ``size`` pixels (LSP
-  images are small); keypoints, given in ``image``'s pixels, are mapped with
-  the pixel-centre convention. Panels left to right: the annotation (green,
-  only when ``gt`` is given), then the prediction (red), separated by ``gap``
-  white columns; a white title bar of 22 px on top when ``title`` is given.
-  Output shape: ``(H' + 22 * bool(title), n * W' + (n - 1) * gap, 3)`` with
-  ``(H', W') = scaled_size(H, W, size)`` and ``n`` panels.
+  The image is rescaled so that its longer side is ``size`` pixels (LSP images are
+  small); keypoints and ``box`` (``(4,)`` x0, y0, x1, y1), given in ``image``'s pixels,
+  are mapped with the pixel-centre convention. Panels left to right: the annotation
+  (green, only when ``gt`` is given), then the prediction (red, with the box in
+  :data:`BOX_COLOR`), separated by ``gap`` white columns; a white title bar of 22 px on
+  top when ``title`` is given. Output shape: ``(H' + 22 * bool(title), n * W' + (n - 1)
+  * gap, 3)`` with ``(H', W') = scaled_size(H, W, size)`` and ``n`` panels.
   """
   image = _check_image(image)
   pred = _check_keypoints(pred, "pred")
@@ -275,13 +245,13 @@ def render_prediction(
     _put_label(panel, "annotation", (4, 14))
     panels.append(panel)
   panel = draw_skeleton(big, _scale_keypoints(pred, sx, sy), PRED_COLOR, pred_mask)
+  if box is not None:
+    corners = _scale_keypoints(_check_box(box).reshape(2, 2), sx, sy)
+    _draw_box(panel, corners.reshape(4), max(2, _default_sizes(panel)[1]))
   _put_label(panel, "prediction", (4, 14))
   panels.append(panel)
   spacer = np.full((new_h, gap, 3), 255, np.uint8)
-  row = [panels[0]]
-  for panel in panels[1:]:
-    row += [spacer, panel]
-  out = np.concatenate(row, axis=1)
+  out = np.concatenate([a for panel in panels for a in (spacer, panel)][1:], axis=1)
   if title:
     out = np.concatenate([_title_bar(out.shape[1], title), out], axis=0)
   return out
@@ -294,13 +264,62 @@ def save_prediction_png(
   gt: Any | None = None,
   title: str | None = None,
   *,
-  size: int = 300,
-  pred_mask: Any | None = None,
-  gt_mask: Any | None = None,
+  box: Any | None = None,
+  **kwargs: Any,
 ) -> pathlib.Path:
-  """Write annotation and prediction skeletons side by side (see :func:`render_prediction`)."""
-  out = render_prediction(image, pred, gt, title, size=size, pred_mask=pred_mask, gt_mask=gt_mask)
-  return save_png(path, out)
+  """Write annotation and prediction skeletons (and the predicted ``box``) side by side;
+  ``kwargs``: ``size``, ``pred_mask``, ``gt_mask``, ``gap`` of :func:`render_prediction`."""
+  return save_png(path, render_prediction(image, pred, gt, title, box=box, **kwargs))
+
+
+def _check_box(box: Any) -> np.ndarray:
+  b = np.asarray(box, np.float64)
+  if b.shape != (4,):
+    raise ValueError(f"box must have shape (4,) as (x0, y0, x1, y1), got {b.shape}")
+  return b
+
+
+def _draw_box(image: np.ndarray, box: np.ndarray, thickness: int) -> None:
+  """Rectangle through the pixel centres ``(x0, y0)``, ``(x1, y1)`` (in place; skipped if
+  not finite)."""
+  if np.all(np.isfinite(box)):
+    p0, p1 = _fixed(box[:2]), _fixed(box[2:])
+    cv2.rectangle(image, p0, p1, BOX_COLOR, thickness, cv2.LINE_AA, _SHIFT)
+
+
+def draw_prediction(
+  image: np.ndarray,
+  keypoints: Any,
+  visible: Any,
+  box: Any | None = None,
+  person_found: bool = True,
+  scores: Any | None = None,
+) -> np.ndarray:
+  """A copy of ``image`` (``(H, W, 3)`` uint8 RGB, not modified) with one person's
+  prediction drawn on it: predict's overlay. Sizes grow with ``min(H, W)``.
+
+  Args:
+    keypoints: ``(K, 2)`` ``(x, y)`` in this image's pixels.
+    visible: ``(K,)`` bool; only these joints, and limbs between two of them, are drawn.
+    box: optional ``(4,)`` ``x0, y0, x1, y1`` (pixel centres), a :data:`BOX_COLOR` rectangle.
+    person_found: False draws a :data:`BANNER_COLOR` band across the top saying
+      "no person found" (over anything else).
+    scores: optional ``(K,)``: a top-left label "n/K joints, mean score s" (visible joints).
+  """
+  out = draw_skeleton(image, keypoints, PRED_COLOR, np.asarray(visible, bool))
+  if box is not None:
+    _draw_box(out, _check_box(box), max(2, _default_sizes(out)[1]))
+  scale = max(0.4, min(out.shape[:2]) / 600)
+  if not person_found:
+    band = max(12, int(round(34 * scale)))
+    out[:band] = BANNER_COLOR
+    _text(out, "no person found", (6, int(round(band * 0.72))), scale, (255,) * 3, 1 + int(scale))
+  elif scores is not None:
+    vis = np.asarray(visible, bool)
+    mean = float(np.mean(np.asarray(scores, np.float64)[vis])) if vis.any() else 0.0
+    label = f"{int(vis.sum())}/{vis.size} joints, mean score {mean:.2f}"
+    _put_label(out, label, (6, int(round(20 * scale))), scale)
+  return out
 
 
 def heatmap_channel_names(num_channels: int) -> tuple[str, ...]:
@@ -326,17 +345,14 @@ def render_heatmap_panel(
 ) -> np.ndarray:
   """The grid :func:`save_heatmap_panel` writes, as an array.
 
-  Tiles, row-major: the image itself (with the skeleton of ``keypoints`` if
-  given), then one tile per heatmap channel: the heatmap, resized to the
-  image (half-pixel centres, so a heatmap at stride s lines up with an input
-  of s times its size), clipped to ``[0, vmax]`` (``vmax=None``: each
-  channel's own maximum), coloured with the JET map and blended over the
-  image with weight ``alpha``. With ``keypoints`` (``(K, 2)``, image pixels)
-  joint k's tile also gets a white ring at keypoint k (channel k + 1 when
-  there is a background channel 0).
-
-  Each tile is ``scaled_size(H, W, tile_size)``; the grid has
-  ``min(columns, n_tiles)`` columns and a 22 px title bar when ``title``.
+  Tiles, row-major: the image itself (with the skeleton of ``keypoints`` if given), then
+  one per heatmap channel: the heatmap resized to the image (half-pixel centres, so a
+  heatmap at stride s lines up with an input of s times its size), clipped to ``[0,
+  vmax]`` (``vmax=None``: each channel's own maximum), coloured with the JET map and
+  blended over the image with weight ``alpha``. With ``keypoints`` (``(K, 2)``, image
+  pixels) joint k's tile also gets a white ring at keypoint k (channel k + 1 when there
+  is a background channel 0). Each tile is ``scaled_size(H, W, tile_size)``; the grid
+  has ``min(columns, n_tiles)`` columns and a 22 px title bar when ``title``.
   """
   image = _check_image(image)
   maps = np.asarray(heatmaps, np.float32)
@@ -353,11 +369,8 @@ def render_heatmap_panel(
   th, tw = scaled_size(*image.shape[:2], tile_size)
   sx, sy = tw / image.shape[1], th / image.shape[0]
   base = _resize(image, tw, th)
-  kp = None
   first_joint_channel = 1 if num_channels == skeleton.NUM_JOINTS + 1 else 0
-  if keypoints is not None:
-    kp = _scale_keypoints(_check_keypoints(keypoints), sx, sy)
-
+  kp = None if keypoints is None else _scale_keypoints(_check_keypoints(keypoints), sx, sy)
   tiles = [draw_skeleton(base, kp, PRED_COLOR) if kp is not None else base.copy()]
   _put_label(tiles[0], "image", (3, 12), 0.35)
   for c in range(num_channels):
@@ -373,7 +386,6 @@ def render_heatmap_panel(
       cv2.circle(tile, _fixed(kp[joint]), 5 << _SHIFT, (255, 255, 255), 1, cv2.LINE_AA, _SHIFT)
     _put_label(tile, names[c], (3, 12), 0.35)
     tiles.append(tile)
-
   columns = min(columns, len(tiles))
   rows = math.ceil(len(tiles) / columns)
   grid = np.full((rows * th, columns * tw, 3), 255, np.uint8)
@@ -386,35 +398,14 @@ def render_heatmap_panel(
 
 
 def save_heatmap_panel(
-  path: PathLike,
-  image: np.ndarray,
-  heatmaps: Any,
-  *,
-  keypoints: Any | None = None,
-  names: Sequence[str] | None = None,
-  tile_size: int = 128,
-  columns: int = 5,
-  vmax: float | None = 1.0,
-  alpha: float = 0.5,
-  title: str | None = None,
+  path: PathLike, image: np.ndarray, heatmaps: Any, **kwargs: Any
 ) -> pathlib.Path:
-  """Write a grid of heatmaps over ``image`` (see :func:`render_heatmap_panel`).
+  """Write :func:`render_heatmap_panel` ``(image, heatmaps, **kwargs)`` as a PNG.
 
-  ``image`` ``(H, W, 3)`` uint8 is the network input the heatmaps
-  ``(h, w, K)`` or ``(h, w, K + 1)`` (channel 0 background) belong to.
+  ``image`` ``(H, W, 3)`` uint8 is the network input the heatmaps ``(h, w, K)`` or
+  ``(h, w, K + 1)`` (channel 0 background) belong to.
   """
-  grid = render_heatmap_panel(
-    image,
-    heatmaps,
-    keypoints=keypoints,
-    names=names,
-    tile_size=tile_size,
-    columns=columns,
-    vmax=vmax,
-    alpha=alpha,
-    title=title,
-  )
-  return save_png(path, grid)
+  return save_png(path, render_heatmap_panel(image, heatmaps, **kwargs))
 
 
 def save_pck_curve(
@@ -447,21 +438,15 @@ def save_pck_curve(
     t = np.asarray(thresholds, np.float64)
     v = np.asarray(values, np.float64)
     if t.ndim != 1 or t.shape != v.shape:
-      raise ValueError(
-        f"curve {label!r}: thresholds {t.shape} and values {v.shape} must be equal 1-D"
-      )
+      raise ValueError(f"curve {label!r}: thresholds {t.shape}, values {v.shape}: need equal 1-D")
     ax.plot(t, 100.0 * v, label=str(label), linewidth=1.5)
     if t.size:
       x_max = max(x_max, float(np.nanmax(t)))
-  ax.set_xlim(0.0, x_max if x_max > 0 else 1.0)
-  ax.set_ylim(0.0, 100.0)
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel("PCK (%)")
-  ax.set_title(title)
+  ax.set(xlim=(0.0, x_max if x_max > 0 else 1.0), ylim=(0.0, 100.0), title=title)
+  ax.set(xlabel=xlabel, ylabel="PCK (%)")
   ax.grid(True, alpha=0.3)
   ax.legend(loc="lower right")
   fig.tight_layout()
   buffer = io.BytesIO()
   canvas.print_png(buffer)
-  data = buffer.getvalue()
-  return _atomic_write(path, lambda f: f.write(data))
+  return files.atomic_write(path, buffer.getvalue())

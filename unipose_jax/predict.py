@@ -1,0 +1,509 @@
+"""Pose prediction on real photos and videos: two passes, confidences, a person box.
+
+Coordinates (design section 5): keypoints are ``(x, y)`` pixels of the ORIGINAL image,
+0-based, integer coordinates at pixel centres; boxes are ``(x0, y0, x1, y1)`` in the same
+pixels (the extreme joint or box-corner positions, not pixel edges).
+
+How one image is read (:class:`Predictor`):
+
+1. First pass: the whole image is letterboxed into the ``S x S`` network input
+   (:func:`transforms.letterbox_affine`, aspect kept, :data:`transforms.BORDER_RGB`
+   padding), the heatmaps are decoded (``codec.decode``) and the points are mapped back
+   through the inverse affine. A joint is *visible* when its score (the heatmap maximum)
+   is ``>= score_threshold``. The person box is the box head's (the mean of its corner
+   points' sides) or, without a box head, the extent of the visible joints. With no
+   visible joint, no person is found: keypoints are still returned, ``visible`` is all
+   False, ``box`` is None, and there is no second pass.
+2. Second pass (``second_pass``, a person found): a square around the box centre with
+   side ``crop_margin * max(box width, box height)`` (at least ``MIN_CROP_FRACTION``
+   of the image's longer side, so a single visible joint still gives a sensible crop)
+   is resampled to ``S x S`` (outside the image: ``BORDER_RGB``). The crop stays centred
+   on the person even at the image border, as in training (person-centred crops). The
+   reported keypoints, scores and visibility are this pass's; so is the box (the box
+   head's, or the extent of this pass's visible joints; if this pass sees no visible
+   joint, the first pass's box is kept). ``person_found`` is the first pass's verdict.
+
+Both passes warp with ``cv2.warpAffine`` (:func:`transforms.warp_image`), whose sampling
+follows the pixel-centre convention exactly, so the inverse affine is exact.
+
+Files (:func:`run`): ``<name>_pose.png`` overlays and one ``predictions.json`` for the
+images, ``<name>_pose.mp4`` and ``<name>_pose.jsonl`` (one JSON object per frame) per
+video; all written atomically (``unipose_jax.files``). Every input is checked by
+:func:`collect_inputs` before a model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import pathlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from unipose_jax import files, skeleton, transforms, visualize
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+#: The second-pass crop is at least this share of the image's longer side.
+MIN_CROP_FRACTION = 0.1
+#: Video progress is printed at most this often (seconds).
+PROGRESS_EVERY_S = 2.0
+
+
+class PredictInputError(ValueError):
+  """An input (or output) of prediction that cannot be used; the message names the file."""
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclasses.dataclass
+class Prediction:
+  """One person's pose in original-image pixels.
+
+  Attributes:
+    keypoints: ``(K, 2)`` float64 ``(x, y)``, pixel centres at integer coordinates.
+    scores: ``(K,)`` float64, each joint's heatmap maximum.
+    visible: ``(K,)`` bool, ``scores >= score_threshold``.
+    box: ``(4,)`` float64 ``(x0, y0, x1, y1)``, or None when no person was found.
+    person_found: whether any joint reached the threshold in the first pass.
+    passes: how many network passes produced these keypoints (1 or 2).
+  """
+
+  keypoints: np.ndarray
+  scores: np.ndarray
+  visible: np.ndarray
+  box: np.ndarray | None
+  person_found: bool
+  passes: int = 1
+
+  def to_json(self) -> dict[str, Any]:
+    """Plain JSON (full precision): ``person_found``, ``passes``, ``box`` (``[x0, y0, x1,
+    y1]`` or None), ``joint_names`` (LSP order), ``keypoints`` (K lists ``[x, y]``),
+    ``scores`` (K) and ``visible`` (K bools)."""
+    k = len(self.keypoints)
+    names = skeleton.JOINT_NAMES if k == skeleton.NUM_JOINTS else [f"joint_{i}" for i in range(k)]
+    return {
+      "person_found": bool(self.person_found),
+      "passes": int(self.passes),
+      "box": None if self.box is None else [float(v) for v in self.box],
+      "joint_names": list(names),
+      "keypoints": [[float(x), float(y)] for x, y in self.keypoints],
+      "scores": [float(v) for v in self.scores],
+      "visible": [bool(v) for v in self.visible],
+    }
+
+  def summary(self) -> str:
+    """One line: ``"no person found"`` or ``"9/14 joints visible, box (x0, y0)-(x1, y1)"``."""
+    if not self.person_found:
+      return "no person found"
+    text = f"{int(self.visible.sum())}/{len(self.visible)} joints visible"
+    if self.box is not None:
+      x0, y0, x1, y1 = self.box
+      text += f", box ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f})"
+    return text
+
+
+def box_from_points(points: np.ndarray) -> np.ndarray:
+  """The box of the box head's 5 points ``(..., 5, 2)`` (centre, top-left, top-right,
+  bottom-left, bottom-right) -> ``(..., 4)`` ``x0, y0, x1, y1``: each side is the mean of
+  the two corner points on it."""
+  p = np.asarray(points, np.float64)
+  tl, tr, bl, br = p[..., 1, :], p[..., 2, :], p[..., 3, :], p[..., 4, :]
+  return np.stack(
+    [(tl[..., 0] + bl[..., 0]) / 2, (tl[..., 1] + tr[..., 1]) / 2,
+     (tr[..., 0] + br[..., 0]) / 2, (bl[..., 1] + br[..., 1]) / 2], -1
+  )  # fmt: skip
+
+
+def joint_extent(keypoints: np.ndarray, visible: np.ndarray) -> np.ndarray | None:
+  """``(4,)`` ``x0, y0, x1, y1`` of the visible joints ``(K, 2)``, or None if none is."""
+  if not np.any(visible):
+    return None
+  pts = np.asarray(keypoints, np.float64)[np.asarray(visible, bool)]
+  return np.concatenate([pts.min(0), pts.max(0)])
+
+
+def crop_affine(box: np.ndarray, height: int, width: int, input_size: int, margin: float):
+  """Affine (2, 3) original -> input of the second pass's square crop.
+
+  Centre ``c`` of ``box``; side ``d = max(margin * max(box w, box h), MIN_CROP_FRACTION *
+  max(H, W), 1)``. The crop's area ``[c - d/2, c + d/2]`` maps onto the input's pixel area
+  ``[-0.5, S - 0.5]``: ``x_in = (S / d) (x - c_x) + (S - 1) / 2`` (same in y), the
+  convention of :func:`transforms.train_affine`.
+  """
+  box = np.asarray(box, np.float64)
+  centre = (box[:2] + box[2:]) / 2.0
+  side = margin * float(np.max(box[2:] - box[:2]))
+  side = max(side, MIN_CROP_FRACTION * max(height, width), 1.0)
+  zoom = input_size / side
+  offset = (input_size - 1) / 2.0 - zoom * centre
+  return np.array([[zoom, 0.0, offset[0]], [0.0, zoom, offset[1]]])
+
+
+# ----------------------------------------------------------------------------- the predictor
+
+
+class Predictor:
+  """Callable ``image (H, W, 3) uint8 RGB -> Prediction`` (see the module doc).
+
+  Args:
+    heatmap_fn: ``images uint8 (B, S, S, 3) -> heatmaps (B, h, w, K [+ 5])`` float, the
+      background channel dropped, the 5 box maps last when ``box_head``.
+    input_size: ``S``, the network's square input side.
+    codec: a ``HeatmapCodec`` for that input (its ``decode`` maps heatmaps to input pixels).
+    num_joints: ``K``.
+    box_head: whether the heatmaps carry the 5 box maps after the joints.
+    decoding: the codec's decoder name ("dark", "argmax", ...).
+    score_threshold: joints scoring below are not visible.
+    second_pass: run the person-centred second pass when a person is found.
+    crop_margin: second-pass crop side over the box's longer side.
+  """
+
+  def __init__(
+    self,
+    heatmap_fn: Callable[[np.ndarray], Any],
+    *,
+    input_size: int,
+    codec: Any,
+    num_joints: int = skeleton.NUM_JOINTS,
+    box_head: bool = False,
+    decoding: str = "dark",
+    score_threshold: float = 0.2,
+    second_pass: bool = True,
+    crop_margin: float = 1.25,
+  ):
+    import jax  # noqa: PLC0415  (the package imports without JAX; see __init__)
+
+    if crop_margin <= 0:
+      raise ValueError(f"crop_margin must be > 0, got {crop_margin}")
+    self.heatmap_fn = heatmap_fn
+    self.input_size = int(input_size)
+    self.codec = codec
+    self.num_joints = int(num_joints)
+    self.box_head = bool(box_head)
+    self.decoding = decoding
+    self.score_threshold = float(score_threshold)
+    self.second_pass = bool(second_pass)
+    self.crop_margin = float(crop_margin)
+    self._decode = jax.jit(functools.partial(codec.decode, decoding=decoding))
+
+  @classmethod
+  def from_workdir(cls, workdir: str, config=None) -> Predictor:
+    """The predictor of a run: its config (``<workdir>/config.json`` when ``config`` is
+    None), its best (else newest) checkpoint, ``flip_test`` and the ``predict`` settings."""
+    import jax  # noqa: PLC0415
+
+    from unipose_jax import evaluate, run_config  # noqa: PLC0415
+
+    if config is None:
+      config = run_config.load(workdir)
+      if config is None:
+        raise FileNotFoundError(f"{workdir}/{run_config.CONFIG_FILE} not found: not a run folder")
+    model = run_config.build_model(config)
+    codec = run_config.build_codec(config)
+    variables, step = run_config.load_variables(workdir)
+    variables = jax.device_put(variables)
+    flip_test = bool(config.flip_test)
+
+    @jax.jit
+    def heatmaps(v, images):
+      return evaluate.predict_heatmaps(v, images, model=model, flip_test=flip_test)
+
+    predictor = cls(
+      lambda images: heatmaps(variables, images),
+      input_size=config.data.input_size,
+      codec=codec,
+      num_joints=skeleton.NUM_JOINTS,
+      box_head=bool(config.model.box_head),
+      decoding=config.codec.decoding,
+      score_threshold=config.predict.score_threshold,
+      second_pass=config.predict.second_pass,
+      crop_margin=config.predict.crop_margin,
+    )
+    predictor.checkpoint_step = step
+    return predictor
+
+  def _pass(self, image: np.ndarray, affine: np.ndarray):
+    """Keypoints (K, 2) and scores (K,) in original pixels, and the box or None."""
+    s = self.input_size
+    inputs = transforms.warp_image(image, affine, s)[None]
+    maps = self.heatmap_fn(inputs)
+    points, scores = self._decode(maps)
+    points = np.asarray(points, np.float64)[0]
+    scores = np.asarray(scores, np.float64)[0]
+    points = transforms.apply_affine_to_points(transforms.invert_affine(affine), points)
+    k = self.num_joints
+    kp, sc = points[:k], scores[:k]
+    visible = sc >= self.score_threshold
+    if self.box_head:
+      if points.shape[0] < k + skeleton.NUM_BOX_POINTS:
+        raise ValueError(f"box_head needs {k} + 5 heatmaps, got {points.shape[0]}")
+      box = box_from_points(points[k : k + skeleton.NUM_BOX_POINTS]) if visible.any() else None
+    else:
+      box = joint_extent(kp, visible)
+    return kp, sc, visible, box
+
+  def _check(self, image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+      raise ValueError(f"image must be uint8 (H, W, 3) RGB, got {image.dtype} {image.shape}")
+    return image
+
+  def first_pass(self, image: np.ndarray) -> Prediction:
+    """The letterboxed whole-image pass alone (step 1 of the module doc)."""
+    image = self._check(image)
+    h, w = image.shape[:2]
+    kp, sc, visible, box = self._pass(image, transforms.letterbox_affine(h, w, self.input_size))
+    return Prediction(kp, sc, visible, box, person_found=bool(visible.any()), passes=1)
+
+  def __call__(self, image: np.ndarray) -> Prediction:
+    """Both passes (the second only when enabled and a person was found)."""
+    image = self._check(image)
+    first = self.first_pass(image)
+    if not (self.second_pass and first.person_found):
+      return first
+    h, w = image.shape[:2]
+    affine = crop_affine(first.box, h, w, self.input_size, self.crop_margin)
+    kp, sc, visible, box = self._pass(image, affine)
+    box = first.box if box is None else box
+    return Prediction(kp, sc, visible, box, person_found=True, passes=2)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+  """One input: ``path``, ``kind`` ("image" or "video"), ``name`` (unique output stem)."""
+
+  path: str
+  kind: str
+  name: str
+
+
+def _kind(path: str) -> str | None:
+  ext = os.path.splitext(path)[1].lower()
+  return "image" if ext in IMAGE_EXTENSIONS else "video" if ext in VIDEO_EXTENSIONS else None
+
+
+def read_image(path: str) -> np.ndarray:
+  """``(H, W, 3)`` uint8 RGB of an image file (EXIF orientation applied, grey and alpha
+  images converted), or :class:`PredictInputError` naming the file."""
+  image = cv2.imread(path, cv2.IMREAD_COLOR)
+  if image is None:
+    raise PredictInputError(f"{path}: not a readable image (OpenCV cannot decode it)")
+  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _video_problem(path: str) -> str | None:
+  cap = cv2.VideoCapture(path)
+  try:
+    if not cap.isOpened():
+      return "not a readable video (OpenCV cannot open it)"
+    ok, frame = cap.read()
+    if not ok or frame is None:
+      return "not a readable video (no frame could be decoded)"
+  finally:
+    cap.release()
+  return None
+
+
+def _problem(path: str, kind: str | None) -> tuple[str | None, str | None]:
+  """``(kind, None)`` for a usable file, ``(None, what is wrong)`` otherwise."""
+  if kind == "video":
+    return (None, problem) if (problem := _video_problem(path)) else ("video", None)
+  if cv2.imread(path, cv2.IMREAD_COLOR) is not None:
+    return "image", None
+  if kind == "image":
+    return None, "not a readable image (OpenCV cannot decode it)"
+  exts = ", ".join(e[1:] for e in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+  return None, f"not an image or a video (readable extensions: {exts})"
+
+
+def _unique_names(paths: Sequence[str]) -> list[str]:
+  """Output stems in input order: the file's stem, then ``<stem>_2``, ``<stem>_3``, ...
+  for later inputs whose stem is taken (compared case-insensitively)."""
+  taken: set[str] = set()
+  out = []
+  for path in paths:
+    stem = pathlib.Path(path).stem or "input"
+    name, n = stem, 1
+    while name.lower() in taken:
+      n += 1
+      name = f"{stem}_{n}"
+    taken.add(name.lower())
+    out.append(name)
+  return out
+
+
+def collect_inputs(paths: Sequence[str]) -> list[Item]:
+  """The inputs of prediction, every one checked (decoded once) before any model is built.
+
+  Args:
+    paths: image files, video files and folders. A folder contributes its image and
+      video files (by extension, sorted by name, not recursive); other files in it are
+      skipped. A file given explicitly with another extension is used if OpenCV reads it
+      as an image. The same file given twice is used once.
+  Returns:
+    Items in input order, each with a unique output ``name`` (:func:`_unique_names`).
+  Raises:
+    PredictInputError: one message listing every bad input as ``"<path>: <fault>"``
+      (missing, unreadable image, unopenable video, non-image file, folder with no image
+      or video).
+  """
+  found: list[tuple[str, str]] = []
+  errors: list[str] = []
+  for path in paths:
+    path = str(path)
+    entries = []
+    if not os.path.exists(path):
+      errors.append(f"{path}: no such file or folder")
+    elif os.path.isdir(path):
+      entries = sorted(e for e in os.listdir(path) if _kind(e) and not e.startswith("."))
+      entries = [os.path.join(path, e) for e in entries if os.path.isfile(os.path.join(path, e))]
+      if not entries:
+        exts = ", ".join(e[1:] for e in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+        errors.append(f"{path}: folder holds no image or video ({exts})")
+    else:
+      entries = [path]
+    for entry in entries:
+      kind, problem = _problem(entry, _kind(entry))
+      if kind:
+        found.append((entry, kind))
+      else:
+        errors.append(f"{entry}: {problem}")
+  if errors:
+    head = "bad input" if len(errors) == 1 else f"{len(errors)} bad inputs"
+    raise PredictInputError(f"{head}:\n  " + "\n  ".join(errors))
+  seen: set[str] = set()
+  unique = []
+  for path, kind in found:
+    key = os.path.realpath(path)
+    if key not in seen:
+      seen.add(key)
+      unique.append((path, kind))
+  names = _unique_names([p for p, _ in unique])
+  return [Item(p, k, n) for (p, k), n in zip(unique, names)]
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def overlay(image: np.ndarray, pred: Prediction) -> np.ndarray:
+  """The picture written for a prediction: :func:`visualize.draw_prediction`."""
+  return visualize.draw_prediction(
+    image, pred.keypoints, pred.visible, pred.box, pred.person_found, pred.scores
+  )
+
+
+def predict_images(items: Sequence[Item], predictor: Callable, out_dir: str) -> list[dict]:
+  """Predict every image item: ``<name>_pose.png`` overlays and ``predictions.json`` (a
+  list of ``{"input": path, **Prediction.to_json()}`` in item order) in ``out_dir``;
+  one printed line per image. Returns that list."""
+  records = []
+  for item in items:
+    if item.kind != "image":
+      continue
+    image = read_image(item.path)
+    start = time.perf_counter()
+    pred = predictor(image)
+    seconds = time.perf_counter() - start
+    target = visualize.save_png(
+      os.path.join(out_dir, f"{item.name}_pose.png"), overlay(image, pred)
+    )
+    records.append({"input": item.path, **pred.to_json()})
+    print(f"{item.path}: {pred.summary()} ({seconds:.2f} s) -> {target}", flush=True)
+  if records:
+    path = files.write_json(os.path.join(out_dir, "predictions.json"), records)
+    print(f"wrote {path} ({len(records)} images)", flush=True)
+  return records
+
+
+def _progress(path: str, done: int, total: int, elapsed: float) -> str:
+  rate = done / elapsed if elapsed > 0 else 0.0
+  line = f"{path}: frame {done}" + (f"/{total}" if total > 0 else "") + f", {rate:.1f} frames/s"
+  if total > 0 and rate > 0:
+    line += f", ETA {max(total - done, 0) / rate:.0f} s"
+  return line
+
+
+def predict_video(item: Item, predictor: Callable, out_dir: str) -> dict[str, Any]:
+  """Predict every frame of a video item.
+
+  Writes ``<name>_pose.mp4`` (the overlays; mp4v, the input's fps and frame size) and
+  ``<name>_pose.jsonl`` (one line per frame: ``{"frame": i, "time_s": i / fps,
+  **Prediction.to_json()}``) in ``out_dir``, both atomically (a temporary file renamed
+  when the video is done). Prints progress (frames done/total, frames/s, ETA) at most
+  every :data:`PROGRESS_EVERY_S` seconds, and a final line. Returns ``{"frames", "fps",
+  "video", "jsonl", "seconds"}``.
+  """
+  cap = cv2.VideoCapture(item.path)
+  if not cap.isOpened():
+    raise PredictInputError(f"{item.path}: not a readable video (OpenCV cannot open it)")
+  fps = float(cap.get(cv2.CAP_PROP_FPS))
+  fps = fps if np.isfinite(fps) and fps > 0 else 25.0
+  total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+  os.makedirs(out_dir, exist_ok=True)
+  video_path = os.path.join(out_dir, f"{item.name}_pose.mp4")
+  jsonl_path = os.path.join(out_dir, f"{item.name}_pose.jsonl")
+  tmp_video = os.path.join(out_dir, f".{item.name}_pose.{os.getpid()}.tmp.mp4")
+  state = {"frames": 0, "writer": None}
+  start = last = time.perf_counter()
+
+  def frames_to(jsonl) -> None:
+    nonlocal last
+    while True:
+      ok, frame = cap.read()
+      if not ok or frame is None:
+        return
+      image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+      if state["writer"] is None:
+        size = (image.shape[1], image.shape[0])
+        state["writer"] = cv2.VideoWriter(tmp_video, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        if not state["writer"].isOpened():
+          raise PredictInputError(f"{video_path}: cannot write a video here (OpenCV, mp4v)")
+      pred = predictor(image)
+      state["writer"].write(cv2.cvtColor(overlay(image, pred), cv2.COLOR_RGB2BGR))
+      i = state["frames"]
+      record = {"frame": i, "time_s": round(i / fps, 4), **pred.to_json()}
+      jsonl.write((files.json_text(record, indent=None) + "\n").encode("utf-8"))
+      state["frames"] = i + 1
+      now = time.perf_counter()
+      if now - last >= PROGRESS_EVERY_S:
+        last = now
+        print(_progress(item.path, i + 1, total, now - start), flush=True)
+
+  try:
+    files.atomic_write(jsonl_path, frames_to)
+    if state["writer"] is None:
+      raise PredictInputError(f"{item.path}: not a readable video (no frame could be decoded)")
+    state["writer"].release()
+    state["writer"] = None
+    os.replace(tmp_video, video_path)
+  finally:
+    cap.release()
+    if state["writer"] is not None:
+      state["writer"].release()
+    pathlib.Path(tmp_video).unlink(missing_ok=True)
+  seconds = time.perf_counter() - start
+  n = state["frames"]
+  print(
+    f"{item.path}: {n} frames in {seconds:.1f} s ({n / max(seconds, 1e-9):.1f} frames/s) "
+    f"-> {video_path}, {jsonl_path}",
+    flush=True,
+  )
+  return {"frames": n, "fps": fps, "video": video_path, "jsonl": jsonl_path, "seconds": seconds}
+
+
+def run(items: Sequence[Item], predictor: Callable, out_dir: str) -> dict[str, Any]:
+  """Predict all ``items`` into ``out_dir``: the images (:func:`predict_images`), then each
+  video (:func:`predict_video`). Returns ``{"images": records, "videos": summaries}``."""
+  images = predict_images(items, predictor, out_dir)
+  videos = [predict_video(item, predictor, out_dir) for item in items if item.kind == "video"]
+  return {"images": images, "videos": videos}
