@@ -94,7 +94,11 @@ def gaussian_maps(points_in: np.ndarray, seen: np.ndarray) -> np.ndarray:
 
 
 class StubNet:
-  """``heatmap_fn``: finds the coloured joints in each input; records its inputs."""
+  """``heatmap_fn``: finds the coloured joints in each input; records its inputs. With
+  ``box_head`` the 5 box maps mark the joints' extent grown by ``BOX_GROW`` input pixels
+  per side (so the box head's box differs from the joints' extent)."""
+
+  BOX_GROW = 4.0
 
   def __init__(self, box_head: bool = False):
     self.box_head = box_head
@@ -110,7 +114,10 @@ class StubNet:
       maps = gaussian_maps(points, seen)
       if self.box_head:
         if seen.any():
-          (x0, y0), (x1, y1) = points[seen].min(0), points[seen].max(0)
+          (x0, y0), (x1, y1) = (
+            points[seen].min(0) - self.BOX_GROW,
+            points[seen].max(0) + self.BOX_GROW,
+          )
           corners = np.array(
             [[(x0 + x1) / 2, (y0 + y1) / 2], [x0, y0], [x1, y0], [x0, y1], [x1, y1]]
           )
@@ -201,11 +208,18 @@ def test_crop_at_the_image_border_is_padded_and_still_exact():
 
 def test_box_head_box_is_reported_from_the_second_pass(photo):
   predictor = stub_predictor(box_head=True)
+  lo, hi = TRUTH.min(0), TRUTH.max(0)
+  # Pass 1 (letterbox, 1200 px -> 256): the box is the extent grown by 4 x 1200/256 px.
+  grow1 = StubNet.BOX_GROW * 1200 / S
+  first = predictor.first_pass(photo)
+  np.testing.assert_allclose(first.box, [*(lo - grow1), *(hi + grow1)], atol=1.5)
+  # Pass 2 crops 1.25 x that box's longer side (the height); its box is grown by 4 x side/S.
+  side = 1.25 * ((hi - lo).max() + 2 * grow1)
+  grow2 = StubNet.BOX_GROW * side / S
   pred = predictor(photo)
   assert pred.passes == 2
-  np.testing.assert_allclose(pred.box, [*TRUTH.min(0), *TRUTH.max(0)], atol=0.1)
-  first = predictor.first_pass(photo)
-  np.testing.assert_allclose(first.box, [*TRUTH.min(0), *TRUTH.max(0)], atol=3.0)
+  np.testing.assert_allclose(pred.box, [*(lo - grow2), *(hi + grow2)], atol=0.1)
+  np.testing.assert_allclose(pred.keypoints, TRUTH, atol=0.1)
 
 
 def test_box_from_points_is_the_mean_of_the_corner_sides():
