@@ -227,6 +227,13 @@ class Predictor:
       crop_margin=config.predict.crop_margin,
     )
     predictor.checkpoint_step = step
+    passes = "two passes" if predictor.second_pass else "one pass"
+    print(
+      f"predicting with checkpoint {step} of {workdir} ({config.data.input_size} px input, "
+      f"{passes}, {config.codec.decoding} decoding, score threshold "
+      f"{predictor.score_threshold:g})",
+      flush=True,
+    )
     return predictor
 
   def _pass(self, image: np.ndarray, affine: np.ndarray):
@@ -266,7 +273,7 @@ class Predictor:
     """Both passes (the second only when enabled and a person was found)."""
     image = self._check(image)
     first = self.first_pass(image)
-    if not (self.second_pass and first.person_found):
+    if not (self.second_pass and first.person_found and np.all(np.isfinite(first.box))):
       return first
     h, w = image.shape[:2]
     affine = crop_affine(first.box, h, w, self.input_size, self.crop_margin)

@@ -39,10 +39,6 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _TITLE_HEIGHT = 22
 
 
-# ---------------------------------------------------------------------------
-# Colours and validation.
-
-
 def _check_color(color: Sequence[int]) -> tuple[int, int, int]:
   c = tuple(int(v) for v in color)
   if len(c) != 3 or any(v < 0 or v > 255 for v in c):
@@ -62,11 +58,8 @@ def left_color(color: Sequence[int]) -> tuple[int, int, int]:
 def joint_colors(color: Sequence[int], num_joints: int = skeleton.NUM_JOINTS) -> np.ndarray:
   """``(K, 3)`` uint8 RGB colour of each joint: ``color`` for right-side and
   centre joints (neck, head top), :func:`left_color` for left-side joints."""
-  base = _check_color(color)
-  left = left_color(base)
-  return np.array(
-    [left if skeleton.is_left(k) else base for k in range(num_joints)], dtype=np.uint8
-  )
+  base, left = _check_color(color), left_color(color)
+  return np.array([left if skeleton.is_left(k) else base for k in range(num_joints)], np.uint8)
 
 
 def _rgb(color: np.ndarray) -> tuple[int, int, int]:
@@ -80,10 +73,8 @@ def _limb_color(a: int, b: int, colors: np.ndarray) -> tuple[int, int, int]:
 
 def _check_image(image: np.ndarray) -> np.ndarray:
   image = np.asarray(image)
-  if image.dtype != np.uint8:
-    raise ValueError(f"image must be uint8, got {image.dtype}")
-  if image.ndim != 3 or image.shape[-1] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
-    raise ValueError(f"image must have shape (H, W, 3), got {image.shape}")
+  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3 or 0 in image.shape:
+    raise ValueError(f"image must be uint8 of shape (H, W, 3), got {image.dtype} {image.shape}")
   return image
 
 
@@ -119,14 +110,9 @@ def _default_sizes(image: np.ndarray) -> tuple[int, int]:
 
 
 def draw_skeleton(
-  image: np.ndarray,
-  keypoints: Any,
-  color: Sequence[int] = PRED_COLOR,
-  mask: Any | None = None,
-  *,
-  radius: int | None = None,
-  thickness: int | None = None,
-) -> np.ndarray:
+  image: np.ndarray, keypoints: Any, color: Sequence[int] = PRED_COLOR,
+  mask: Any | None = None, *, radius: int | None = None, thickness: int | None = None,
+) -> np.ndarray:  # fmt: skip
   """A copy of ``image`` (``(H, W, 3)`` uint8, not modified) with the skeleton drawn on it:
   limbs of :data:`skeleton.LIMBS` as lines, then each joint as a filled dot on its keypoint.
 
@@ -196,10 +182,6 @@ def _scale_keypoints(kp: np.ndarray, sx: float, sy: float) -> np.ndarray:
   return (kp + 0.5) * np.array([sx, sy]) - 0.5
 
 
-# ---------------------------------------------------------------------------
-# Writing.
-
-
 def save_png(path: PathLike, image: np.ndarray) -> pathlib.Path:
   """Atomically write a ``(H, W, 3)`` uint8 RGB array as a PNG; returns the path."""
   image = _check_image(image)
@@ -211,17 +193,10 @@ def save_png(path: PathLike, image: np.ndarray) -> pathlib.Path:
 
 
 def render_prediction(
-  image: np.ndarray,
-  pred: Any,
-  gt: Any | None = None,
-  title: str | None = None,
-  *,
-  box: Any | None = None,
-  size: int = 300,
-  pred_mask: Any | None = None,
-  gt_mask: Any | None = None,
-  gap: int = 4,
-) -> np.ndarray:
+  image: np.ndarray, pred: Any, gt: Any | None = None, title: str | None = None, *,
+  box: Any | None = None, size: int = 300, pred_mask: Any | None = None,
+  gt_mask: Any | None = None, gap: int = 4,
+) -> np.ndarray:  # fmt: skip
   """The picture :func:`save_prediction_png` writes, as an array.
 
   The image is rescaled so that its longer side is ``size`` pixels (LSP images are
@@ -258,15 +233,9 @@ def render_prediction(
 
 
 def save_prediction_png(
-  path: PathLike,
-  image: np.ndarray,
-  pred: Any,
-  gt: Any | None = None,
-  title: str | None = None,
-  *,
-  box: Any | None = None,
-  **kwargs: Any,
-) -> pathlib.Path:
+  path: PathLike, image: np.ndarray, pred: Any, gt: Any | None = None,
+  title: str | None = None, *, box: Any | None = None, **kwargs: Any,
+) -> pathlib.Path:  # fmt: skip
   """Write annotation and prediction skeletons (and the predicted ``box``) side by side;
   ``kwargs``: ``size``, ``pred_mask``, ``gt_mask``, ``gap`` of :func:`render_prediction`."""
   return save_png(path, render_prediction(image, pred, gt, title, box=box, **kwargs))
@@ -288,13 +257,9 @@ def _draw_box(image: np.ndarray, box: np.ndarray, thickness: int) -> None:
 
 
 def draw_prediction(
-  image: np.ndarray,
-  keypoints: Any,
-  visible: Any,
-  box: Any | None = None,
-  person_found: bool = True,
-  scores: Any | None = None,
-) -> np.ndarray:
+  image: np.ndarray, keypoints: Any, visible: Any, box: Any | None = None,
+  person_found: bool = True, scores: Any | None = None,
+) -> np.ndarray:  # fmt: skip
   """A copy of ``image`` (``(H, W, 3)`` uint8 RGB, not modified) with one person's
   prediction drawn on it: predict's overlay. Sizes grow with ``min(H, W)``.
 
@@ -332,17 +297,10 @@ def heatmap_channel_names(num_channels: int) -> tuple[str, ...]:
 
 
 def render_heatmap_panel(
-  image: np.ndarray,
-  heatmaps: Any,
-  *,
-  keypoints: Any | None = None,
-  names: Sequence[str] | None = None,
-  tile_size: int = 128,
-  columns: int = 5,
-  vmax: float | None = 1.0,
-  alpha: float = 0.5,
-  title: str | None = None,
-) -> np.ndarray:
+  image: np.ndarray, heatmaps: Any, *, keypoints: Any | None = None,
+  names: Sequence[str] | None = None, tile_size: int = 128, columns: int = 5,
+  vmax: float | None = 1.0, alpha: float = 0.5, title: str | None = None,
+) -> np.ndarray:  # fmt: skip
   """The grid :func:`save_heatmap_panel` writes, as an array.
 
   Tiles, row-major: the image itself (with the skeleton of ``keypoints`` if given), then
@@ -409,14 +367,11 @@ def save_heatmap_panel(
 
 
 def save_pck_curve(
-  path: PathLike,
-  curves: Mapping[str, tuple[Any, Any]],
-  *,
+  path: PathLike, curves: Mapping[str, tuple[Any, Any]], *,
   title: str = "PCK (LSP, torso-normalised)",
   xlabel: str = "threshold (fraction of torso: left shoulder to right hip)",
-  figsize: tuple[float, float] = (6.0, 4.5),
-  dpi: int = 100,
-) -> pathlib.Path:
+  figsize: tuple[float, float] = (6.0, 4.5), dpi: int = 100,
+) -> pathlib.Path:  # fmt: skip
   """Plot PCK (%) against the normalised threshold, one line per label.
 
   Args:
