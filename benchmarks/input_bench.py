@@ -156,8 +156,10 @@ def main(argv=None) -> None:
   p.add_argument("--data_dir", default="data/tfds", help="where --mode=prepare wrote the data")
   p.add_argument("--pipeline_config", default="dark_lsp_gpu", help="configs/<name>.py: data")
   p.add_argument(
-    "--train_sources", default="", help="e.g. 'lsp': only these of the config's sources (train "
-    "split, equal weights), when the others are not prepared"
+    "--train_sources",
+    default="",
+    help="e.g. 'lsp': only these of the config's sources (train "
+    "split, equal weights), when the others are not prepared",
   )
   p.add_argument("--batch", type=int, default=16, help="pipeline batch (per process)")
   p.add_argument("--workers", default="0,1,2,4,8,16", help="grain worker counts")

@@ -139,7 +139,9 @@ def main(argv=None) -> None:
   p.add_argument("--backbone_depth", default="101", help="50, 101, 152 or 'tiny'")
   p.add_argument("--input_size", type=int, default=368)
   p.add_argument("--batch_sizes", default="16,32,64,128", help="swept in order until OOM")
-  p.add_argument("--dtype", default="", help="bfloat16,float32; default bfloat16 on CUDA, else float32")
+  p.add_argument(
+    "--dtype", default="", help="bfloat16,float32; default bfloat16 on CUDA, else float32"
+  )
   p.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
   p.add_argument("--steps", type=int, default=10, help="timed steps (median)")
   p.add_argument("--warmup", type=int, default=3, help="untimed steps first (cuDNN autotuning)")
