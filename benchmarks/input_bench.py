@@ -24,6 +24,7 @@ machine a training run's step and workers share the cores, so the CPU ratio is a
 bound there; on an accelerator host the step does not use the CPU cores.
 
   python benchmarks/input_bench.py --data_dir=/work/tfds --workers=0,1,2 --seconds=10
+  python benchmarks/input_bench.py --train_sources=lsp --skip_step   # LSP alone prepared
   python benchmarks/input_bench.py --data_dir=data/tfds --step_config=dark_lsp_gpu \\
       --step_batch=64 --step_dtype=bfloat16            # on the GPU host
 """
@@ -154,6 +155,12 @@ def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--data_dir", default="data/tfds", help="where --mode=prepare wrote the data")
   p.add_argument("--pipeline_config", default="dark_lsp_gpu", help="configs/<name>.py: data")
+  p.add_argument(
+    "--train_sources",
+    default="",
+    help="e.g. 'lsp': only these of the config's sources (train "
+    "split, equal weights), when the others are not prepared",
+  )
   p.add_argument("--batch", type=int, default=16, help="pipeline batch (per process)")
   p.add_argument("--workers", default="0,1,2,4,8,16", help="grain worker counts")
   p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per worker count")
@@ -166,6 +173,10 @@ def main(argv=None) -> None:
   a = p.parse_args(argv)
 
   pipe_cfg = load_config(a.pipeline_config)
+  if a.train_sources:
+    names = tuple(a.train_sources.split(","))
+    pipe_cfg.data.train_sources, pipe_cfg.data.train_splits = names, ("train",) * len(names)
+    pipe_cfg.data.mixture_weights = (1.0,) * len(names)
   sources = sources_of(pipe_cfg, a.data_dir)
   host = describe_device(accelerator=False)
   common = {

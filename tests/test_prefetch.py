@@ -193,7 +193,10 @@ def test_any_process_across_two_processes():
   procs = [
     subprocess.Popen(
       [sys.executable, "-c", _TWO_PROCESS, str(port), str(pid)],
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
     )  # fmt: skip
     for pid in (0, 1)
   ]
