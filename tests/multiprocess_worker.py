@@ -61,7 +61,7 @@ def steps_by_hand(cfg, batches):
     state, metrics = trainer.step(
       state, {k: v for k, v in batches(i).items() if k in parallel.TRAIN_KEYS}
     )
-  return state, float(jax.device_get(metrics["loss"]))
+  return state, float(metrics.compute()["loss"])
 
 
 def this_process_copy(tree):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -68,7 +69,9 @@ def test_unknown_key_suggests_the_nearest_and_debug_shows_tracebacks(tmp_path):
   )
   r = launch("--mode=eval", f"--workdir={tmp_path / 'empty'}", "--config=configs/smoke.py")
   assert r.returncode == 1 and "Traceback" not in r.stderr and "checkpoint" in r.stderr
-  r = launch("--mode=eval", f"--workdir={tmp_path / 'empty'}", "--config=configs/smoke.py", "--debug")
+  r = launch(
+    "--mode=eval", f"--workdir={tmp_path / 'empty'}", "--config=configs/smoke.py", "--debug"
+  )
   assert r.returncode != 0 and "Traceback" in r.stderr
 
 
@@ -84,9 +87,7 @@ def test_prepare_fails_when_a_requested_dataset_is_missing_and_names_the_given_p
 
 def test_smoke_config_builds_the_synthetic_set_on_first_use(tmp_path):
   data = tmp_path / "fresh_tfds"
-  r = launch(
-    "--mode=train", *small_flags(str(data), tmp_path / "run", 2), "--config.log_every=1"
-  )
+  r = launch("--mode=train", *small_flags(str(data), tmp_path / "run", 2), "--config.log_every=1")
   assert r.returncode == 0, r.stdout + r.stderr
   assert "building the synthetic dataset" in r.stdout
   assert datasets.is_prepared(SMALL, str(data))
@@ -151,13 +152,14 @@ def test_eval_predict_and_resume_fall_back_past_a_damaged_checkpoint(data_dir, t
   r = launch("--mode=eval", f"--workdir={workdir}")
   assert r.returncode == 0, r.stdout + r.stderr
   said = r.stdout + r.stderr
-  assert said.count("checkpoint 4 is damaged") == 1 and "Traceback" not in said, said
+  assert len(re.findall(r"checkpoint 4 in \S+ is damaged \(", said)) == 1, said
+  assert "falling back to 2" in said and "Traceback" not in said, said
   assert (workdir / "eval" / "checkpoint_2" / "eval_metrics.json").exists()
   image = tmp_path / "x.png"
   cv2.imwrite(str(image), np.full((40, 60, 3), 90, np.uint8))
   r = launch("--mode=predict", f"--workdir={workdir}", f"--inputs={image}",
              f"--output={tmp_path / 'pred'}")  # fmt: skip
-  assert r.returncode == 0 and "checkpoint 4 is damaged" in r.stdout + r.stderr, r.stderr
+  assert r.returncode == 0 and "is damaged" in r.stdout + r.stderr, r.stdout + r.stderr
   assert (tmp_path / "pred" / "predictions.json").exists()
 
   # Training resumes from step 2, sets the damaged step aside and finishes again.
@@ -178,3 +180,37 @@ def test_no_intact_checkpoint_is_one_message(data_dir, tmp_path):
   r = launch("--mode=eval", f"--workdir={workdir}")
   assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
   assert "no intact checkpoint" in r.stderr.lower() and "2" in r.stderr, r.stderr
+
+
+def test_a_full_disk_stops_training_at_the_failed_save(data_dir, tmp_path, monkeypatch):
+  import errno
+
+  from etils import epath
+  from test_train import small_config
+
+  from unipose_jax import checkpoints
+
+  path_type = type(epath.Path(tmp_path))
+  write_text = path_type.write_text
+
+  def full_disk(self, *args, **kwargs):  # orbax's step metadata, in its background thread
+    if "/4.orbax-checkpoint-tmp" in str(self):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+    return write_text(self, *args, **kwargs)
+
+  monkeypatch.setattr(path_type, "write_text", full_disk)
+  cfg = small_config(data_dir)
+  cfg.num_train_steps, cfg.checkpoint_every, cfg.log_every = 20, 2, 1
+  workdir = tmp_path / "run"
+  with pytest.raises(checkpoints.CheckpointSaveError) as info:
+    train.train_and_evaluate(cfg, str(workdir))
+  assert str(info.value).startswith(f"could not save checkpoint {workdir / 'checkpoints' / '4'}: ")
+  assert "No space left on device" in str(info.value)
+  # Stopped at the next step or save, not after checkpoint_every more steps or at the end.
+  assert max(_steps(workdir / "metrics.jsonl")) <= 6
+  names = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+  assert names == ["2"], names
+  monkeypatch.undo()
+  ckpt = checkpoints.Checkpointer(str(workdir / "checkpoints"), read_only=True)
+  assert ckpt.restore().step == 2
+  ckpt.close()

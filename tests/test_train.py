@@ -88,7 +88,7 @@ def test_jit_pmap_and_single_device_give_the_same_update(data_dir):
     for _ in range(2):
       state, metrics = trainer.step(state, batch)
     state = jax.device_get(trainer.canonical(state))
-    results[name] = (state, float(metrics["loss"]))
+    results[name] = (state, float(metrics.compute()["loss"]))
   ref_state, ref_loss = results["single"]
   assert int(ref_state.step) == 2
   # The update moved the parameters: the comparison below is not between two initialisations.
@@ -194,3 +194,64 @@ def test_smoke_training_learns_and_writes_results(data_dir, tmp_path):
     hits += d <= 0.2 * torso
     total += 1
   assert hits / total == pytest.approx(metrics["dark"]["pck@0.2"], abs=1e-6)
+
+
+def _numpy_box_maps(keypoints, weights, size, heat, sigma):
+  """The 5 box targets by hand: extent of the weighted joints, Gaussians in heatmap pixels."""
+  b = keypoints.shape[0]
+  maps = np.zeros((b, heat, heat, 5))
+  w = np.zeros((b, 5))
+  stride = size / heat
+  ys, xs = np.mgrid[0:heat, 0:heat]
+  for i in range(b):
+    pts = keypoints[i][weights[i] > 0]
+    if len(pts) < 2:
+      continue
+    (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+    centre = ((x0 + x1) / 2, (y0 + y1) / 2)
+    for j, (x, y) in enumerate([centre, (x0, y0), (x1, y0), (x0, y1), (x1, y1)]):
+      mx, my = (x + 0.5) / stride - 0.5, (y + 0.5) / stride - 0.5
+      maps[i, :, :, j] = np.exp(-((xs - mx) ** 2 + (ys - my) ** 2) / (2 * sigma**2))
+      w[i, j] = 1.0
+  return maps, w
+
+
+def test_box_head_loss_adds_the_box_maps_mse(data_dir):
+  import functools
+
+  from unipose_jax.models import normalize
+
+  cfg = small_config(data_dir)
+  cfg.model.box_head = True
+  mesh = distributed.data_mesh(jax.devices()[:1])
+  model, codec, tx, _, _ = train.build_trainer(cfg, mesh)
+  state = train.create_train_state(model, tx, cfg.seed, cfg.data.input_size)
+  batch = _random_batch(4, 32, seed=3)
+  batch["weights"][1, 2:] = 0  # two joints only: still a box
+  batch["weights"][2, 1:] = 0  # one joint: no box
+  losses = {}
+  for w in (0.0, 2.0):
+    step = functools.partial(train.train_step, model=model, tx=tx, codec=codec,
+                             background_weight=cfg.loss.background_weight, box_weight=w)  # fmt: skip
+    losses[w] = float(jax.jit(step)(state, batch)[1]["loss"])
+  heatmaps, _ = model.apply(
+    state.variables, normalize(batch["image"], model.dtype), train=True,
+    rngs={"dropout": jax.random.key(0)}, mutable=["batch_stats"],
+  )  # fmt: skip
+  assert heatmaps.shape == (4, 4, 4, 15 + 5)
+  target, weight = _numpy_box_maps(batch["keypoints"], batch["weights"], 32, 4, cfg.codec.sigma)
+  assert weight[:, 0].tolist() == [1, 1, 0, 1]
+  pred = np.asarray(heatmaps[..., 15:], np.float64)
+  expected = np.sum(weight[:, None, None] * (pred - target) ** 2) / pred.size
+  assert losses[2.0] - losses[0.0] == pytest.approx(2.0 * expected, rel=1e-4)
+
+
+def test_box_head_run_reports_box_metrics(data_dir, tmp_path):
+  cfg = small_config(data_dir, num_train_steps=3)
+  cfg.model.box_head = True
+  summary = train.train_and_evaluate(cfg, str(tmp_path / "box"))
+  for dec in ("argmax", "dark"):
+    assert {"box_iou", "box_iou>=0.5", "box_centre_error", "num_boxes"} <= set(summary[dec])
+    assert summary[dec]["num_boxes"] == 32 and 0 <= summary[dec]["box_iou"] <= 1
+  saved = json.load(open(tmp_path / "box" / "eval_metrics.json"))
+  assert saved["dark"]["box_iou"] == pytest.approx(summary["dark"]["box_iou"])

@@ -210,6 +210,7 @@ class Checkpointer:
         time.sleep(0.1)
     self._manager = self._open()
     path = self.directory / str(step)
+    _quiet_orphaned_io()
     raise CheckpointSaveError(f"could not save checkpoint {path}: {_reason(e)}") from e
 
   def close(self) -> None:
@@ -283,6 +284,7 @@ class Checkpointer:
       extra = out[EXTRA]
       metrics = self._manager.metrics(step)
     except Exception as e:  # noqa: BLE001 - any read failure of a checked layout is damage
+      _quiet_orphaned_io()
       return _reason(e), None
     data_state = extra.get("data_state") if isinstance(extra, dict) else None
     return None, Restored(out[STATE], data_state, None if metrics is None else dict(metrics), step)
@@ -365,3 +367,26 @@ def _holder(fd: int) -> dict:
   except ValueError:
     return {}
   return holder if isinstance(holder, dict) else {}
+
+
+def _quiet_orphaned_io() -> None:
+  """After a failed read or save, tensorstore operations still in flight complete into
+  orbax's event loop, already closed, and each would print a traceback ("Event loop is
+  closed", "exception was never retrieved"). Their results are unwanted (the failure is
+  reported once, as a CheckpointError): from then on, a closed loop drops such callbacks
+  and asyncio's logger shows only critical messages."""
+  import asyncio  # noqa: PLC0415
+
+  logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+  loop_cls = asyncio.BaseEventLoop
+  if getattr(loop_cls.call_soon_threadsafe, "_unipose_quiet", False):
+    return
+  original = loop_cls.call_soon_threadsafe
+
+  def call_soon_threadsafe(self, *args, **kwargs):
+    if self.is_closed():
+      return None
+    return original(self, *args, **kwargs)
+
+  call_soon_threadsafe._unipose_quiet = True
+  loop_cls.call_soon_threadsafe = call_soon_threadsafe
