@@ -62,9 +62,10 @@ class CommandLineError(Exception):
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-  from unipose_jax import checkpoints, datasets, run_config  # noqa: PLC0415
+  from unipose_jax import checkpoints, datasets, models, run_config  # noqa: PLC0415
 
   found = [checkpoints.CheckpointError, datasets.DatasetError, run_config.ConfigError]
+  found += [models.WeightImportError]
   found += [UserError, FileNotFoundError, PermissionError, IsADirectoryError]
   try:
     from unipose_jax.predict import PredictInputError  # noqa: PLC0415
@@ -110,9 +111,9 @@ def _prepare() -> None:
 def _export(config) -> None:
   from unipose_jax import export, files, run_config  # noqa: PLC0415
 
+  variables, step = run_config.load_variables(FLAGS.workdir)  # no checkpoint: said first
   output = FLAGS.output or os.path.join(FLAGS.workdir, "unipose.onnx")
   export.check_output_path(output)
-  variables, step = run_config.load_variables(FLAGS.workdir)
   model = run_config.build_model(config)
   path = export.export_onnx(model, variables, output, config.data.input_size, verify=True)
   codec = run_config.build_codec(config)

@@ -21,7 +21,7 @@ from unipose_jax.models.resnet import (
   resnet,
   stage_strides_and_dilations,
 )
-from unipose_jax.models.torch_checkpoint import read_torch_state_dict
+from unipose_jax.models.torch_checkpoint import WeightImportError, read_torch_state_dict
 from unipose_jax.models.torch_import import load_torchvision_resnet, torch_key
 from unipose_jax.models.unipose import (
   HEATMAP_STRIDE,
@@ -60,6 +60,7 @@ __all__ = [
   "num_maps",
   "original_key",
   "read_torch_state_dict",
+  "WeightImportError",
   "resize_bilinear_align_corners",
   "resnet",
   "stage_strides_and_dilations",

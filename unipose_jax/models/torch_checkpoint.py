@@ -44,6 +44,11 @@ WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "net
 _DATA_PARALLEL_PREFIX = "module."
 
 
+class WeightImportError(ValueError):
+  """A weight file that cannot be read or does not fit the model; the message names the
+  file and every fault (``launch.py`` prints it as one message)."""
+
+
 class _Stub:
   """Stands in for a class of a pickled module that is not (or must not be) imported.
 
@@ -124,7 +129,7 @@ def _torch_load(path: str, allow_pickle: bool) -> tuple[Any, list[str]]:
   except pickle.UnpicklingError as e:
     failure = _short(e)
   except Exception as e:  # not a torch.save file, truncated, ...
-    raise ValueError(f"cannot read {path!r} as a torch.save file: {_short(e)}") from e
+    raise WeightImportError(f"cannot read {path!r} as a torch.save file: {_short(e)}") from e
   try:
     unsafe = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
   except Exception:  # not a zip checkpoint: its globals cannot be listed without unpickling
@@ -141,7 +146,7 @@ def _torch_load(path: str, allow_pickle: bool) -> tuple[Any, list[str]]:
     except pickle.UnpicklingError as e:
       failure = _short(e)
   if not allow_pickle:
-    raise ValueError(
+    raise WeightImportError(
       f"cannot read {path!r} with torch.load(weights_only=True), even with inert stubs for the "
       f"classes it names ({failure}); if you trust the file, pass allow_pickle=True "
       "(full unpickling, which can run code from the file), or load it in PyTorch and save "
@@ -152,7 +157,7 @@ def _torch_load(path: str, allow_pickle: bool) -> tuple[Any, list[str]]:
       warnings.filterwarnings("ignore", message="Couldn't retrieve source code")
       obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_stubbing_pickle)
   except Exception as e:
-    raise ValueError(f"cannot read {path!r} even by full unpickling: {_short(e)}") from e
+    raise WeightImportError(f"cannot read {path!r} even by full unpickling: {_short(e)}") from e
   return obj, ["full unpickling (allow_pickle=True), unimportable classes stubbed"]
 
 
@@ -184,7 +189,9 @@ def module_state_dict(module: Any, prefix: str = "") -> dict[str, Any]:
     if child is None:
       continue
     if not _is_module(child):
-      raise ValueError(f"submodule {prefix + name!r} is a {type(child).__name__}, not a module")
+      raise WeightImportError(
+        f"submodule {prefix + name!r} is a {type(child).__name__}, not a module"
+      )
     out.update(module_state_dict(child, prefix + name + "."))
   return out
 
@@ -197,7 +204,7 @@ def _extract(obj: Any, where: str, notes: list[str]) -> dict[str, Any]:
     )
     return module_state_dict(obj)
   if not isinstance(obj, Mapping):
-    raise ValueError(
+    raise WeightImportError(
       f"holds a {type(obj).__name__}{' at ' + where if where else ''}, "
       "not a state dict, a dict wrapping one, or a module"
     )
@@ -209,7 +216,7 @@ def _extract(obj: Any, where: str, notes: list[str]) -> dict[str, Any]:
   bad = [f"{k!r} ({type(v).__name__})" for k, v in obj.items() if not _is_array(v)]
   bad += [f"{k!r} (key of type {type(k).__name__})" for k in obj if not isinstance(k, str)]
   if bad:
-    raise ValueError(
+    raise WeightImportError(
       f"holds a dict{' at ' + where if where else ''} that is neither a state dict nor wraps "
       f"one under {', '.join(repr(k) for k in WRAPPER_KEYS)}: entries that are not tensors: "
       + ", ".join(bad[:10])
@@ -252,7 +259,7 @@ def read_torch_state_dict(
   try:
     state = _extract(obj, "", notes)
   except ValueError as e:
-    raise ValueError(f"{name} {e}") from None
+    raise WeightImportError(f"{name} {e}") from None
   if state and all(k.startswith(_DATA_PARALLEL_PREFIX) for k in state):
     state = {k[len(_DATA_PARALLEL_PREFIX) :]: v for k, v in state.items()}
     notes.append(f"{_DATA_PARALLEL_PREFIX!r} prefix removed")

@@ -33,7 +33,7 @@ import numpy as np
 from flax import traverse_util
 from flax.core import unfreeze
 
-from unipose_jax.models.torch_checkpoint import read_torch_state_dict
+from unipose_jax.models.torch_checkpoint import WeightImportError, read_torch_state_dict
 
 #: State-dict keys that are deliberately not imported.
 IGNORED_PREFIXES: tuple[str, ...] = ("fc.",)
@@ -164,10 +164,10 @@ def match_state_dict(
   return match
 
 
-def mismatch_error(what: str, source: str, problems: Sequence[str], note: str) -> ValueError:
+def mismatch_error(what: str, source: str, problems: Sequence[str], note: str) -> WeightImportError:
   """The one exception for a checkpoint that does not fit: a line per problem, then ``note``."""
   lines = "".join(f"\n  - {p}" for p in problems)
-  return ValueError(f"cannot load {what} from {source}:{lines}\n({note})")
+  return WeightImportError(f"cannot load {what} from {source}:{lines}\n({note})")
 
 
 def replace_leaves(
