@@ -54,9 +54,9 @@ def steps_by_hand(cfg, batches):
   """STEPS training steps of the jit form over every device; ``batches(step)`` -> local batch."""
   mesh = distributed.data_mesh()
   model, _, tx, _, trainer = train.build_trainer(cfg, mesh)
-  state = trainer.place(
-    distributed.replicate(train.create_train_state(model, tx, cfg.seed, cfg.data.input_size), mesh)
-  )
+  init = train.create_train_state(model, tx, cfg.seed, cfg.data.input_size)
+  steps_by_hand.init_params = jax.device_get(init.params)
+  state = trainer.place(distributed.replicate(init, mesh))
   for i in range(STEPS):
     state, metrics = trainer.step(
       state, {k: v for k, v in batches(i).items() if k in parallel.TRAIN_KEYS}
@@ -111,6 +111,7 @@ def main(argv):
       loss=loss,
       **flat_params(jax.device_get(state.params)),
     )
+    np.savez(os.path.join(out, "params_init.npz"), **flat_params(steps_by_hand.init_params))
   else:
     raise SystemExit(f"unknown mode {mode!r}")
 

@@ -233,10 +233,15 @@ def test_two_processes_train_like_one_process_with_all_devices(trained):
   # Both processes hold the very same parameters.
   for k in names:
     np.testing.assert_array_equal(p0[k], p1[k], err_msg=k)
-  scale = max(float(np.max(np.abs(ref[k]))) for k in names)
+  init = _load(out / "params_init.npz")
+  moved = max(float(np.max(np.abs(ref[k] - init[k]))) for k in names)
   worst = max(float(np.max(np.abs(p0[k] - ref[k]))) for k in names)
-  print(f"two processes vs one: max |param diff| {worst:.3g} (max |param| {scale:.3g})")
-  assert worst <= 2e-6 * scale, (worst, scale)
+  print(f"two processes vs one: max |param diff| {worst:.3g} (max |update| {moved:.3g})")
+  # The same global batches give the same update up to float reduction order, which this
+  # tiny net amplifies over steps (measured on a 2-core Xeon: 2.4e-5 against an update of
+  # 2.6e-3, 0.9 %); wrong or duplicated shards
+  # change the update itself (~100 %).
+  assert moved > 1e-3 and worst <= 0.05 * moved, (worst, moved)
   assert float(p0["loss"]) == pytest.approx(float(ref["loss"]), rel=1e-5)
   # The real loop, on the same data, ends where the steps by hand did.
   ckpt = checkpoints.Checkpointer(str(trained["workdir"] / "checkpoints"), read_only=True)
@@ -244,7 +249,7 @@ def test_two_processes_train_like_one_process_with_all_devices(trained):
   ckpt.close()
   saved = worker.flat_params(jax.tree.map(np.asarray, state["params"]))
   assert set(saved) == set(names)
-  assert max(float(np.max(np.abs(saved[k] - p0[k]))) for k in names) <= 2e-6 * scale
+  assert max(float(np.max(np.abs(saved[k] - p0[k]))) for k in names) <= 0.05 * moved
   # Only the first process wrote the logs: one line per step, not two.
   lines = [json.loads(line) for line in open(trained["workdir"] / "metrics.jsonl")]
   assert [r["step"] for r in lines if "loss" in r] == list(range(1, worker.STEPS + 1))
