@@ -55,3 +55,22 @@ def peak_flops(dtype: str) -> dict[str, float] | None:
       names = ("tf32", "float32") if dtype == "float32" else (dtype,)
       return {n: table[n] for n in names if n in table} or None
   return None
+
+
+def is_oom(e: BaseException) -> bool:
+  """Whether an exception is XLA running out of device memory."""
+  text = f"{type(e).__name__}: {e}"
+  return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
+
+
+def flops_of(compiled) -> float | None:
+  """FLOPs of a compiled XLA computation (its cost analysis), or None where unknown."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # noqa: BLE001 - not every backend implements it
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  if not cost or "flops" not in cost:
+    return None
+  return float(cost["flops"])

@@ -46,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from hardware import describe_device, peak_flops  # noqa: E402
+from hardware import describe_device, flops_of, is_oom, peak_flops  # noqa: E402
 
 from unipose_jax.codecs import HeatmapCodec  # noqa: E402
 from unipose_jax.models import UniPose, UniPoseTiny, heatmap_size, normalize  # noqa: E402
@@ -75,18 +75,6 @@ def random_variables(model, input_shape, seed=0):
   return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
-def flops_of(compiled) -> float | None:
-  try:
-    cost = compiled.cost_analysis()
-  except Exception:  # noqa: BLE001 - not every backend implements it
-    return None
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else None
-  if not cost or "flops" not in cost:
-    return None
-  return float(cost["flops"])
-
-
 def timed(fn, args, repeats):
   times = []
   for _ in range(repeats):
@@ -94,12 +82,6 @@ def timed(fn, args, repeats):
     jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - t)
   return statistics.median(times)
-
-
-def is_oom(e: BaseException) -> bool:
-  """Whether an exception is XLA running out of device memory."""
-  text = f"{type(e).__name__}: {e}"
-  return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
 
 
 def make_model(depth: str, output_stride: int, dtype):

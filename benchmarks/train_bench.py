@@ -42,27 +42,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from hardware import describe_device, peak_flops  # noqa: E402
+from hardware import describe_device, flops_of, is_oom, peak_flops  # noqa: E402
 
 from unipose_jax import distributed, train  # noqa: E402
-
-
-def is_oom(e: BaseException) -> bool:
-  """Whether an exception is XLA running out of device memory."""
-  text = f"{type(e).__name__}: {e}"
-  return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
-
-
-def flops_of(compiled) -> float | None:
-  try:
-    cost = compiled.cost_analysis()
-  except Exception:  # noqa: BLE001 - not every backend implements it
-    return None
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else None
-  if not cost or "flops" not in cost:
-    return None
-  return float(cost["flops"])
 
 
 def peaks_for(dtype: str, peak_tflops: float | None) -> tuple[dict[str, float] | None, str]:

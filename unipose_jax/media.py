@@ -1,0 +1,136 @@
+"""The inputs of prediction: image files, folders and videos, checked before any model.
+
+Imports OpenCV and NumPy only, so a bad input is reported before JAX is imported or
+anything is compiled. Images are returned as ``(H, W, 3)`` uint8 RGB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+
+
+class PredictInputError(ValueError):
+  """An input (or output) of prediction that cannot be used; the message names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+  """One input: ``path``, ``kind`` ("image" or "video"), ``name`` (unique output stem)."""
+
+  path: str
+  kind: str
+  name: str
+
+
+def _kind(path: str) -> str | None:
+  ext = os.path.splitext(path)[1].lower()
+  return "image" if ext in IMAGE_EXTENSIONS else "video" if ext in VIDEO_EXTENSIONS else None
+
+
+def read_image(path: str) -> np.ndarray:
+  """``(H, W, 3)`` uint8 RGB of an image file (EXIF orientation applied, grey and alpha
+  images converted), or :class:`PredictInputError` naming the file."""
+  image = cv2.imread(path, cv2.IMREAD_COLOR)
+  if image is None:
+    raise PredictInputError(f"{path}: not a readable image (OpenCV cannot decode it)")
+  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _video_problem(path: str) -> str | None:
+  cap = cv2.VideoCapture(path)
+  try:
+    if not cap.isOpened():
+      return "not a readable video (OpenCV cannot open it)"
+    ok, frame = cap.read()
+    if not ok or frame is None:
+      return "not a readable video (no frame could be decoded)"
+  finally:
+    cap.release()
+  return None
+
+
+def _problem(path: str, kind: str | None) -> tuple[str | None, str | None]:
+  """``(kind, None)`` for a usable file, ``(None, what is wrong)`` otherwise."""
+  if kind == "video":
+    return (None, problem) if (problem := _video_problem(path)) else ("video", None)
+  if cv2.imread(path, cv2.IMREAD_COLOR) is not None:
+    return "image", None
+  if kind == "image":
+    return None, "not a readable image (OpenCV cannot decode it)"
+  exts = ", ".join(e[1:] for e in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+  return None, f"not an image or a video (readable extensions: {exts})"
+
+
+def _unique_names(paths: Sequence[str]) -> list[str]:
+  """Output stems in input order: the file's stem, then ``<stem>_2``, ``<stem>_3``, ...
+  for later inputs whose stem is taken (compared case-insensitively)."""
+  taken: set[str] = set()
+  out = []
+  for path in paths:
+    stem = pathlib.Path(path).stem or "input"
+    name, n = stem, 1
+    while name.lower() in taken:
+      n += 1
+      name = f"{stem}_{n}"
+    taken.add(name.lower())
+    out.append(name)
+  return out
+
+
+def collect_inputs(paths: Sequence[str]) -> list[Item]:
+  """The inputs of prediction, every one checked (decoded once) before any model is built.
+
+  Args:
+    paths: image files, video files and folders. A folder contributes its image and
+      video files (by extension, sorted by name, not recursive); other files in it are
+      skipped. A file given explicitly with another extension is used if OpenCV reads it
+      as an image. The same file given twice is used once.
+  Returns:
+    Items in input order, each with a unique output ``name`` (:func:`_unique_names`).
+  Raises:
+    PredictInputError: one message listing every bad input as ``"<path>: <fault>"``
+      (missing, unreadable image, unopenable video, non-image file, folder with no image
+      or video).
+  """
+  found: list[tuple[str, str]] = []
+  errors: list[str] = []
+  for path in paths:
+    path = str(path)
+    entries = []
+    if not os.path.exists(path):
+      errors.append(f"{path}: no such file or folder")
+    elif os.path.isdir(path):
+      entries = sorted(e for e in os.listdir(path) if _kind(e) and not e.startswith("."))
+      entries = [os.path.join(path, e) for e in entries if os.path.isfile(os.path.join(path, e))]
+      if not entries:
+        exts = ", ".join(e[1:] for e in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+        errors.append(f"{path}: folder holds no image or video ({exts})")
+    else:
+      entries = [path]
+    for entry in entries:
+      kind, problem = _problem(entry, _kind(entry))
+      if kind:
+        found.append((entry, kind))
+      else:
+        errors.append(f"{entry}: {problem}")
+  if errors:
+    head = "bad input" if len(errors) == 1 else f"{len(errors)} bad inputs"
+    raise PredictInputError(f"{head}:\n  " + "\n  ".join(errors))
+  seen: set[str] = set()
+  unique = []
+  for path, kind in found:
+    key = os.path.realpath(path)
+    if key not in seen:
+      seen.add(key)
+      unique.append((path, kind))
+  names = _unique_names([p for p, _ in unique])
+  return [Item(p, k, n) for (p, k), n in zip(unique, names)]
