@@ -107,6 +107,15 @@ def test_eval_and_predict_read_the_runs_config(run_dir, tmp_path):
     assert len(p["keypoints"]) == 14 and len(p["scores"]) == 14
     assert (out_dir / f"{path.stem}_pose.png").read_bytes()[:4] == b"\x89PNG"
 
+  # The Python API reads the same run and gives the command line's answer.
+  from unipose_jax import Predictor
+
+  p = Predictor.from_workdir(str(run_dir))(np.asarray(Image.open(good[0]).convert("RGB")))
+  assert p.keypoints.shape == (14, 2) and p.scores.shape == (14,) and p.visible.shape == (14,)
+  np.testing.assert_allclose(p.keypoints, predictions[0]["keypoints"], atol=1e-3)
+  np.testing.assert_allclose(p.scores, predictions[0]["scores"], atol=1e-5)
+  assert p.person_found == predictions[0]["person_found"]
+
   # A --config whose network differs from the run's is refused, naming the keys.
   r = launch("--mode=eval", *small_flags(data_dir_of(run_dir), run_dir, 4),
              "--config.model.decoder_features=24")  # fmt: skip
