@@ -255,3 +255,18 @@ def test_box_head_run_reports_box_metrics(data_dir, tmp_path):
     assert summary[dec]["num_boxes"] == 32 and 0 <= summary[dec]["box_iou"] <= 1
   saved = json.load(open(tmp_path / "box" / "eval_metrics.json"))
   assert saved["dark"]["box_iou"] == pytest.approx(summary["dark"]["box_iou"])
+  # boxes.csv re-scores to the JSON: IoU against the annotated joints' extent, by hand.
+  source = datasets.data_source(SMALL, "test", data_dir)
+  gt = {int(source[i]["image_id"]): source[i]["keypoints"] for i in range(len(source))}
+  rows = list(csv.DictReader(open(tmp_path / "box" / "eval" / "step_3" / "boxes.csv")))
+  assert len(rows) == 4 * 32
+  ious = []
+  for r in rows:
+    if r["decoder"] != "dark":
+      continue
+    (gx0, gy0), (gx1, gy1) = gt[int(r["image_id"])].min(0), gt[int(r["image_id"])].max(0)
+    x0, y0, x1, y1 = (float(r[k]) for k in ("x0", "y0", "x1", "y1"))
+    inter = max(0, min(x1, gx1) - max(x0, gx0)) * max(0, min(y1, gy1) - max(y0, gy0))
+    union = (x1 - x0) * (y1 - y0) + (gx1 - gx0) * (gy1 - gy0) - inter
+    ious.append(inter / union if union > 0 else 0.0)
+  assert np.mean(ious) == pytest.approx(summary["dark"]["box_iou"], abs=1e-4)

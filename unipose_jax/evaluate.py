@@ -9,7 +9,8 @@ nothing from a config (:meth:`Evaluator.from_config` is the one adapter).
 
 Files written by :meth:`Evaluator.run` into its output folder: ``eval_metrics.json``
 ({decoder: flat metrics}), ``predictions.csv`` (decoder, image_id, joint, joint_name, x, y,
-score; original-image pixels, 0-based pixel centres), ``pck_curve.png`` and example PNGs.
+score; original-image pixels, 0-based pixel centres), with a box head ``boxes.csv``
+(decoder, image_id, x0, y0, x1, y1; same pixels), ``pck_curve.png`` and example PNGs.
 """
 
 from __future__ import annotations
@@ -154,8 +155,9 @@ class Evaluator:
       valid = np.asarray(ids["valid"]).astype(bool)
       for d in self.decodings:
         counts[d] = metrics.merge_counts(counts[d], host[d]["counts"])
+        box = host[d]["box"][valid] if "box" in host[d] else None
         rows[d].append(
-          (ids["image_id"][valid], host[d]["keypoints"][valid], host[d]["scores"][valid])
+          (ids["image_id"][valid], host[d]["keypoints"][valid], host[d]["scores"][valid], box)
         )
       if write_files and len(examples) < self.num_examples:
         examples.extend(self._examples(local, out, len(examples)))
@@ -174,11 +176,22 @@ class Evaluator:
       (
         [dec, int(i), j, skeleton.JOINT_NAMES[j], f"{kp[j, 0]:.4f}", f"{kp[j, 1]:.4f}", f"{sc[j]:.5f}"]
         for dec, chunks in rows.items()
-        for ids, kps, scores in chunks
+        for ids, kps, scores, _ in chunks
         for i, kp, sc in zip(ids, kps, scores)
         for j in range(kp.shape[0])
       ),
     )  # fmt: skip
+    if any(chunk[3] is not None for chunks in rows.values() for chunk in chunks):
+      files.write_csv(
+        os.path.join(out_dir, "boxes.csv"),
+        ["decoder", "image_id", "x0", "y0", "x1", "y1"],
+        (
+          [dec, int(i), *(f"{v:.4f}" for v in box)]
+          for dec, chunks in rows.items()
+          for ids, _, _, boxes in chunks
+          for i, box in zip(ids, boxes)
+        ),
+      )
     visualize.save_pck_curve(
       os.path.join(out_dir, "pck_curve.png"),
       {d: metrics.pck_curve(counts[d]) for d in self.decodings},
