@@ -92,8 +92,7 @@ class ParallelTrainer:
     """This process's host batch (B_local, ...) placed for :meth:`step` now (no prefetch)."""
     if self.parallelism == "jit":
       return distributed.global_batch(local_batch, self.mesh)
-    n = len(self._devices)
-    return {k: np.reshape(v, (n, -1) + np.shape(v)[1:]) for k, v in local_batch.items()}
+    return _split(local_batch, len(self._devices))
 
   def step(self, state, batch):
     """One update; ``batch`` from :meth:`batches` (on the devices) or a host batch."""
@@ -103,6 +102,11 @@ class ParallelTrainer:
     if self.parallelism == "pmap":
       metrics = jax.tree.map(lambda x: x[0], metrics)
     return state, metrics
+
+
+def _split(batch: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+  """(B, ...) -> (n, B / n, ...): one slice per pmap device."""
+  return {k: np.reshape(v, (n, -1) + np.shape(v)[1:]) for k, v in batch.items()}
 
 
 class _Split:
@@ -115,8 +119,7 @@ class _Split:
     return self
 
   def __next__(self):
-    batch = next(self.iterator)
-    return {k: np.reshape(v, (self.n, -1) + np.shape(v)[1:]) for k, v in batch.items()}
+    return _split(next(self.iterator), self.n)
 
   def get_state(self):
     return self.iterator.get_state()
