@@ -48,3 +48,15 @@ def real_lsp_dir() -> pathlib.Path:
   if missing:
     pytest.skip(f"real LSP archives not found: {', '.join(missing)} (set UNIPOSE_LSP_DIR)")
   return folder
+
+
+def tiny_network(config, input_size: int = 32):
+  """``config`` (the smoke config or a copy) with the suite's tiny UniPose: widths 8/16/8/16,
+  sigma 1.5 heatmap pixels, ``input_size`` square inputs. Returns the config."""
+  config.data.input_size = input_size
+  config.model.backbone_width = 8
+  config.model.wasp_features = 16
+  config.model.low_level_features = 8
+  config.model.decoder_features = 16
+  config.codec.sigma = 1.5
+  return config

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import tiny_network
 
 from configs import smoke
 from unipose_jax import losses, run_config
@@ -40,13 +41,7 @@ MEDIAN_PX = 0.5
 
 
 def small_config(dtype: str):
-  c = smoke.get_config()
-  c.data.input_size = SIZE
-  c.model.backbone_width = 8
-  c.model.wasp_features = 16
-  c.model.low_level_features = 8
-  c.model.decoder_features = 16
-  c.codec.sigma = 1.5
+  c = tiny_network(smoke.get_config(), SIZE)
   c.model.dtype = dtype
   return c
 

@@ -408,16 +408,13 @@ def test_progress_line():
 
 @pytest.mark.parametrize("box_head", [False, True])
 def test_predictor_with_a_tiny_real_network(box_head):
+  from conftest import tiny_network
+
   from configs import smoke
   from unipose_jax import run_config
   from unipose_jax.models import normalize
 
-  c = smoke.get_config()
-  c.data.input_size = 32
-  c.model.backbone_width = 8
-  c.model.wasp_features = 16
-  c.model.low_level_features = 8
-  c.model.decoder_features = 16
+  c = tiny_network(smoke.get_config())
   c.model.box_head = box_head
   model = run_config.build_model(c)
   codec = run_config.build_codec(c)

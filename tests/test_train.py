@@ -10,6 +10,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from conftest import tiny_network
 
 from configs import smoke
 from unipose_jax import checkpoints, datasets, distributed, evaluate, train
@@ -25,16 +26,10 @@ def data_dir(tmp_path_factory):
 
 
 def small_config(data_dir, **top):
-  c = smoke.get_config()
+  c = tiny_network(smoke.get_config())
   c.data.data_dir = data_dir
   c.data.train_sources = (SMALL,)
   c.data.eval_source = SMALL
-  c.data.input_size = 32
-  c.model.backbone_width = 8
-  c.model.wasp_features = 16
-  c.model.low_level_features = 8
-  c.model.decoder_features = 16
-  c.codec.sigma = 1.5
   c.batch_size = 8
   c.eval_batch_size = 16
   c.num_train_steps = 6
