@@ -21,10 +21,18 @@ import pytest  # noqa: E402
 # Tests build the same small networks many times (each training run, each device
 # count): a persistent compilation cache, private to this test session, compiles
 # each distinct program once.
-jax.config.update(
-  "jax_compilation_cache_dir",
-  os.environ.get("UNIPOSE_TEST_JAX_CACHE") or tempfile.mkdtemp(prefix="jax_cache_"),
+# The cache is shared by the xdist workers of one run and, through JAX's own environment
+# variables, by the launch.py subprocesses the tests start (they compile the same programs).
+_run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+_cache = os.environ.get("UNIPOSE_TEST_JAX_CACHE") or (
+  os.path.join(tempfile.gettempdir(), f"unipose_jax_cache_{_run_id}")
+  if _run_id
+  else tempfile.mkdtemp(prefix="jax_cache_")
 )
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

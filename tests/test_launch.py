@@ -68,11 +68,14 @@ def test_mode_is_required():
 
 
 @pytest.fixture(scope="module")
-def run_dir(data_dir, tmp_path_factory):
-  """A finished 4-step training run (the config travels in its config.json)."""
-  workdir = tmp_path_factory.mktemp("cli") / "run"
-  r = launch("--mode=train", *small_flags(data_dir, workdir, 4))
+def run_dir(tmp_path_factory):
+  """A finished 4-step training run (the config travels in its config.json), on a data
+  folder that holds nothing yet: the synthetic set is built on first use."""
+  root = tmp_path_factory.mktemp("cli")
+  workdir, fresh = root / "run", root / "fresh_tfds"
+  r = launch("--mode=train", *small_flags(str(fresh), workdir, 4))
   assert r.returncode == 0, r.stdout + r.stderr
+  assert "building the synthetic dataset" in r.stdout and datasets.is_prepared(SMALL, str(fresh))
   assert json.loads((workdir / "config.json").read_text())["num_train_steps"] == 4
   return workdir
 

@@ -1,6 +1,7 @@
 """Failure modes seen from the command line, with real processes: bad configs and keys, a
 second trainer, pre-emption's exit code and delay, prepare's exit code, smoke without
-prepare, one metrics row per step after a resume."""
+prepare, one metrics row per step after a resume (smoke without prepare: test_launch's
+run_dir)."""
 
 from __future__ import annotations
 
@@ -85,14 +86,6 @@ def test_prepare_fails_when_a_requested_dataset_is_missing_and_names_the_given_p
   assert "--manual_dir=data " not in text
 
 
-def test_smoke_config_builds_the_synthetic_set_on_first_use(tmp_path):
-  data = tmp_path / "fresh_tfds"
-  r = launch("--mode=train", *small_flags(str(data), tmp_path / "run", 2), "--config.log_every=1")
-  assert r.returncode == 0, r.stdout + r.stderr
-  assert "building the synthetic dataset" in r.stdout
-  assert datasets.is_prepared(SMALL, str(data))
-
-
 def test_second_trainer_is_refused_and_sigterm_exits_143_within_the_bound(data_dir, tmp_path):
   workdir = tmp_path / "run"
   flags = [*small_flags(data_dir, workdir, 100000), "--config.stop_check_every=2"]
@@ -121,19 +114,6 @@ def test_second_trainer_is_refused_and_sigterm_exits_143_within_the_bound(data_d
   assert _steps(metrics) == sorted(set(_steps(metrics)))
 
 
-def test_metrics_hold_one_row_per_step_after_resuming_from_an_older_checkpoint(data_dir, tmp_path):
-  from test_train import small_config
-
-  cfg = small_config(data_dir)
-  cfg.log_every, cfg.checkpoint_every = 1, 2
-  workdir = tmp_path / "run"
-  train.train_and_evaluate(cfg, str(workdir), stop_after=3)  # checkpoints 2 and 3, rows 1..3
-  shutil.rmtree(workdir / "checkpoints" / "3")  # as if killed before step 3's save
-  train.train_and_evaluate(cfg, str(workdir))
-  assert _steps(workdir / "metrics.jsonl") == [1, 2, 3, 4, 5, 6]
-  assert os.path.exists(workdir / "config.json")
-
-
 def _truncate_largest_file(folder) -> None:
   files = [p for p in folder.rglob("*") if p.is_file()]
   biggest = max(files, key=lambda p: p.stat().st_size)
@@ -144,7 +124,7 @@ def test_eval_predict_and_resume_fall_back_past_a_damaged_checkpoint(data_dir, t
   from test_train import small_config
 
   cfg = small_config(data_dir)
-  cfg.num_train_steps, cfg.checkpoint_every = 4, 2
+  cfg.num_train_steps, cfg.checkpoint_every, cfg.log_every = 4, 2, 1
   workdir = tmp_path / "run"
   train.train_and_evaluate(cfg, str(workdir))  # checkpoints 2 and 4 (4 is the best)
   _truncate_largest_file(workdir / "checkpoints" / "4" / "state")
@@ -162,11 +142,13 @@ def test_eval_predict_and_resume_fall_back_past_a_damaged_checkpoint(data_dir, t
   assert r.returncode == 0 and "is damaged" in r.stdout + r.stderr, r.stdout + r.stderr
   assert (tmp_path / "pred" / "predictions.json").exists()
 
-  # Training resumes from step 2, sets the damaged step aside and finishes again.
+  # Training resumes from step 2, sets the damaged step aside and finishes again; the
+  # metrics rows of steps 3 and 4 written before are replaced, not doubled.
   cfg.num_train_steps = 6
   train.train_and_evaluate(cfg, str(workdir))
   assert [p.name.split("-")[0] for p in (workdir / "checkpoints" / "damaged").iterdir()] == ["4"]
-  assert _steps(workdir / "metrics.jsonl") == list(range(2, 7, 2))
+  assert _steps(workdir / "metrics.jsonl") == [1, 2, 3, 4, 5, 6]
+  assert os.path.exists(workdir / "config.json")
 
 
 def test_no_intact_checkpoint_is_one_message(data_dir, tmp_path):
