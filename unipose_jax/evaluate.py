@@ -272,10 +272,10 @@ def evaluate_checkpoint(
     print(f"loaded {config.model.init_from}: {report}", flush=True)
     name = "original_" + os.path.splitext(os.path.basename(config.model.init_from))[0]
   else:
-    chosen = "" if step is None else " (as asked)"
+    how = "best, else newest intact" if step is None else "as asked"
     variables, step = run_config.load_variables(workdir, step)
     if distributed.is_primary():
-      print(f"evaluating checkpoint {step} of {workdir}{chosen or ' (best, else newest intact)'}")
+      print(f"evaluating checkpoint {step} of {workdir} ({how})")
     name = f"checkpoint_{step}"
   out_dir = os.path.join(workdir, "eval", name)
   variables = distributed.replicate(variables, mesh)

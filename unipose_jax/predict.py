@@ -111,16 +111,13 @@ class Prediction:
     return text
 
 
-def box_from_points(points: np.ndarray) -> np.ndarray:
-  """The box of the box head's 5 points ``(..., 5, 2)`` (centre, top-left, top-right,
-  bottom-left, bottom-right) -> ``(..., 4)`` ``x0, y0, x1, y1``: each side is the mean of
-  the two corner points on it."""
-  p = np.asarray(points, np.float64)
-  tl, tr, bl, br = p[..., 1, :], p[..., 2, :], p[..., 3, :], p[..., 4, :]
-  return np.stack(
-    [(tl[..., 0] + bl[..., 0]) / 2, (tl[..., 1] + tr[..., 1]) / 2,
-     (tr[..., 0] + br[..., 0]) / 2, (bl[..., 1] + br[..., 1]) / 2], -1
-  )  # fmt: skip
+def _box_of(points: np.ndarray) -> np.ndarray:
+  """``(4,)`` box of the box head's 5 decoded points ``(5, 2)``, as evaluation computes it
+  (:func:`codecs.box.box_from_points`; imported here, not at module import, so that input
+  checks run before JAX is imported)."""
+  from unipose_jax.codecs import box as box_lib  # noqa: PLC0415
+
+  return np.asarray(box_lib.box_from_points(np.asarray(points, np.float32)[None]))[0]
 
 
 def joint_extent(keypoints: np.ndarray, visible: np.ndarray) -> np.ndarray | None:
@@ -253,7 +250,7 @@ class Predictor:
     if self.box_head:
       if points.shape[0] < k + skeleton.NUM_BOX_POINTS:
         raise ValueError(f"box_head needs {k} + 5 heatmaps, got {points.shape[0]}")
-      box = box_from_points(points[k : k + skeleton.NUM_BOX_POINTS]) if visible.any() else None
+      box = _box_of(points[k : k + skeleton.NUM_BOX_POINTS]) if visible.any() else None
     else:
       box = joint_extent(kp, visible)
     return kp, sc, visible, box
