@@ -170,6 +170,11 @@ def main(argv=None) -> None:
   p.add_argument("--step_dtype", default="", help="'': the step config's model.dtype")
   p.add_argument("--step_steps", type=int, default=5, help="timed steps (median)")
   p.add_argument("--skip_step", action="store_true", help="pipeline only")
+  p.add_argument(
+    "--step_rate", type=float, default=0.0,
+    help="images/s of the step measured elsewhere in the same run (train_bench): used for "
+    "ratio_vs_step instead of compiling the step again",
+  )  # fmt: skip
   a = p.parse_args(argv)
 
   pipe_cfg = load_config(a.pipeline_config)
@@ -192,7 +197,10 @@ def main(argv=None) -> None:
   print(json.dumps({"name": "read_only", **common, "images_per_s": round(base, 1)}), flush=True)
 
   step = None
-  if not a.skip_step:
+  if a.step_rate:
+    step = {"config": "--step_rate", "images_per_s": a.step_rate}
+    print(json.dumps({"name": "train_step", **step, "device": host}), flush=True)
+  elif not a.skip_step:
     step_cfg = load_config(a.step_config)
     step = step_rate(
       a.step_config,

@@ -148,10 +148,12 @@ def bench_one(depth, output_stride, input_size, batch, dtype_name, repeats, peak
   rng = jax.random.key(1)
 
   t = time.perf_counter()
-  fwd_c = fwd.lower(variables, x).compile()
+  fwd_l = fwd.lower(variables, x)
+  fwd_c = fwd_l.compile()
   compile_fwd = time.perf_counter() - t
   t = time.perf_counter()
-  fwd_bwd_c = fwd_bwd.lower(params, stats, x, rng).compile()
+  fwd_bwd_l = fwd_bwd.lower(params, stats, x, rng)
+  fwd_bwd_c = fwd_bwd_l.compile()
   compile_fwd_bwd = time.perf_counter() - t
 
   out = fwd_c(variables, x)
@@ -177,7 +179,7 @@ def bench_one(depth, output_stride, input_size, batch, dtype_name, repeats, peak
     "fwd_bwd_over_fwd": round(fwd_bwd_s / fwd_s, 3),
     "per_image_fwd_bwd_s": round(fwd_bwd_s / batch, 4),
   }
-  f_fwd, f_fb = flops_of(fwd_c), flops_of(fwd_bwd_c)
+  f_fwd, f_fb = flops_of(fwd_l), flops_of(fwd_bwd_l)
   if f_fwd is not None and f_fb is not None:
     row["gflops_fwd"] = round(f_fwd / 1e9, 2)
     row["gflops_fwd_bwd"] = round(f_fb / 1e9, 2)
@@ -199,6 +201,23 @@ def bench_one(depth, output_stride, input_size, batch, dtype_name, repeats, peak
   return row
 
 
+def dark_share_row(args, batch: int, dtype_name: str) -> dict:
+  """One line with the evaluation step's DARK share alone (``--dark_share_only``)."""
+  model, backbone = make_model(args.backbone_depth, args.output_stride, jnp.dtype(dtype_name))
+  shape = (batch, args.input_size, args.input_size, 3)
+  variables = random_variables(model, shape)
+  return {
+    "name": f"eval_step/unipose_{backbone}_os{args.output_stride}",
+    "backbone": backbone,
+    "input_size": args.input_size,
+    "batch": batch,
+    "dtype": dtype_name,
+    "device": describe_device(),
+    "repeats": args.repeats,
+    **dark_share_of_eval(model, variables, args.input_size, batch, args.repeats),
+  }
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -216,10 +235,19 @@ def main(argv=None):
   p.add_argument("--dtype", default="float32", help="comma-separated: float32, bfloat16")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--peak_tflops", type=float, default=0.0, help="peak of one device (TFLOP/s)")
+  p.add_argument(
+    "--dark_share_only", action="store_true",
+    help="only the evaluation step with and without DARK decoding (two compilations, not four)",
+  )  # fmt: skip
   args = p.parse_args(argv)
   batches = [int(b) for b in args.batch_sizes.split(",")]
   dtypes = [d.strip() for d in args.dtype.split(",")]
 
+  if args.dark_share_only:
+    for dtype_name in dtypes:
+      for batch in batches:
+        print(json.dumps(dark_share_row(args, batch, dtype_name)), flush=True)
+    return
   rows = []
   for dtype_name in dtypes:
     for batch in batches:
