@@ -27,7 +27,6 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from unipose_jax import run_config
 from unipose_jax.checkpoints import (
   Checkpointer,
   CheckpointError,
@@ -36,6 +35,7 @@ from unipose_jax.checkpoints import (
   WorkdirLock,
   WorkdirLockedError,
 )
+from unipose_jax.run import Run
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
@@ -536,8 +536,12 @@ def test_workdir_lock_between_processes(tmp_path, capsys):
 
 
 def test_load_variables(tmp_path):
+  from configs import smoke
+
+  run = Run(smoke.get_config(), str(tmp_path / "run"))
+  assert run.best_metric == "dark/pck@0.2"
   with pytest.raises(CheckpointError) as info:
-    run_config.load_variables(str(tmp_path / "run"))
+    run.load_variables()
   checkpoints_dir = tmp_path / "run" / "checkpoints"
   assert str(info.value) == (
     f"no checkpoint in {checkpoints_dir}: train first "
@@ -546,7 +550,7 @@ def test_load_variables(tmp_path):
   with Checkpointer(checkpoints_dir) as ckpt:
     for step in (1, 2):
       ckpt.save(step, make_state(step), None)
-  variables, step = run_config.load_variables(str(tmp_path / "run"))
+  variables, step = run.load_variables()
   assert step == 2 and set(variables) == {"params", "batch_stats"}
   assert_bit_equal(variables["params"], make_state(2).params)
-  assert run_config.load_variables(str(tmp_path / "run"), step=1)[1] == 1
+  assert run.load_variables(step=1)[1] == 1

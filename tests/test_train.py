@@ -14,6 +14,7 @@ from conftest import tiny_network
 
 from configs import smoke
 from unipose_jax import checkpoints, datasets, distributed, evaluate, train
+from unipose_jax.run import Run
 
 SMALL = "synthetic/small"  # 64x64 images, 128 train / 32 test
 
@@ -144,8 +145,10 @@ def test_smoke_training_learns_and_writes_results(data_dir, tmp_path):
   mesh = distributed.data_mesh()
   model, codec, tx, _, _ = train.build_trainer(cfg, mesh)
   untrained = train.create_train_state(model, tx, cfg.seed, cfg.data.input_size)
-  before = evaluate.Evaluator.from_config(cfg, model, codec, mesh).run(
-    distributed.replicate(untrained.variables, mesh), str(tmp_path / "untrained"), write_files=False
+  before = (
+    evaluate.Evaluator.from_run(Run(cfg), mesh, model)
+    .run(distributed.replicate(untrained.variables, mesh), examples=False)
+    .summary
   )
 
   summary = train.train_and_evaluate(cfg, workdir)
