@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
-from hardware import describe_device  # noqa: E402
+from hardware import describe_device, parse_args  # noqa: E402
 
 from unipose_jax.deploy import onnx_runner  # noqa: E402
 from unipose_jax.export import export_onnx  # noqa: E402
@@ -153,7 +153,7 @@ def main(argv=None):
   p.add_argument("--batch", default="1,8", help="comma-separated batch sizes")
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--paths", default="jax,onnxruntime,torch")
-  args = p.parse_args(argv)
+  args = parse_args(p, argv, {"depth": "tiny", "input_size": 64, "batch": "1", "repeats": 1})
   paths = args.paths.split(",")
   twin, model, variables = build(args.depth, args.input_size)
   device = describe_device()

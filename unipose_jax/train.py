@@ -80,7 +80,9 @@ class TrainState:
 def make_optimizer(cfg: ml_collections.ConfigDict, num_steps: int):
   """``(optax transformation, learning-rate schedule)`` of ``config.optimizer``."""
   if cfg.schedule == "step":
-    lr = optax.exponential_decay(cfg.learning_rate, cfg.decay_every, cfg.decay_factor, True)
+    lr = optax.exponential_decay(
+      cfg.learning_rate, cfg.decay_every, cfg.decay_factor, staircase=True
+    )  # x decay_factor at every multiple of decay_every (not a smooth decay)
   elif cfg.schedule == "cosine":
     lr = optax.warmup_cosine_decay_schedule(
       0.0, cfg.learning_rate, max(cfg.warmup_steps, 1), max(num_steps, cfg.warmup_steps + 1),
