@@ -539,7 +539,7 @@ def test_synthetic_body_parts_have_their_colours():
   assert hits / total > 0.8, (hits, total)
 
 
-def test_synthetic_build_and_read(tmp_path):
+def test_synthetic_build_and_read(tmp_path, caplog):
   t0 = time.perf_counter()
   assert datasets.prepare("synthetic/small", data_dir=tmp_path, log=_silent) == {
     "synthetic/small": "built"
@@ -549,6 +549,7 @@ def test_synthetic_build_and_read(tmp_path):
   assert {
     s: len(datasets.data_source("synthetic/small", s, tmp_path)) for s in ("train", "test")
   } == {"train": 128, "test": 32}
+  assert not [r for r in caplog.records if "dataset_info.json" in r.getMessage()]  # muted
   source = datasets.data_source("synthetic/small", "test", tmp_path)
   example = source[7]
   expected = synthetic.make_example(small, "test", 7)

@@ -28,6 +28,7 @@ Bad input raises :class:`DatasetError` with a message naming the file.
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import shutil
@@ -73,6 +74,17 @@ SPLIT_SIZES: dict[str, dict[str, int]] = {
     for c in Synthetic.BUILDER_CONFIGS
   },
 }
+
+
+class _QuietVariantFolder(logging.Filter):
+  """Drops TFDS's "Variant folder ... has no dataset_info.json": before a build that folder
+  is expected to be empty, and the warning reads like an error (issue 21)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "has no dataset_info.json" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_QuietVariantFolder())
 
 _BUILDERS = {"lsp": Lsp, "lsp_extended": LspExtended, "synthetic": Synthetic}
 _MANUAL = {"lsp": archives.LSP, "lsp_extended": archives.LSP_EXTENDED}
