@@ -323,28 +323,28 @@ def _png_declaring(path, width: int, height: int) -> None:
 
 def test_huge_images_links_and_loops_are_refused_in_one_line(tmp_path):
   _png_declaring(tmp_path / "bomb.png", 20000, 20000)
-  with pytest.raises(predict.PredictInputError) as e:
-    predict.collect_inputs([str(tmp_path / "bomb.png")])
+  with pytest.raises(media.PredictInputError) as e:
+    media.collect_inputs([str(tmp_path / "bomb.png")])
   assert str(e.value) == (
     f"bad input:\n  {tmp_path / 'bomb.png'}: 20000x20000 = 400 MP is over the limit of 120 MP "
     "(--config.predict.max_pixels; raise it to read this file)"
   )
-  with pytest.raises(predict.PredictInputError, match="400 MP is over"):
+  with pytest.raises(media.PredictInputError, match="400 MP is over"):
     media.read_image(str(tmp_path / "bomb.png"))
   cv2.imwrite(str(tmp_path / "small.png"), np.zeros((100, 200, 3), np.uint8))
   assert media.read_image(str(tmp_path / "small.png")).shape == (100, 200, 3)
   with pytest.raises(
-    predict.PredictInputError, match=r"200x100 = 0\.02 MP is over the limit of 0\.01 MP"
+    media.PredictInputError, match=r"200x100 = 0\.02 MP is over the limit of 0\.01 MP"
   ):
-    predict.collect_inputs([str(tmp_path / "small.png")], max_pixels=10_000)
+    media.collect_inputs([str(tmp_path / "small.png")], max_pixels=10_000)
   write_video(tmp_path / "clip.mp4", [np.zeros((64, 96, 3), np.uint8)] * 2)
-  with pytest.raises(predict.PredictInputError, match=r"clip\.mp4: frames of 96x64 = 0\.00614 MP"):
-    predict.collect_inputs([str(tmp_path / "clip.mp4")], max_pixels=1000)
+  with pytest.raises(media.PredictInputError, match=r"clip\.mp4: frames of 96x64 = 0\.00614 MP"):
+    media.collect_inputs([str(tmp_path / "clip.mp4")], max_pixels=1000)
   os.symlink(tmp_path / "loop_b.jpg", tmp_path / "loop_a.jpg")
   os.symlink(tmp_path / "loop_a.jpg", tmp_path / "loop_b.jpg")
   os.symlink(tmp_path / "gone.jpg", tmp_path / "broken.jpg")
-  with pytest.raises(predict.PredictInputError) as e:
-    predict.collect_inputs([str(tmp_path / "loop_a.jpg"), str(tmp_path / "broken.jpg")])
+  with pytest.raises(media.PredictInputError) as e:
+    media.collect_inputs([str(tmp_path / "loop_a.jpg"), str(tmp_path / "broken.jpg")])
   assert f"{tmp_path / 'loop_a.jpg'}: a loop of symbolic links" in str(e.value)
   assert f"{tmp_path / 'broken.jpg'}: a broken symbolic link (to {tmp_path / 'gone.jpg'})" in str(
     e.value
