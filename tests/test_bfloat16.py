@@ -99,6 +99,7 @@ def setup():
   return m32, m16, codec, variables, tx
 
 
+@pytest.mark.slow
 def test_bfloat16_training_loss_tracks_float32(setup):
   m32, m16, codec, variables, tx = setup
   batches = [dot_batch(i) for i in range(3)]
@@ -120,6 +121,7 @@ def test_bfloat16_training_loss_tracks_float32(setup):
   assert not np.array_equal(runs["bf16"], runs["f32"])
 
 
+@pytest.mark.slow
 def test_bfloat16_evaluation_decodes_the_float32_keypoints(setup):
   m32, m16, codec, variables, tx = setup
   train_batches = [dot_batch(i) for i in range(4)]

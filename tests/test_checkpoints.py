@@ -97,6 +97,7 @@ def save_steps(directory, steps, **kwargs) -> None:
 # ----------------------------------------------------------------------------- round trips
 
 
+@pytest.mark.slow
 def test_round_trip_with_and_without_target(tmp_path):
   state = make_state(0)
   metrics = {"dark/pck@0.2": np.float32(0.8125), "loss": 0.25}
@@ -353,6 +354,7 @@ _RESTORER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_another_process_restores_what_this_one_saved(tmp_path):
   save_steps(tmp_path, (5,))
   out = subprocess.run(
@@ -437,6 +439,7 @@ _CRASHING_SAVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_crash_during_save_leaves_previous_checkpoint_latest(tmp_path):
   directory, marker = tmp_path / "ckpt", tmp_path / "marker"
   proc = subprocess.Popen(
@@ -499,6 +502,7 @@ def _hold(workdir, then: str = "hold") -> subprocess.Popen:
   return proc
 
 
+@pytest.mark.slow
 def test_workdir_lock_between_processes(tmp_path, capsys):
   proc = _hold(tmp_path)
   try:

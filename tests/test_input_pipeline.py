@@ -347,6 +347,7 @@ def test_train_resume_from_json_state_in_process():
   _assert_batches_equal(take(resumed, 4), expected)
 
 
+@pytest.mark.slow
 def test_train_resume_with_workers_and_worker_count_independence():
   src = _source(10)
   kw = dict(sources=[src], mixture_weights=None, batch_size=2, input_size=24, seed=1)
@@ -430,6 +431,7 @@ def test_eval_counts_every_image_exactly_once(n, batch, shards):
   assert counts[0] == math.ceil(math.ceil(n / shards) / batch)
 
 
+@pytest.mark.slow
 def test_eval_with_worker_keeps_order():
   src = _source(7, height=12, width=9)
   plain = list(ip.make_eval_iterator(src, 2, 16))

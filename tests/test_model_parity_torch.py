@@ -125,6 +125,7 @@ def test_parity_resnet101_full_width():
   assert sum(p.numel() for p in twin.parameters()) == torch_twin.ORIGINAL_NUM_PARAMETERS
 
 
+@pytest.mark.slow
 def test_resize_matches_torch_interpolate():
   from unipose_jax.models import resize_bilinear_align_corners
 

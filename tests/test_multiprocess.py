@@ -193,6 +193,7 @@ def _load(path):
     return {k: f[k] for k in f.files}
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_process_with_all_devices(trained):
   out = trained["out"]
   ref, p0, p1 = (_load(out / f"params_{n}.npz") for n in ("reference", 0, 1))
@@ -223,6 +224,7 @@ def test_two_processes_train_like_one_process_with_all_devices(trained):
   assert [r["step"] for r in lines if "loss" in r] == list(range(1, worker.STEPS + 1))
 
 
+@pytest.mark.slow
 def test_evaluation_with_two_processes_equals_one_process(trained, followed_up):
   step = worker.STEPS
   in_training = json.loads((trained["workdir"] / "eval_metrics.json").read_text())
@@ -252,6 +254,7 @@ def test_evaluation_with_two_processes_equals_one_process(trained, followed_up):
     assert (out / name).read_bytes()[:4] == b"\x89PNG", name
 
 
+@pytest.mark.slow
 def test_two_process_checkpoint_continues_in_one_process(trained, followed_up):
   resumed = followed_up["resumed"]
   assert f"resumed from {resumed} at step {worker.STEPS}" in followed_up["resume_log"]

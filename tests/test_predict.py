@@ -206,6 +206,7 @@ def test_crop_at_the_image_border_is_padded_and_still_exact():
   assert err.max() < 0.1, err
 
 
+@pytest.mark.slow
 def test_box_head_box_is_reported_from_the_second_pass(photo):
   predictor = stub_predictor(box_head=True)
   lo, hi = TRUTH.min(0), TRUTH.max(0)
@@ -351,6 +352,7 @@ def test_huge_images_links_and_loops_are_refused_in_one_line(tmp_path):
   )
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_refused_before_jax_is_imported_and_lazy_package_import(tmp_path):
   (tmp_path / "x.jpg").write_text("not a picture")
   code = (
@@ -403,6 +405,7 @@ def write_video(path, frames, fps=10.0):
   writer.release()
 
 
+@pytest.mark.slow
 def test_video_round_trip(tmp_path, capsys):
   truths = [figure_at(100.0 + 7.5 * i, 40.0 + 2.0 * i) for i in range(12)]
   frames = [render(t, 480, 272, sigma=5.0) for t in truths]
@@ -453,6 +456,7 @@ def test_progress_line():
 # ----------------------------------------------------------------------------- a real network
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("box_head", [False, True])
 def test_predictor_with_a_tiny_real_network(box_head):
   from conftest import tiny_network

@@ -187,6 +187,7 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
   assert oct(os.stat(target).st_mode & 0o777) == oct(0o644)
 
 
+@pytest.mark.slow
 def test_no_pyplot_and_no_global_backend_change(tmp_path):
   code = (
     "import sys, numpy as np, matplotlib\n"

@@ -93,8 +93,8 @@ class Prediction:
 
 def _box_of(points: np.ndarray) -> np.ndarray:
   """``(4,)`` box of the box head's 5 decoded points ``(5, 2)``, as evaluation computes it
-  (:func:`codecs.box.box_from_points`; imported here, not at module import, so that input
-  checks run before JAX is imported)."""
+  (:func:`codecs.box.box_from_points`; imported here, not at module import, so that
+  importing this module imports no JAX)."""
   from unipose_jax.codecs import box as box_lib  # noqa: PLC0415
 
   return np.asarray(box_lib.box_from_points(np.asarray(points, np.float32)[None]))[0]
