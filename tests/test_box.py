@@ -134,6 +134,7 @@ def test_round_trip_unbiased_dark_is_sub_hundredth_pixel():
   np.testing.assert_allclose(box_lib.box_from_points(decoded), BOXES, rtol=0, atol=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoding", ["argmax", "dark"])
 def test_round_trip_quantized_lands_on_the_grid_point(decoding):
   # The quantized target peaks at the heatmap node nearest to each point; argmax and

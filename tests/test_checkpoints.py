@@ -215,6 +215,7 @@ def test_missing_step_empty_directory_read_only_and_bad_arguments(tmp_path):
     Checkpointer(tmp_path, max_to_keep=0)
 
 
+@pytest.mark.slow
 def test_a_target_that_does_not_match_is_an_error_not_damage(tmp_path):
   with Checkpointer(tmp_path) as ckpt:
     ckpt.save(1, make_state(0), None)

@@ -134,6 +134,7 @@ def test_numpy_decoders_match_codec():
     deploy.decode_heatmaps(heatmaps, 368, decoding="upsample")
 
 
+@pytest.mark.slow
 def test_other_architectures_export(tmp_path):
   """Basic blocks, output stride 8, one projection, non-square input, 2 extra output maps."""
   model = UniPose(

@@ -161,6 +161,7 @@ def test_whole_model_walk_equals_state_dict(twin, tmp_path):
   assert source.startswith("the given module (whole module") and list(live) == list(ref)
 
 
+@pytest.mark.slow
 def test_legacy_whole_model_needs_allow_pickle(twin, flax_model, tmp_path):
   if importlib.util.find_spec("model") is not None:
     pytest.skip("a real 'model' package is importable here; the original's classes would resolve")
