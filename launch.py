@@ -13,9 +13,11 @@ config as ``<workdir>/config.json``; eval, predict and export read it (a given `
 must agree with it on the network's keys).
 
 Exit codes: 0 done; 1 an error with a message (bad input, no checkpoint, workdir in use,
-a failed save); 2 a bad command line or config; 143 training stopped by SIGTERM/SIGINT
-after saving a checkpoint (run the same command to resume). Expected errors print one
-message; ``--debug`` shows their traceback. Unexpected exceptions (bugs) always do.
+a failed save, a full disk, a loss that is not finite); 2 a bad command line or config;
+130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM in any mode, with nothing partial left under
+a final name (training saves a checkpoint first: run the same command to resume). Expected
+errors print one message; ``--debug`` shows their traceback and the libraries' logs
+(orbax's). Unexpected exceptions (bugs) always show their traceback.
 
 Several hosts: ``--coordinator_address/--num_processes/--process_id``, or
 $UNIPOSE_COORDINATOR / $UNIPOSE_NUM_PROCESSES / $UNIPOSE_PROCESS_ID, or --distributed_auto;
@@ -42,7 +44,12 @@ flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, results.
 flags.DEFINE_string("manual_dir", "data", "prepare: folder holding the LSP archives.")
 flags.DEFINE_string("data_dir", None, "prepare: where TFDS datasets go (default data/tfds).")
 flags.DEFINE_list("datasets", ["lsp", "lsp_extended", "synthetic"], "prepare: which datasets.")
-flags.DEFINE_list("inputs", [], "predict: image files, folders of images, video files.")
+flags.DEFINE_multi_string(
+  "inputs",
+  [],
+  "predict: image files, folders of images, video files; comma-separated and/or "
+  "the flag repeated (a path holding a comma: give it alone, --inputs='a,b.jpg').",
+)
 flags.DEFINE_alias("images", "inputs")
 flags.DEFINE_string("output", None, "predict: output folder; export: the .onnx file.")
 flags.DEFINE_integer("stop_after", None, "train: stop (with a checkpoint) after N steps.")
@@ -59,13 +66,25 @@ class CommandLineError(Exception):
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
   """Expected failures: printed as one message (exit code 1; a bad config 2)."""
-  from unipose_jax import checkpoints, datasets, media, models, run_config  # noqa: PLC0415
+  from unipose_jax import checkpoints, datasets, evaluate, media, models, run_config, train  # noqa: PLC0415
 
   return (
     checkpoints.CheckpointError, datasets.DatasetError, run_config.ConfigError,
-    models.WeightImportError, media.PredictInputError, FileNotFoundError, PermissionError,
-    IsADirectoryError,
+    models.WeightImportError, media.PredictInputError, evaluate.EvaluationError,
+    train.NonFiniteError, OSError,  # a full disk, a read-only folder, a missing file: named
   )  # fmt: skip
+
+
+def split_inputs(values) -> list[str]:
+  """``--inputs`` values (the flag may be repeated) -> paths: a value naming an existing
+  path is one path (commas and all); any other value is a comma-separated list."""
+  paths = []
+  for value in values:
+    if os.path.lexists(value):
+      paths.append(value)
+    else:
+      paths.extend(p.strip() for p in value.split(",") if p.strip())
+  return paths
 
 
 def _run(mode: str):
@@ -95,6 +114,15 @@ def main(argv) -> None:
     raise CommandLineError(f"unexpected arguments: {' '.join(argv[1:])}")
   mode = FLAGS.mode
   logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step at INFO
+  from unipose_jax import library_logs, preemption  # noqa: PLC0415  (no JAX)
+
+  library_logs.route(debug=FLAGS.debug)
+  _work(mode)
+  if preemption.should_stop():  # a signal that came after the last safe point
+    preemption.check(f"--mode={mode} had finished (its output is complete)")
+
+
+def _work(mode: str) -> None:
   if mode is None:
     raise CommandLineError(f"--mode is required: one of {', '.join(MODES)}")
   if mode == "prepare":
@@ -104,7 +132,8 @@ def main(argv) -> None:
     return modes.prepare(FLAGS.datasets, FLAGS.manual_dir, FLAGS.data_dir or config_dir)
   if FLAGS.workdir is None:
     raise CommandLineError(f"--mode={mode} needs --workdir")
-  if mode == "predict" and not FLAGS.inputs:
+  inputs = split_inputs(FLAGS.inputs)
+  if mode == "predict" and not inputs:
     raise CommandLineError("--mode=predict needs --inputs=photo.jpg,folder/,clip.mp4")
   run = _run(mode)
   from unipose_jax import distributed  # noqa: PLC0415  (before anything touches a device)
@@ -122,7 +151,7 @@ def main(argv) -> None:
   if mode == "eval":
     modes.evaluate_checkpoint(run)
   elif mode == "predict":
-    modes.predict_inputs(run, FLAGS.inputs, FLAGS.output)
+    modes.predict_inputs(run, inputs, FLAGS.output)
   elif mode == "export":
     modes.export_checkpoint(run, FLAGS.output)
   return None
@@ -180,21 +209,25 @@ def _exit(message: str, code: int) -> None:
 
 
 def run() -> None:
-  """``app.run(main)`` with expected errors as one message and a documented exit code."""
-  try:
-    app.run(main, flags_parser=_parse_flags)
-  except SystemExit:
-    raise
-  except Exception as e:
-    from unipose_jax import preemption, run_config  # noqa: PLC0415
+  """``app.run(main)`` with expected errors as one message and a documented exit code, and
+  SIGINT/SIGTERM stopping every mode within a bound (``unipose_jax.preemption``)."""
+  from unipose_jax import preemption  # noqa: PLC0415  (no JAX)
 
-    if isinstance(e, CommandLineError) and not FLAGS.debug:
-      _exit(f"error: {e}", EXIT_USAGE)
-    if isinstance(e, preemption.Preempted):  # stopped by a signal, checkpoint saved
-      _exit(f"pre-empted: {e}", e.exit_code)
-    if FLAGS.debug or not isinstance(e, _expected_errors()):
+  with preemption.PreemptionGuard(grace_s=preemption.GRACE_S):
+    try:
+      app.run(main, flags_parser=_parse_flags)
+    except SystemExit:
       raise
-    _exit(f"error: {e}", EXIT_USAGE if isinstance(e, run_config.ConfigError) else EXIT_ERROR)
+    except Exception as e:
+      from unipose_jax import run_config  # noqa: PLC0415
+
+      if isinstance(e, CommandLineError) and not FLAGS.debug:
+        _exit(f"error: {e}", EXIT_USAGE)
+      if isinstance(e, preemption.Preempted):  # stopped by a signal; what is written is whole
+        _exit(str(e), e.exit_code)
+      if FLAGS.debug or not isinstance(e, _expected_errors()):
+        raise
+      _exit(f"error: {e}", EXIT_USAGE if isinstance(e, run_config.ConfigError) else EXIT_ERROR)
 
 
 if __name__ == "__main__":

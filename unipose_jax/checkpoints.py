@@ -9,7 +9,8 @@ a failed one raises :class:`CheckpointSaveError` at the next ``check``/``save``/
 leaves the earlier steps. Damaged steps are skipped with one warning each and moved to
 ``<directory>/damaged/<step>-<time>``. Multi-host: all processes call ``save``/``restore``/
 ``close`` in the same order; only process 0 moves folders or takes the lock.
-This module imports nothing from the rest of ``unipose_jax`` (design.md).
+This module imports nothing from the rest of ``unipose_jax`` (design.md) but
+``library_logs``, which keeps orbax's logs quiet.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from unipose_jax import library_logs
+
 logger = logging.getLogger(__name__)
 
 STATE, EXTRA = "state", "extra"  # orbax item names (the on-disk folder names)
+METRICS = "metrics"  # orbax's metrics item: <step>/metrics/metrics (JSON)
 _TMP = ".orbax-checkpoint-tmp"
 
 
@@ -49,18 +53,7 @@ class WorkdirLockedError(CheckpointError):
   """Another live trainer holds the workdir."""
 
 
-class _QuietOrbax(logging.Filter):
-  """Drops orbax's warnings for every save without metrics and every read-only open, and
-  the tracebacks of its error logs for OS faults (a full disk): one line each is enough."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    msg = record.getMessage()
-    if record.exc_info and isinstance(record.exc_info[1], OSError):
-      record.exc_info, record.exc_text = None, None
-    return "did not provide metrics" not in msg and "Given directory is read only" not in msg
-
-
-logging.getLogger("absl").addFilter(_QuietOrbax())
+library_logs.install()  # orbax's own logs stay quiet; the errors here say it in one line
 
 
 @dataclasses.dataclass
@@ -165,6 +158,7 @@ class Checkpointer:
     if self.read_only:
       raise CheckpointError(f"{self.directory} is opened read-only; cannot save")
     self.check()
+    library_logs.quiet_orphaned_io()  # a failed write's in-flight IO must not print tracebacks
     step = int(step)
     metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
     args = ocp.args.Composite(**{
@@ -175,6 +169,34 @@ class Checkpointer:
       self._manager.save(step, args=args, metrics=metrics, force=True)
     except OSError as e:
       self._failed(e)
+
+  def add_metrics(self, step: int, metrics: dict) -> None:
+    """Records the ``metrics`` of an evaluation that ran after ``step`` was saved (training
+    saves before it evaluates, so that a failed evaluation loses no step): waits for the
+    save, writes ``<step>/metrics/metrics`` (the file orbax writes; a value that is not
+    finite is stored as null and never makes a step the best) and re-reads the folder, so
+    that retention and the best step see them. Raises :class:`CheckpointSaveError`."""
+    if self.read_only:
+      raise CheckpointError(f"{self.directory} is opened read-only; cannot add metrics")
+    self.wait()
+    step = int(step)
+    folder = os.path.join(os.fspath(self.directory), str(step), METRICS)
+    if jax.process_index() == 0:
+      clean = {k: float(v) if math.isfinite(float(v)) else None for k, v in metrics.items()}
+      tmp = os.path.join(folder, f".{METRICS}.{os.getpid()}.tmp")
+      try:
+        os.makedirs(folder, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+          f.write(json.dumps(clean))
+        os.replace(tmp, os.path.join(folder, METRICS))
+      except OSError as e:
+        if os.path.exists(tmp):
+          os.unlink(tmp)
+        raise CheckpointSaveError(f"could not record the metrics of checkpoint "
+                                  f"{self.directory / str(step)}: {_reason(e)}") from None  # fmt: skip
+    if jax.process_count() > 1:
+      ocp.multihost.sync_global_processes(f"unipose_add_metrics_{step}")
+    self._manager.reload()
 
   def check(self) -> None:
     """Raises :class:`CheckpointSaveError` if a finished background save failed."""
@@ -210,7 +232,7 @@ class Checkpointer:
         time.sleep(0.1)
     self._manager = self._open()
     path = self.directory / str(step)
-    _quiet_orphaned_io()
+    library_logs.quiet_orphaned_io()
     raise CheckpointSaveError(f"could not save checkpoint {path}: {_reason(e)}") from e
 
   def close(self) -> None:
@@ -284,7 +306,7 @@ class Checkpointer:
       extra = out[EXTRA]
       metrics = self._manager.metrics(step)
     except Exception as e:  # noqa: BLE001 - any read failure of a checked layout is damage
-      _quiet_orphaned_io()
+      library_logs.quiet_orphaned_io()
       return _reason(e), None
     data_state = extra.get("data_state") if isinstance(extra, dict) else None
     return None, Restored(out[STATE], data_state, None if metrics is None else dict(metrics), step)
@@ -327,9 +349,15 @@ class WorkdirLock:
     self._fd: int | None = None
 
   def acquire(self) -> WorkdirLock:
-    os.makedirs(self.workdir, exist_ok=True)
-    while True:
+    try:
+      os.makedirs(self.workdir, exist_ok=True)
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+      raise CheckpointError(
+        f"cannot create the lock file {self.path}: {e.strerror} (the work directory must be "
+        "writable)"
+      ) from None
+    while True:
       try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
       except OSError:
@@ -348,6 +376,7 @@ class WorkdirLock:
       except FileNotFoundError:
         pass
       os.close(fd)
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     if (old := _holder(fd)).get("pid"):  # its process died: the kernel dropped its flock
       print(f"taking over a stale lock of pid {old['pid']} in {self.workdir}", flush=True)
     me = {"host": socket.gethostname(), "pid": os.getpid(),
@@ -381,26 +410,3 @@ def _holder(fd: int) -> dict:
   except ValueError:
     return {}
   return holder if isinstance(holder, dict) else {}
-
-
-def _quiet_orphaned_io() -> None:
-  """After a failed read or save, tensorstore operations still in flight complete into
-  orbax's event loop, already closed, and each would print a traceback ("Event loop is
-  closed", "exception was never retrieved"). Their results are unwanted (the failure is
-  reported once, as a CheckpointError): from then on, a closed loop drops such callbacks
-  and asyncio's logger shows only critical messages."""
-  import asyncio  # noqa: PLC0415
-
-  logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-  loop_cls = asyncio.BaseEventLoop
-  if getattr(loop_cls.call_soon_threadsafe, "_unipose_quiet", False):
-    return
-  original = loop_cls.call_soon_threadsafe
-
-  def call_soon_threadsafe(self, *args, **kwargs):
-    if self.is_closed():
-      return None
-    return original(self, *args, **kwargs)
-
-  call_soon_threadsafe._unipose_quiet = True
-  loop_cls.call_soon_threadsafe = call_soon_threadsafe

@@ -273,8 +273,12 @@ def predict(
   ``(keypoints (N, C - 1, 2), scores (N, C - 1))`` float32 for heatmap channels
   ``1..C-1`` (the K joints in ``skeleton`` order, then the 5 box points of a box head);
   the background channel 0 is dropped. The decoding arguments are those of an export's
-  settings file (``dark_kernel`` and ``dark_sigma`` resolved).
+  settings file (``dark_kernel`` and ``dark_sigma`` resolved). An empty ``images`` is a
+  ``ValueError`` (the number of channels, hence the result's shape, needs one image).
   """
+  images = list(images)
+  if not images:
+    raise ValueError("deploy.predict needs at least one image; got none")
   inputs, affines = zip(*(letterbox(image, input_size) for image in images))
   _, joints, box = split_maps(np.asarray(run(np.stack(inputs))))
   heatmaps = joints if box is None else np.concatenate([joints, box], axis=-1)

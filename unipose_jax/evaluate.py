@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -22,12 +23,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unipose_jax import distributed, inference, input_pipeline, metrics, skeleton
+from unipose_jax import distributed, inference, input_pipeline, metrics, preemption, skeleton
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.codecs import box as box_lib
 from unipose_jax.run import data_source
 
 EVAL_KEYS = ("image", "inverse_affine", "keypoints_orig", "labeled", "valid")
+
+#: With ``progress``, a console line at most this often (seconds).
+PROGRESS_EVERY_S = 10.0
+
+
+class EvaluationError(Exception):
+  """An evaluation failed (a damaged test set, an unwritable ``eval/``); one line for users."""
 
 
 def eval_step(
@@ -134,9 +142,16 @@ class Evaluator:
       example_decoding=config.codec.decoding,
     )  # fmt: skip
 
-  def run(self, variables, examples: bool = True) -> EvalResult:
+  def run(self, variables, examples: bool = True, should_stop: Callable[[], bool] | None = None,
+          progress: bool = False) -> EvalResult:  # fmt: skip
     """Evaluate ``variables`` (on the mesh) on the whole source; with ``examples`` also
-    collect the :class:`Example` images (primary process)."""
+    collect the :class:`Example` images (primary process).
+
+    ``should_stop``: asked before every batch (every process at the same point, e.g.
+    ``distributed.any_process`` of a signal flag); True raises ``preemption.Preempted``.
+    ``progress``: a console line after the first batch (compiled) and every
+    :data:`PROGRESS_EVERY_S` seconds.
+    """
     counts: dict[str, Any] = {d: None for d in self.decodings}
     rows: dict[str, list] = {d: [] for d in self.decodings}
     found: list[Example] = []
@@ -145,7 +160,15 @@ class Evaluator:
       shard_index=jax.process_index(), shard_count=jax.process_count(),
       worker_count=self.worker_count,
     )  # fmt: skip
-    for local in iterator:
+    batches = input_pipeline.num_eval_batches(
+      len(self.source), self.batch_size, jax.process_count()
+    )
+    start = last = time.perf_counter()
+    for done, local in enumerate(iterator):
+      if should_stop is not None and should_stop():
+        raise preemption.preempted(
+          f"evaluation, after {done} of {batches} batches; no results written"
+        )
       out = self.predict_fn(
         variables, distributed.global_batch({k: local[k] for k in EVAL_KEYS}, self.mesh)
       )
@@ -164,6 +187,10 @@ class Evaluator:
         )
       if examples and len(found) < self.num_examples:
         found.extend(self._examples(local, out, len(found)))
+      now = time.perf_counter()
+      if progress and distributed.is_primary() and (done == 0 or now - last >= PROGRESS_EVERY_S):
+        last = now
+        print(f"evaluated batch {done + 1}/{batches} ({now - start:.1f} s)", flush=True)
     summary = {d: metrics.summarize(counts[d]) for d in self.decodings}
     return EvalResult(summary, counts, rows, found, self.example_decoding)
 

@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import os
 import pathlib
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from unipose_jax import files, preemption
 
 _INSTALL_HINT = "ONNX export needs the onnx extra: pip install 'unipose_jax[onnx]'"
 
@@ -68,6 +71,7 @@ def export_onnx(
   *,
   verify: bool = False,
   tolerance: float = 1e-4,
+  before_rename=None,
 ) -> pathlib.Path:
   """Writes the evaluation-mode ``model`` with ``variables`` to an ONNX file.
 
@@ -82,6 +86,12 @@ def export_onnx(
     verify: run the file with onnxruntime and ``model.apply`` on two random
       images and raise ``AssertionError`` if the heatmaps differ by more than
       ``tolerance`` times the largest reference value.
+    before_rename: called once the file is written (and verified), before it is
+      renamed into place (``--mode=export`` writes the settings JSON there).
+
+  The file is written atomically: to a hidden temporary file beside ``path``, renamed
+  over it only when whole (and verified). A full disk, a failed check or an interrupt
+  leaves no ``.onnx`` at ``path`` (an earlier one stays) and no temporary file.
 
   Returns:
     The path written. Input ``images`` uint8 (N, H, W, 3) RGB; output
@@ -90,6 +100,7 @@ def export_onnx(
   Raises:
     FileNotFoundError, PermissionError, IsADirectoryError: on a bad ``path`` (named),
       before any work is done.
+    OSError: the file could not be written (e.g. no space left), in one line naming it.
     ImportError: without the ``onnx`` package.
   """
   path = check_output_path(path)
@@ -101,14 +112,29 @@ def export_onnx(
   except ImportError as e:
     raise ImportError(f"{_INSTALL_HINT} ({e})") from e
   proto = onnx_graph.build_unipose_graph(model, variables, hw)
+  preemption.check("export, before writing; nothing written")
   try:
-    onnx.save_model(proto, str(path))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   except OSError as e:
-    raise OSError(f"cannot write ONNX file {str(path)!r}: {e}") from e
-  if verify:
-    error = max_relative_error(path, model, variables, hw)
-    if not error <= tolerance:
-      raise AssertionError(f"ONNX file {str(path)!r} differs from the model: {error:.2e}")
+    raise files.named(e, f"cannot write ONNX file {str(path)!r}") from None
+  os.close(fd)
+  try:
+    try:
+      onnx.save_model(proto, tmp)
+    except OSError as e:
+      raise files.named(e, f"cannot write ONNX file {str(path)!r}") from None
+    if verify:
+      preemption.check("export, before its check against JAX; nothing written")
+      error = max_relative_error(tmp, model, variables, hw)
+      if not error <= tolerance:
+        raise AssertionError(f"ONNX file {str(path)!r} differs from the model: {error:.2e}")
+    preemption.check("export, before the file was renamed into place; nothing written")
+    if before_rename is not None:
+      before_rename()
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+  finally:
+    pathlib.Path(tmp).unlink(missing_ok=True)
   return path
 
 

@@ -3,12 +3,14 @@
 A reader, or a process killed half way, never sees a half-written file: the bytes go
 to a temporary file beside the target, are flushed to disk, and the temporary file is
 renamed over the target. A failed write (full disk, say) leaves the old file intact
-and no temporary file behind.
+and no temporary file behind, and its ``OSError`` names the file in one line.
+:func:`check_writable` tests a folder before work whose result goes there starts.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -26,8 +28,11 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], Any] | bytes) -> pa
   Parent folders are created. Returns the path.
   """
   path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  except OSError as e:
+    raise named(e, f"cannot write {path}") from None
   try:
     with os.fdopen(fd, "wb") as f:
       if isinstance(write, bytes | bytearray):
@@ -38,10 +43,37 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], Any] | bytes) -> pa
       os.fsync(f.fileno())
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     pathlib.Path(tmp).unlink(missing_ok=True)
+    if isinstance(e, OSError) and e.filename is None:  # a full disk: say which file
+      raise named(e, f"cannot write {path}") from None
     raise
   return path
+
+
+def named(error: OSError, what: str) -> OSError:
+  """``error`` as the same ``OSError`` type with one line: ``"<what>: <strerror>"`` (its
+  ``errno`` kept), e.g. ``"cannot write out/x.json: No space left on device"``."""
+  new = type(error)(f"{what}: {error.strerror or error}")
+  new.errno = error.errno
+  return new
+
+
+def check_writable(folder: PathLike, what: str) -> pathlib.Path:
+  """Creates ``folder`` if needed and checks that a file can be created in it (a real
+  test: a read-only mount, permissions and a missing parent all fail it, for root too).
+  Raises the ``OSError`` as one line naming ``what`` and the folder. Returns the folder."""
+  folder = pathlib.Path(folder)
+  try:
+    if folder.exists() and not folder.is_dir():
+      raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+    os.close(fd)
+    os.unlink(probe)
+  except OSError as e:
+    raise named(e, f"cannot write to {what} {folder}") from None
+  return folder
 
 
 def _nan_to_none(obj: Any) -> Any:

@@ -16,6 +16,7 @@ import dataclasses
 import errno
 import os
 import pathlib
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from unipose_jax import files, visualize
+from unipose_jax import files, preemption, visualize
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -218,6 +219,7 @@ def predict_images(items: Sequence[Item], predictor: Callable, out_dir: str) -> 
   for item in items:
     if item.kind != "image":
       continue
+    preemption.check(f"prediction, after {len(records)} images; no predictions.json written")
     image = read_image(item.path)
     start = time.perf_counter()
     pred = predictor(image)
@@ -267,6 +269,9 @@ def predict_video(item: Item, predictor: Callable, out_dir: str) -> dict[str, An
   def frames_to(jsonl) -> None:
     nonlocal last
     while True:
+      preemption.check(
+        f"{item.path}, after {state['frames']} frames; its video and JSON lines not written"
+      )
       ok, frame = cap.read()
       if not ok or frame is None:
         return
@@ -293,6 +298,7 @@ def predict_video(item: Item, predictor: Callable, out_dir: str) -> dict[str, An
       raise PredictInputError(f"{item.path}: not a readable video (no frame could be decoded)")
     state["writer"].release()
     state["writer"] = None
+    _check_video(tmp_video, video_path, state["frames"])
     os.replace(tmp_video, video_path)
   finally:
     cap.release()
@@ -307,6 +313,22 @@ def predict_video(item: Item, predictor: Callable, out_dir: str) -> dict[str, An
     flush=True,
   )
   return {"frames": n, "fps": fps, "video": video_path, "jsonl": jsonl_path, "seconds": seconds}
+
+
+def _check_video(tmp: str, target: str, frames: int) -> None:
+  """OpenCV's writer fails silently (a full disk leaves a truncated file): the written video
+  must open and hold ``frames`` frames, else ``OSError`` naming ``target``."""
+  cap = cv2.VideoCapture(tmp)
+  try:
+    written = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+  finally:
+    cap.release()
+  if written != frames:
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(tmp))).free
+    raise OSError(
+      f"cannot write {target}: the video written holds {written} of {frames} frames "
+      f"({free / 1e6:.0f} MB free on its disk)"
+    )
 
 
 def predict_all(items: Sequence[Item], predictor: Callable, out_dir: str) -> dict[str, Any]:

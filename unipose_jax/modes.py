@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 
-from unipose_jax import datasets, files, run_config
+from unipose_jax import datasets, files, preemption, run_config
 from unipose_jax.run import Run
 
 
@@ -57,21 +57,27 @@ def evaluate_checkpoint(run: Run, step: int | None = None) -> dict[str, dict[str
 
   config = run.config
   run_config.validate(config, training=False)
+  if distributed.is_primary():  # before anything is read or compiled
+    files.check_writable(os.path.join(run.workdir, "eval"), "the evaluation folder")
   mesh = distributed.data_mesh()
   model = run.model()
   if config.model.init_from and not os.path.isdir(run.checkpoint_dir):
     variables = _original_variables(run, model)
     name = "original_" + os.path.splitext(os.path.basename(config.model.init_from))[0]
+    title = f"{config.model.init_from} (an original UniPose checkpoint)"
   else:
     how = "best, else newest intact" if step is None else "as asked"
     variables, step = run.load_variables(step)
     if distributed.is_primary():
-      print(f"evaluating checkpoint {step} of {run.workdir} ({how})")
+      print(f"evaluating checkpoint {step} of {run.workdir} ({how})", flush=True)
     name = f"checkpoint_{step}"
+    title = f"checkpoint {step} of {run.workdir}"
   variables = distributed.replicate(variables, mesh)
-  result = evaluate.Evaluator.from_run(run, mesh, model).run(variables)
+  stop = functools.partial(distributed.any_process, preemption.should_stop)
+  result = evaluate.Evaluator.from_run(run, mesh, model).run(variables, should_stop=stop,
+                                                             progress=True)  # fmt: skip
   reports.write_eval(os.path.join(run.workdir, "eval", name), result)
-  reports.print_summary(result.summary)
+  reports.print_summary(result.summary, title=title)
   return result.summary
 
 
@@ -82,21 +88,27 @@ def predict_inputs(run: Run, inputs, output: str | None) -> dict:
   from unipose_jax.predict import Predictor  # noqa: PLC0415
 
   items = media.collect_inputs(inputs)  # every input checked before compiling
+  out_dir = output or os.path.join(run.workdir, "predict")
+  files.check_writable(out_dir, "the prediction output folder")
   predictor = Predictor.from_run(run)
-  return media.predict_all(items, predictor, output or os.path.join(run.workdir, "predict"))
+  return media.predict_all(items, predictor, out_dir)
 
 
 def export_checkpoint(run: Run, output: str | None) -> str:
   """``--mode=export``: the run's best intact checkpoint to ONNX (``output``, default
   ``<workdir>/unipose.onnx``), checked against JAX, and its decoding settings
-  (``Run.export_settings``, resolved) beside it as ``<name>.json``. Returns the path."""
+  (``Run.export_settings``, resolved) beside it as ``<name>.json``, written before the
+  ``.onnx`` is renamed into place: an ``.onnx`` at the path is complete and has its
+  settings. Returns the path."""
   from unipose_jax import export  # noqa: PLC0415
 
   variables, step = run.load_variables()  # no checkpoint: said first
   output = output or os.path.join(run.workdir, "unipose.onnx")
   export.check_output_path(output)
-  path = export.export_onnx(run.model(), variables, output, run.config.data.input_size, verify=True)
-  settings = f"{os.path.splitext(path)[0]}.json"
-  files.write_json(settings, run.export_settings(step))
+  settings = f"{os.path.splitext(output)[0]}.json"
+  path = export.export_onnx(
+    run.model(), variables, output, run.config.data.input_size, verify=True,
+    before_rename=lambda: files.write_json(settings, run.export_settings(step)),
+  )  # fmt: skip
   print(f"wrote {path} (checkpoint {step}) and its decoding settings {settings}")
   return str(path)

@@ -6,7 +6,10 @@ Written into an evaluation's folder by :func:`write_eval`:
 * ``predictions.csv``: decoder, image_id, joint, joint_name, x, y, score (original-image
   pixels, 0-based pixel centres);
 * with a box head ``boxes.csv``: decoder, image_id, x0, y0, x1, y1 (same pixels);
-* ``pck_curve.png`` (every decoder) and ``example_<i>.png`` / ``heatmaps_0.png``.
+* ``pck_curve.png`` (every decoder) and ``example_<i>.png`` / ``heatmaps_0.png``;
+
+``eval_metrics.json`` last, so a folder that has it has every file. The folder is checked
+to be writable first (one line naming it).
 
 :func:`print_summary` prints one line per decoder; :func:`write_final_summary` also
 writes a run's final ``<workdir>/eval_metrics.json``. Only the primary process writes
@@ -28,9 +31,15 @@ def write_eval(out_dir: str, result, all_files: bool = True) -> None:
   the CSVs and PNGs with ``all_files`` (see the module doc)."""
   if not distributed.is_primary():
     return
+  files.check_writable(out_dir, "the evaluation folder")
+  if all_files:
+    _write_files(out_dir, result)
+  # Last: a folder whose eval_metrics.json exists holds every file (an interrupted or
+  # failed write leaves none, or files without it).
   files.write_json(os.path.join(out_dir, EVAL_METRICS_FILE), result.summary)
-  if not all_files:
-    return
+
+
+def _write_files(out_dir: str, result) -> None:
   write_predictions(out_dir, result.predictions)
   visualize.save_pck_curve(
     os.path.join(out_dir, "pck_curve.png"),
@@ -72,10 +81,13 @@ def write_predictions(out_dir: str, predictions: Mapping[str, list]) -> None:
     )
 
 
-def print_summary(summary: Mapping[str, Mapping[str, float]]) -> None:
-  """A one-line table per decoder on the console (primary process)."""
+def print_summary(summary: Mapping[str, Mapping[str, float]], title: str | None = None) -> None:
+  """A one-line table per decoder on the console (primary process), under ``title`` (which
+  checkpoint it is)."""
   if not distributed.is_primary():
     return
+  if title:
+    print(f"{title}:")
   has_box = any("box_iou" in r for r in summary.values())
   head = f"{'decoder':10s} {'PCK@0.2':>8s} {'PCK@0.1':>8s} {'PCK@0.05':>8s} {'AUC@0.2':>8s} {'PCKh@0.5*':>9s}"
   if has_box:
@@ -91,8 +103,9 @@ def print_summary(summary: Mapping[str, Mapping[str, float]]) -> None:
     print(line, flush=True)
 
 
-def write_final_summary(workdir: str, summary: Mapping[str, Mapping[str, float]]) -> None:
+def write_final_summary(workdir: str, summary: Mapping[str, Mapping[str, float]],
+                        title: str | None = None) -> None:  # fmt: skip
   """A finished run's ``<workdir>/eval_metrics.json`` and the console table."""
   if distributed.is_primary():
     files.write_json(os.path.join(workdir, EVAL_METRICS_FILE), summary)
-  print_summary(summary)
+  print_summary(summary, title)

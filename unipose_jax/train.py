@@ -1,4 +1,5 @@
-"""Training: the train state, the optimiser, the data-parallel step and the loop.
+"""Training: the train state, the optimiser, the data-parallel step, and what the loop
+(``train_loop.py``) runs.
 
 The step is a pure module-level function. Two parallel forms run it:
 
@@ -19,14 +20,15 @@ Nothing waits for the device between log, stop-check and checkpoint steps.
 
 Stopping: SIGTERM/SIGINT set a flag (``preemption.PreemptionGuard``) that the processes
 agree on every ``config.stop_check_every`` steps; the run then saves a checkpoint and
-raises ``preemption.Preempted`` (``launch.py`` exits with 143).
+raises ``preemption.Preempted`` (``launch.py`` exits with 143 after SIGTERM, 130 after
+SIGINT). A weights file (``model.init_from`` / ``pretrained``) only initialises a new run:
+a run that resumes says in one line that it does not read it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import time
 from typing import Any
 
@@ -40,20 +42,23 @@ from unipose_jax import (
   checkpoints,
   distributed,
   evaluate,
+  files,
   input_pipeline,
   losses,
-  reports,
+  preemption,
   run_config,
   skeleton,
+  train_loop,
   transforms,
 )
 from unipose_jax import run as run_lib
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.codecs import box as box_lib
-from unipose_jax.metric_writers import MetricWriter, ReportProgress
+from unipose_jax.metric_writers import MetricWriter
 from unipose_jax.models import normalize
 from unipose_jax.parallel import PMAP_AXIS, ParallelTrainer
-from unipose_jax.preemption import Preempted, PreemptionGuard
+from unipose_jax.preemption import Preempted, PreemptionGuard  # noqa: F401 (the API)
+from unipose_jax.train_loop import NonFiniteError  # noqa: F401 (the API)
 
 
 @flax.struct.dataclass
@@ -242,10 +247,12 @@ def train_and_evaluate(config, workdir: str, stop_after: int | None = None, devi
   kill would). ``devices`` restricts the mesh. Returns the final evaluation summary
   (``{decoder: {metric: value}}``), {} after ``stop_after``; raises :class:`Preempted`
   after a stop signal, :class:`checkpoints.WorkdirLockedError` when another trainer
-  holds the workdir, :class:`run_config.ConfigError` on a bad config.
+  holds the workdir, :class:`run_config.ConfigError` on a bad config,
+  :class:`NonFiniteError` when the loss stops being finite, and
+  :class:`evaluate.EvaluationError` when training finished but its final evaluation failed.
   """
   run_config.validate(config)
-  os.makedirs(workdir, exist_ok=True)
+  files.check_writable(workdir, "the work directory")
   lock = checkpoints.WorkdirLock(workdir).acquire() if distributed.is_primary() else None
   try:
     saved = run_config.load(workdir)
@@ -263,97 +270,42 @@ def train_and_evaluate(config, workdir: str, stop_after: int | None = None, devi
 def _train(run: run_lib.Run, stop_after, mesh):
   config, workdir = run.config, run.workdir
   model, _, tx, lr_fn, trainer = build_trainer(config, mesh)
-  state = distributed.replicate(initial_variables(config, model, tx), mesh)
-  train_iter = make_train_iterator(config, mesh)
-  ckpt = run.checkpointer(max_to_keep=config.keep_checkpoints)
-  first_step = 0
   with contextlib.ExitStack() as stack:
+    guard = preemption.active() or stack.enter_context(PreemptionGuard())
+    stack.enter_context(guard.deferring())  # until the checkpoint below is committed
+    ckpt = run.checkpointer(max_to_keep=config.keep_checkpoints)
     stack.callback(ckpt.close)  # waits for a pending asynchronous save
-    if ckpt.all_steps():
-      restored = ckpt.restore(target=state)
-      state, first_step = restored.state, restored.step
-      train_iter.set_state(restored.data_state)
+    state, data_state, first_step = _initial_state(config, model, tx, mesh, ckpt)
+    train_iter = make_train_iterator(config, mesh)
+    if first_step:
+      train_iter.set_state(data_state)
       _log(f"resumed from {workdir} at step {first_step}")
     writer = MetricWriter(workdir, resume_step=first_step if first_step else None)
     stack.callback(writer.close)
-    guard = stack.enter_context(PreemptionGuard())
     evaluator = evaluate.Evaluator.from_run(run, mesh, model)
-    return _loop(
+    guard.check("training, before its first step; nothing new to save")
+    return train_loop.run(
       trainer.place(state), first_step, config=config, workdir=workdir, trainer=trainer,
       batches=trainer.batches(train_iter), lr_fn=lr_fn, ckpt=ckpt, writer=writer,
       evaluator=evaluator, stop_after=stop_after, guard=guard,
     )  # fmt: skip
 
 
-def _loop(
-  state, first_step: int, *, config, workdir, trainer, batches, lr_fn, ckpt, writer, evaluator,
-  stop_after, guard,
-) -> dict:  # fmt: skip
-  """The step loop of one invocation (the state lives on the devices throughout).
-
-  Every ``log_every`` steps the mean loss and gradient norm since the last row and
-  ``learning_rate`` (the schedule's rate of the last update, ``lr_fn(step - 1)``) go to
-  the writer; evaluation, checkpoints and stop checks follow the config.
-  """
-  c, step, summary, metrics = config, first_step, {}, None
-  total = c.num_train_steps
-  progress = ReportProgress(
-    num_train_steps=total, images_per_step=c.batch_size, every_steps=c.log_every, writer=writer
-  )
-  progress(first_step)
-  while step < total:
-    state, m = trainer.step(state, next(batches))
-    metrics = m if metrics is None else metrics.merge(m)
-    step += 1
-    ckpt.check()  # a failed background save stops the run now
-    if step % c.log_every == 0 or step == total:
-      scalars = {k: float(v) for k, v in metrics.compute().items()}
-      scalars["learning_rate"] = float(lr_fn(step - 1))
-      metrics = None
-      progress.extra = {"loss": scalars["loss"], "lr": scalars["learning_rate"]}
-      writer.write_scalars(step, scalars)
-    progress(step)
-    signalled = (step % c.stop_check_every == 0 or step == total) and distributed.any_process(
-      guard.should_stop
-    )
-    stop = signalled or (stop_after is not None and step - first_step >= stop_after)
-    eval_now = step == total or (c.eval_every > 0 and step % c.eval_every == 0)
-    canonical, eval_metrics = None, None
-    if eval_now:
-      canonical = trainer.canonical(state)
-      summary = _evaluate(evaluator, writer, canonical, workdir, step, final=step == total)
-      eval_metrics = _flat(summary)
-    if eval_now or stop or step % c.checkpoint_every == 0:
-      canonical = canonical or trainer.canonical(state)
-      ckpt.save(step, canonical, batches.get_state(), metrics=eval_metrics)
-    if stop:
-      ckpt.wait()
-      why = "a stop signal" if signalled else f"--stop_after={stop_after}"
-      _log(f"stopped at step {step} by {why}; checkpoint saved in {workdir}")
-      if signalled:
-        raise Preempted(f"stopped at step {step}/{total} by a signal; resume with the same command")
-      return {}
-  return summary
-
-
-#: Evaluation metrics logged to TensorBoard / metrics.jsonl and saved with a checkpoint.
-SUMMARY = ("pck@0.2", "pck@0.1", "pck@0.05", "auc@0.2", "pckh@0.5", "box_iou", "box_iou>=0.5")
-
-
-def _flat(summary: dict) -> dict[str, float]:
-  """``{"<decoder>/<metric>": value}`` of the :data:`SUMMARY` metrics."""
-  return {f"{dec}/{k}": v for dec, res in summary.items() for k, v in res.items() if k in SUMMARY}
-
-
-def _evaluate(evaluator, writer, state, workdir: str, step: int, final: bool) -> dict:
-  """Evaluate at ``step``: ``eval/step_<step>/`` (every file when ``final``, else the
-  metrics), the scalars, and at the end the run's ``eval_metrics.json``."""
-  result = evaluator.run(state.variables, examples=final)
-  reports.write_eval(os.path.join(workdir, "eval", f"step_{step}"), result, all_files=final)
-  writer.write_scalars(step, {f"eval/{k}": v for k, v in _flat(result.summary).items()})
-  if final:
-    reports.write_final_summary(workdir, result.summary)
-  return result.summary
+def _initial_state(config, model, tx, mesh, ckpt):
+  """``(state, None, 0)`` of a new run (``model.pretrained`` / ``init_from`` applied), or
+  ``(state, data_state, step)`` restored from the newest intact checkpoint; a weights
+  file named by the config is then not read, and one line says so."""
+  if not ckpt.all_steps():
+    return distributed.replicate(initial_variables(config, model, tx), mesh), None, 0
+  template = create_train_state(model, tx, config.seed, config.data.input_size)
+  restored = ckpt.restore(target=distributed.replicate(template, mesh))
+  for key in ("init_from", "pretrained"):
+    if config.model[key]:
+      _log(
+        f"note: --config.model.{key}={config.model[key]} is not used: the run resumes from "
+        f"checkpoint {restored.step} (it only initialises a new run; use a new --workdir)"
+      )
+  return restored.state, restored.data_state, restored.step
 
 
 def _log(msg: str) -> None:

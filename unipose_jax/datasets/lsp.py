@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
+from unipose_jax import preemption
 from unipose_jax.datasets import archives
 from unipose_jax.datasets._tfds_compat import ArrayRecordBuilderMixin
 from unipose_jax.datasets.features import pose_features
@@ -95,6 +96,7 @@ class _LeedsBuilder(
 
   def _generate_examples(self, reader, annotations, image_ids):
     for record in archives.iter_records(reader, self.SPEC, annotations, image_ids):
+      preemption.check(f"building {self.name}; the incomplete build is not kept")
       yield (
         record.image_id,
         {

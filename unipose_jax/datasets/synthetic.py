@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from unipose_jax import skeleton
+from unipose_jax import preemption, skeleton
 from unipose_jax.datasets._tfds_compat import ArrayRecordBuilderMixin
 from unipose_jax.datasets.features import pose_features
 
@@ -316,6 +316,7 @@ class Synthetic(ArrayRecordBuilderMixin, tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split: str, count: int):
     config: SyntheticConfig = self.builder_config
     for index in range(count):
+      preemption.check(f"building {self.name}/{config.name}; the incomplete build is not kept")
       example = make_example(config, split, index)
       example["image"] = encode_jpeg(example["image"])
       yield index, example
