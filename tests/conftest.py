@@ -179,3 +179,44 @@ def copy_of(run: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
   """A private copy of a shared run folder (checkpoints, config, logs) at ``target``."""
   shutil.copytree(run, target)
   return target
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+@contextlib.contextmanager
+def read_only(folder):
+  """``folder`` (and what it holds) read-only for this process and its children; yields
+  how: ``"chmod"`` (not root), or as root, where chmod stops nothing, a read-only bind
+  mount of the folder onto itself. Skips the test when root may not mount."""
+  folder = pathlib.Path(folder)
+  folder.mkdir(parents=True, exist_ok=True)
+  if os.geteuid() != 0:
+    modes = {p: p.stat().st_mode for p in [folder, *folder.rglob("*")] if p.is_dir()}
+    for p in modes:
+      p.chmod(0o555)
+    try:
+      yield "chmod"
+    finally:
+      for p, mode in modes.items():
+        p.chmod(mode)
+    return
+  steps = (["mount", "--bind", str(folder), str(folder)],
+           ["mount", "-o", "remount,bind,ro", str(folder)])  # fmt: skip
+  for i, cmd in enumerate(steps):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+      if i:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+      pytest.skip(f"running as root, and a read-only bind mount failed: {r.stderr.strip()}")
+  try:
+    yield "read-only bind mount"
+  finally:
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=True)
+
+
+def no_space_left(path: str = ""):
+  """An ``OSError`` ENOSPC, as a full disk raises it (no file name: a write's error)."""
+  import errno
+
+  return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -184,6 +184,35 @@ def test_keeps_latest_plus_best(tmp_path):
     assert ckpt.restore(SMALL_TARGET, step=12).metrics is None
 
 
+def test_metrics_added_after_the_save_pick_and_keep_the_best(tmp_path):
+  """Training saves a step before evaluating it, then adds the metrics: they choose the
+  best step and its retention as metrics given to save do; NaN is stored as null and never
+  makes a step the best, also after a restart."""
+  with Checkpointer(tmp_path, max_to_keep=1, best_metric="pck") as ckpt:
+    ckpt.save(1, small(1), None)
+    ckpt.add_metrics(1, {"pck": 0.7, "other": 1.0})
+    assert ckpt.best_step() == 1
+    ckpt.save(2, small(2), None)
+    ckpt.add_metrics(2, {"pck": float("nan")})
+    ckpt.save(3, small(3), None)  # retention: step 1 kept as the best, 2 dropped
+    ckpt.wait()
+    assert ckpt.all_steps() == [1, 3] and ckpt.best_step() == 1
+    ckpt.add_metrics(3, {"pck": 0.8})
+    assert ckpt.best_step() == 3
+  assert json.loads((tmp_path / "3" / "metrics" / "metrics").read_text()) == {"pck": 0.8}
+  with Checkpointer(tmp_path, max_to_keep=1, best_metric="pck") as ckpt:
+    assert ckpt.restore(SMALL_TARGET, prefer_best=True).metrics == {"pck": 0.8}
+    ckpt.save(4, small(4), None)
+    ckpt.add_metrics(4, {"pck": float("nan")})
+    assert ckpt.best_step() == 3
+    assert ckpt.restore(SMALL_TARGET, step=4).metrics == {"pck": None}
+    ckpt.save(5, small(5), None)
+    ckpt.wait()
+    assert ckpt.all_steps() == [3, 5]
+  with Checkpointer(tmp_path, read_only=True) as ckpt, pytest.raises(CheckpointError):
+    ckpt.add_metrics(5, {"pck": 1.0})
+
+
 def test_without_best_metric_keeps_only_latest(tmp_path):
   with Checkpointer(tmp_path, max_to_keep=2) as ckpt:
     for step, v in enumerate([0.1, 0.9, 0.2, 0.3], start=1):

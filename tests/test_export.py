@@ -168,6 +168,38 @@ def test_bad_output_paths_are_named(tmp_path, tiny):
       export_onnx(model, variables, locked / "model.onnx", S)
 
 
+def test_a_full_disk_leaves_no_onnx_file_and_says_so_in_one_line(tmp_path, tiny, monkeypatch):
+  """The file is written under a temporary name and renamed when whole: a write that fails
+  half way (no space left) leaves the earlier export at the path, and no temporary file."""
+  model, variables, good = tiny
+  target = tmp_path / "unipose.onnx"
+  target.write_bytes(good.read_bytes())
+  save = onnx.save_model
+
+  def half_then_full(proto, path):
+    with open(path, "wb") as f:
+      f.write(proto.SerializeToString()[:1000])
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(onnx, "save_model", half_then_full)
+  with pytest.raises(OSError) as info:
+    export_onnx(model, variables, target, S)
+  assert str(info.value) == f"cannot write ONNX file {str(target)!r}: No space left on device"
+  assert os.listdir(tmp_path) == ["unipose.onnx"] and target.read_bytes() == good.read_bytes()
+  monkeypatch.setattr(onnx, "save_model", save)
+
+  # The step before the rename (the settings JSON of --mode=export) failing: the same.
+  target.unlink()
+  with pytest.raises(OSError, match="settings"):
+    export_onnx(model, variables, target, S, before_rename=lambda: (_ for _ in ()).throw(
+      OSError(28, "settings: No space left on device")))  # fmt: skip
+  assert os.listdir(tmp_path) == []
+  seen = []
+  export_onnx(model, variables, target, S, before_rename=lambda: seen.append(target.exists()))
+  assert seen == [False] and os.listdir(tmp_path) == ["unipose.onnx"]
+  assert deploy.onnx_runner(target)(np.zeros((1, S, S, 3), np.uint8)).shape[0] == 1
+
+
 def test_variables_that_do_not_fit_are_rejected(tmp_path, tiny):
   model, variables, _ = tiny
   extra = jax.tree.map(lambda x: x, variables)

@@ -441,6 +441,41 @@ def test_video_round_trip(tmp_path, capsys):
   ]
 
 
+def test_a_full_disk_during_predict_is_one_line_and_leaves_nothing_half_written(
+  tmp_path, monkeypatch, capsys
+):
+  for name in ("a", "b", "c"):
+    cv2.imwrite(str(tmp_path / f"{name}.png"), np.zeros((40, 60, 3), np.uint8))
+  items = media.collect_inputs([str(tmp_path / f"{n}.png") for n in "abc"])
+  out = tmp_path / "out"
+  fsync, calls = os.fsync, []
+
+  def fills_up(fd):  # the second overlay meets a full disk
+    calls.append(fd)
+    if len(calls) == 2:
+      raise OSError(28, "No space left on device")
+    return fsync(fd)
+
+  monkeypatch.setattr(os, "fsync", fills_up)
+  with pytest.raises(OSError) as info:
+    media.predict_all(items, stub_predictor(), str(out))
+  assert str(info.value) == f"cannot write {out / 'b_pose.png'}: No space left on device"
+  assert os.listdir(out) == ["a_pose.png"]  # whole; no predictions.json, no temporary file
+  assert Image.open(out / "a_pose.png").size == (60, 40)
+
+
+def test_a_video_the_writer_could_not_finish_is_refused(tmp_path, monkeypatch):
+  """OpenCV's video writer fails silently (a full disk): the written video is counted
+  before it is renamed into place."""
+  frames = [render(figure_at(10.0, 5.0, 60.0), 96, 80) for _ in range(3)]
+  write_video(tmp_path / "clip.mp4", frames)
+  (item,) = media.collect_inputs([str(tmp_path / "clip.mp4")])
+  monkeypatch.setattr(cv2.VideoWriter, "write", lambda self, frame: None)  # frames lost
+  with pytest.raises(OSError, match=r"clip_pose.mp4: the video written holds 0 of 3 frames"):
+    media.predict_video(item, stub_predictor(second_pass=False), str(tmp_path / "out"))
+  assert os.listdir(tmp_path / "out") == []
+
+
 def cap_fps(path):
   cap = cv2.VideoCapture(str(path))
   fps = cap.get(cv2.CAP_PROP_FPS)

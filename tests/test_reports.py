@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unipose_jax import deploy, distributed, evaluate, metrics, reports, skeleton
+from unipose_jax import deploy, distributed, evaluate, metrics, preemption, reports, skeleton
 from unipose_jax.metric_writers import MetricWriter
 from unipose_jax.preemption import PreemptionGuard
 
@@ -92,6 +92,51 @@ def test_the_evaluator_measures_and_the_reports_write(tmp_path, capsys):
   assert off.summary["argmax"]["pck@0.05"] == 0.0 and off.examples == []
   reports.write_eval(str(tmp_path / "metrics_only"), off, all_files=False)
   assert os.listdir(tmp_path / "metrics_only") == ["eval_metrics.json"]
+
+
+def test_a_stop_signal_ends_the_evaluation_between_batches_and_writes_nothing(tmp_path):
+  asked = []
+
+  def should_stop():
+    asked.append(1)
+    return len(asked) > 2  # a signal during the second batch
+
+  evaluator = evaluate.Evaluator(
+    _stub_step(0.0), _source(20), distributed.data_mesh(), decodings=("argmax",),
+    batch_size=8, input_size=16,
+  )  # fmt: skip
+  with pytest.raises(preemption.Preempted) as info:
+    evaluator.run(None, should_stop=should_stop)
+  assert (
+    str(info.value) == "stopped by SIGTERM: evaluation, after 2 of 3 batches; no results written"
+  )
+  assert len(asked) == 3 and not os.listdir(tmp_path)
+
+
+def test_eval_metrics_json_is_written_last(tmp_path, monkeypatch):
+  """A folder with eval_metrics.json holds every file: a write that fails half way (a full
+  disk while drawing the PCK curve) leaves no eval_metrics.json."""
+  result = evaluate.Evaluator(
+    _stub_step(0.0), _source(), distributed.data_mesh(), decodings=("argmax",), batch_size=8,
+    input_size=16, num_examples=1,
+  ).run(None)  # fmt: skip
+
+  def full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(reports.visualize, "save_pck_curve", full)
+  with pytest.raises(OSError):
+    reports.write_eval(str(tmp_path), result)
+  assert os.listdir(tmp_path) == ["predictions.csv"]
+
+
+def test_the_console_table_says_which_checkpoint(capsys):
+  summary = {"dark": {"pck@0.2": 0.5, "pck@0.1": 0.25, "pck@0.05": 0.1, "auc@0.2": 0.3,
+                      "pckh@0.5": 0.6}}  # fmt: skip
+  reports.print_summary(summary, title="final evaluation: checkpoint 30 (the last step, 30 of 30)")
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0] == "final evaluation: checkpoint 30 (the last step, 30 of 30):"
+  assert lines[2].split() == ["dark", "0.5000", "0.2500", "0.1000", "0.3000", "0.6000"]
 
 
 def test_metric_writer_rows_and_a_resume(tmp_path):

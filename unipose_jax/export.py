@@ -119,20 +119,21 @@ def export_onnx(
     raise files.named(e, f"cannot write ONNX file {str(path)!r}") from None
   os.close(fd)
   try:
-    try:
-      onnx.save_model(proto, tmp)
-    except OSError as e:
-      raise files.named(e, f"cannot write ONNX file {str(path)!r}") from None
-    if verify:
-      preemption.check("export, before its check against JAX; nothing written")
-      error = max_relative_error(tmp, model, variables, hw)
-      if not error <= tolerance:
-        raise AssertionError(f"ONNX file {str(path)!r} differs from the model: {error:.2e}")
-    preemption.check("export, before the file was renamed into place; nothing written")
-    if before_rename is not None:
-      before_rename()
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with preemption.temporary(tmp):
+      try:
+        onnx.save_model(proto, tmp)
+      except OSError as e:
+        raise files.named(e, f"cannot write ONNX file {str(path)!r}") from None
+      if verify:
+        preemption.check("export, before its check against JAX; nothing written")
+        error = max_relative_error(tmp, model, variables, hw)
+        if not error <= tolerance:
+          raise AssertionError(f"ONNX file {str(path)!r} differs from the model: {error:.2e}")
+      preemption.check("export, before the file was renamed into place; nothing written")
+      if before_rename is not None:
+        before_rename()
+      os.chmod(tmp, 0o644)
+      os.replace(tmp, path)
   finally:
     pathlib.Path(tmp).unlink(missing_ok=True)
   return path

@@ -19,6 +19,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, BinaryIO
 
+from unipose_jax import preemption
+
 PathLike = str | os.PathLike
 
 
@@ -34,15 +36,16 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], Any] | bytes) -> pa
   except OSError as e:
     raise named(e, f"cannot write {path}") from None
   try:
-    with os.fdopen(fd, "wb") as f:
-      if isinstance(write, bytes | bytearray):
-        f.write(write)
-      else:
-        write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with preemption.temporary(tmp):
+      with os.fdopen(fd, "wb") as f:
+        if isinstance(write, bytes | bytearray):
+          f.write(write)
+        else:
+          write(f)
+        f.flush()
+        os.fsync(f.fileno())
+      os.chmod(tmp, 0o644)
+      os.replace(tmp, path)
   except BaseException as e:
     pathlib.Path(tmp).unlink(missing_ok=True)
     if isinstance(e, OSError) and e.filename is None:  # a full disk: say which file

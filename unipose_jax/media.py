@@ -274,7 +274,7 @@ def predict_video(item: Item, predictor: Callable, out_dir: str) -> dict[str, An
       )
       ok, frame = cap.read()
       if not ok or frame is None:
-        return
+        break
       image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
       if state["writer"] is None:
         size = (image.shape[1], image.shape[0])
@@ -291,15 +291,16 @@ def predict_video(item: Item, predictor: Callable, out_dir: str) -> dict[str, An
       if now - last >= PROGRESS_EVERY_S:
         last = now
         print(_progress(item.path, i + 1, total, now - start), flush=True)
-
-  try:
-    files.atomic_write(jsonl_path, frames_to)
     if state["writer"] is None:
       raise PredictInputError(f"{item.path}: not a readable video (no frame could be decoded)")
     state["writer"].release()
     state["writer"] = None
-    _check_video(tmp_video, video_path, state["frames"])
-    os.replace(tmp_video, video_path)
+    _check_video(tmp_video, video_path, state["frames"])  # before the JSON lines are renamed
+
+  try:
+    with preemption.temporary(tmp_video):
+      files.atomic_write(jsonl_path, frames_to)
+      os.replace(tmp_video, video_path)
   finally:
     cap.release()
     if state["writer"] is not None:

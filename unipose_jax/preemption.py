@@ -44,6 +44,7 @@ GRACE_S = 5.0
 _WAKE_EXIT = b"\0"  # written to the wake-up pipe to end the watchdog (no signal is 0)
 
 _active: PreemptionGuard | None = None
+_temporary: set[str] = set()  # files being written under temporary names (see temporary())
 
 
 def exit_code(signum: int) -> int:
@@ -231,8 +232,25 @@ def preempted(what: str) -> Preempted:
   return Preempted(f"stopped by {signal_name(signum)}: {what}", signum)
 
 
+@contextlib.contextmanager
+def temporary(path):
+  """Marks ``path`` as a file being written under a temporary name: if the watchdog ends
+  the process meanwhile, it removes the file first (``files.atomic_write`` and the ONNX
+  export use this)."""
+  path = os.fspath(path)
+  _temporary.add(path)
+  try:
+    yield path
+  finally:
+    _temporary.discard(path)
+
+
 def _exit_now(signum: int, why: str) -> None:
-  """Ends the process from the watchdog thread: one line, the exit status of ``signum``."""
+  """Ends the process from the watchdog thread: the temporary files of writes in progress
+  removed, one line, the exit status of ``signum``."""
+  for path in list(_temporary):
+    with contextlib.suppress(OSError):
+      os.unlink(path)
   message = (
     f"stopped by {signal_name(signum)} ({why}); nothing partial is left under a final name\n"
   )
