@@ -169,3 +169,35 @@ def test_eval_of_an_original_unipose_pth(small_data_dir, tmp_path):
   torch.save(boxed.state_dict(), tmp_path / "boxed.pth")
   r = launch("--mode=eval", *flags, f"--config.model.init_from={tmp_path / 'boxed.pth'}")
   assert r.returncode == 1 and "box head" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_no_code_in_a_checkpoint_runs_on_the_command_line(small_data_dir, tmp_path):
+  """eval and train with ``--config.model.init_from`` a .pth whose pickle would run code."""
+  torch = pytest.importorskip("torch", reason="needs torch to write the .pth")
+  import os as os_module
+
+  class RunsCode:
+    def __reduce__(self):
+      return os_module.system, (f"touch {tmp_path / 'ran'}",)
+
+  evil = tmp_path / "evil.pth"
+  torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": RunsCode()}, evil)
+  for mode in ("eval", "train"):
+    workdir = tmp_path / mode
+    r = launch(f"--mode={mode}", *small_flags(small_data_dir, workdir, 1),
+               f"--config.model.init_from={evil}")  # fmt: skip
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "evil.pth" in r.stderr and "blocked" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "ran").exists()
+
+
+def test_inputs_repeat_and_hold_commas(trained_run, tmp_path):
+  """``--inputs`` more than once, a comma list, and a path with a comma in its name."""
+  for name in ("a,b.png", "c.png", "d.png"):
+    Image.fromarray(np.full((30, 40, 3), 90, np.uint8)).save(tmp_path / name)
+  out = tmp_path / "out"
+  r = launch("--mode=predict", f"--workdir={trained_run}", f"--inputs={tmp_path / 'a,b.png'}",
+             f"--inputs={tmp_path / 'c.png'},{tmp_path / 'd.png'}", f"--output={out}")  # fmt: skip
+  assert r.returncode == 0, r.stdout + r.stderr
+  got = [rec["input"] for rec in json.loads((out / "predictions.json").read_text())]
+  assert got == [str(tmp_path / n) for n in ("a,b.png", "c.png", "d.png")]

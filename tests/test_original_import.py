@@ -202,6 +202,42 @@ def test_code_in_a_checkpoint_is_never_run(twin, flax_model, tmp_path):
   assert not marker.exists()
 
 
+class _Malicious:
+  """Unpickling this creates ``marker`` through ``kind``: os.system, exec, eval or
+  subprocess.call (the kinds of the probe of issue 20)."""
+
+  def __init__(self, kind: str, marker: str):
+    self.kind, self.marker = kind, marker
+
+  def __reduce__(self):
+    import os
+    import subprocess
+
+    touch = f"open({self.marker!r}, 'w').close()"
+    return {
+      "os.system": (os.system, (f"touch {self.marker}",)),
+      "exec": (exec, (touch,)),
+      "eval": (eval, (touch,)),
+      "subprocess": (subprocess.call, (["touch", self.marker],)),
+    }[self.kind]
+
+
+@pytest.mark.parametrize("kind", ["os.system", "exec", "eval", "subprocess"])
+@pytest.mark.parametrize("form", ["bare", "nested", "legacy"])
+def test_no_kind_of_malicious_pickle_runs(kind, form, flax_model, tmp_path):
+  """Bare, nested inside a state dict, and in the legacy (non-zip) format: refused in
+  words, and the code never ran."""
+  _, abstract, _ = flax_model
+  marker = tmp_path / "ran"
+  evil = _Malicious(kind, str(marker))
+  obj = evil if form == "bare" else {"state_dict": {"w": torch.zeros(2), "deep": [{"x": evil}]}}
+  path = tmp_path / "evil.pth"
+  torch.save(obj, path, _use_new_zipfile_serialization=form != "legacy")
+  with pytest.raises(ValueError, match=r"evil\.pth"):
+    load_original_unipose(path, abstract)
+  assert not marker.exists()
+
+
 def _numpy_state(twin) -> dict[str, np.ndarray]:
   return {k: v.numpy() for k, v in twin.state_dict().items()}
 

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import cv2
@@ -137,6 +138,7 @@ def test_eval_predict_and_resume_fall_back_past_a_damaged_checkpoint(trained_run
   assert r.returncode == 0, r.stdout + r.stderr
   said = r.stdout + r.stderr
   assert len(re.findall(r"checkpoint 4 in \S+ is damaged \(", said)) == 1, said
+  assert r.stderr.count("\n") == 1, r.stderr  # the project's warning; no orbax lines
   assert "falling back to 2" in said and "Traceback" not in said, said
   assert (workdir / "eval" / "checkpoint_2" / "eval_metrics.json").exists()
   image = tmp_path / "x.png"
@@ -200,3 +202,26 @@ def test_a_full_disk_stops_training_at_the_failed_save(data_dir, tmp_path, monke
   ckpt = checkpoints.Checkpointer(str(workdir / "checkpoints"), read_only=True)
   assert ckpt.restore().step == 2
   ckpt.close()
+
+
+@pytest.mark.slow
+def test_a_failed_save_prints_one_line_and_debug_shows_the_details(data_dir, tmp_path):
+  """A full disk at checkpoint 4 (``full_disk_launch.py``): once ~1,700 lines of orbax logs
+  and tracebacks came before the project's message; now only it, and ``--debug`` shows
+  the libraries' logs and the traceback."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", FULL_AT_STEP="4")
+  runner = os.path.join(os.path.dirname(__file__), "full_disk_launch.py")
+  outputs = {}
+  for debug in ((), ("--debug",)):
+    workdir = tmp_path / f"run{len(debug)}"
+    flags = [*small_flags(data_dir, workdir, 20), "--config.checkpoint_every=2", *debug]
+    r = subprocess.run([sys.executable, runner, "--mode=train", *flags], env=env,
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 1, r.stdout + r.stderr
+    outputs[bool(debug)] = r.stderr
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2"]
+  quiet, loud = outputs[False], outputs[True]
+  assert quiet.count("\n") == 1, quiet
+  assert quiet.startswith(f"error: could not save checkpoint {tmp_path}/run0/checkpoints/4: ")
+  assert "No space left on device" in quiet
+  assert "Traceback" in loud and "orbax" in loud and loud.count("\n") > 20

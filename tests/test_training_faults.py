@@ -60,13 +60,16 @@ def test_a_damaged_test_set_fails_each_evaluation_in_one_line_and_loses_no_step(
   out = capsys.readouterr().out
   failed = [line for line in out.splitlines() if "evaluation at step" in line]
   assert len(failed) == 2, out
-  assert f"evaluation at step 2 failed: prepared dataset 'synthetic/small' is damaged: {shard}" in (
-    failed[0]
+  assert (
+    f"evaluation at step 2 failed: prepared dataset 'synthetic/small' is damaged: {shard}"
+    in (failed[0])
   )
   assert failed[0].endswith("checkpoint 2 is saved; training goes on")
   assert failed[1].endswith("checkpoint 4 is saved")
   assert str(info.value).startswith(f"training finished (checkpoint 4 saved in {workdir}/")
-  assert "--mode=prepare" in str(info.value) and f"--mode=eval --workdir={workdir}" in str(info.value)
+  assert "--mode=prepare" in str(info.value) and f"--mode=eval --workdir={workdir}" in str(
+    info.value
+  )
   assert _steps(workdir) == [1, 2, 3, 4]
   assert _restores(workdir, 4).metrics is None  # never evaluated: never the best
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
