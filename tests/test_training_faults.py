@@ -48,6 +48,8 @@ def test_a_damaged_test_set_fails_each_evaluation_in_one_line_and_loses_no_step(
   bad = tmp_path / "tfds"
   shutil.copytree(data_dir, bad)
   (shard,) = (bad / "synthetic" / "small" / "1.0.0").glob("synthetic-test.array_record-*")
+  (tmp_path / "good").mkdir()
+  shutil.copy(shard, tmp_path / "good")
   data = bytearray(shard.read_bytes())
   for i in range(len(data) // 5, 3 * len(data) // 5, 997):  # bit flips inside the records
     data[i] ^= 0xFF
@@ -67,12 +69,16 @@ def test_a_damaged_test_set_fails_each_evaluation_in_one_line_and_loses_no_step(
   assert failed[0].endswith("checkpoint 2 is saved; training goes on")
   assert failed[1].endswith("checkpoint 4 is saved")
   assert str(info.value).startswith(f"training finished (checkpoint 4 saved in {workdir}/")
-  assert "--mode=prepare" in str(info.value) and f"--mode=eval --workdir={workdir}" in str(
-    info.value
-  )
+  assert "--mode=prepare" in str(info.value) and "run the same command again" in str(info.value)
   assert _steps(workdir) == [1, 2, 3, 4]
   assert _restores(workdir, 4).metrics is None  # never evaluated: never the best
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+  # Rebuilt (here: the good file back), the same command evaluates checkpoint 4 and ends.
+  shutil.copy(next((tmp_path / "good").glob("synthetic-test.*")), shard)
+  summary = train.train_and_evaluate(c, workdir, devices=jax.devices()[:2])
+  assert _steps(workdir) == [1, 2, 3, 4] and set(summary) >= {"dark"}
+  assert _restores(workdir, 4).metrics["dark/pck@0.2"] == summary["dark"]["pck@0.2"]
+  assert os.path.exists(os.path.join(workdir, "eval_metrics.json"))
 
 
 def test_a_full_eval_folder_once_loses_nothing_and_the_run_goes_on(data_dir, tmp_path, monkeypatch):

@@ -56,7 +56,9 @@ def run(
   diverged state never replaces a finite checkpoint. At a step that both saves and
   evaluates, the checkpoint is saved first: an evaluation that fails (a damaged test set,
   an unwritable ``eval/``) is reported in one line and training goes on; a failed final
-  evaluation raises :class:`evaluate.EvaluationError` after the run's last checkpoint.
+  evaluation raises :class:`evaluate.EvaluationError` after the run's last checkpoint, and
+  a run resumed at its last step whose final evaluation never finished (failed, or
+  skipped by a stop signal) runs it.
   """
   c, step, summary, metrics, eval_failed = config, first_step, {}, None, None
   total = c.num_train_steps
@@ -64,6 +66,11 @@ def run(
     num_train_steps=total, images_per_step=c.batch_size, every_steps=c.log_every, writer=writer
   )
   progress(first_step)
+  final_done = os.path.join(workdir, "eval", f"step_{total}", reports.EVAL_METRICS_FILE)
+  if first_step == total and not os.path.exists(final_done):  # stopped or failed before it
+    summary, eval_failed = _evaluate(
+      evaluator, writer, ckpt, trainer.canonical(state), workdir, step, total, guard
+    )
   while step < total:
     state, m = trainer.step(state, next(batches))
     metrics = m if metrics is None else metrics.merge(m)
@@ -107,8 +114,8 @@ def run(
   if eval_failed:
     raise evaluate.EvaluationError(
       f"training finished (checkpoint {step} saved in {ckpt.directory}) but its final "
-      f"evaluation failed: {eval_failed}; fix that, then evaluate it with: "
-      f"launch.py --mode=eval --workdir={workdir}"
+      f"evaluation failed: {eval_failed}; fix that and run the same command again (it "
+      "evaluates the last checkpoint, then stops)"
     )
   return summary
 
