@@ -114,12 +114,9 @@ def _saved_config(mode: str, workdir: str):
 
   from unipose_jax import run_config  # noqa: PLC0415
 
-  saved = run_config.load(workdir)
+  saved, where = run_config.load(workdir), os.path.join(workdir, run_config.CONFIG_FILE)
   if saved is None:
-    where = os.path.join(workdir, run_config.CONFIG_FILE)
-    raise CommandLineError(
-      f"{_saved_run_overrides[0]} needs --config, or a run's {where} to override"
-    )
+    raise CommandLineError(f"{_saved_run_overrides[0]} needs --config, or a run's {where}")
   config = ml_collections.ConfigDict(saved.to_dict())
   argv = [sys.argv[0], *_saved_run_overrides]
   values = flags.FlagValues()
@@ -133,7 +130,6 @@ def _saved_config(mode: str, workdir: str):
   if len(rest) > 1:
     raise CommandLineError(f"unexpected arguments: {' '.join(rest[1:])}")
   run_config.check_overrides(saved, config, workdir, mode)
-  where = os.path.join(workdir, run_config.CONFIG_FILE)
   run_config.validate(config, training=mode == "train", source=f"{where} and the overrides")
   return config
 
@@ -196,6 +192,7 @@ def _parse_flags(argv):
 def _set_aside_overrides(argv: list[str]) -> list[str]:
   """``argv`` without its ``--config.*`` arguments (and their values given as the next
   argument), which go to :data:`_saved_run_overrides`."""
+  _saved_run_overrides.clear()
   rest, i = [argv[0]], 1
   while i < len(argv):
     arg, i = argv[i], i + 1
