@@ -69,10 +69,10 @@ _OVERRIDE = re.compile(r"^--?(no)?config\.")
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
   """Expected failures: printed as one message (exit code 1; a bad config 2)."""
-  from unipose_jax import checkpoints, datasets, media, models, run_config  # noqa: PLC0415
+  from unipose_jax import checkpoints, datasets, extras, media, models, run_config  # noqa: PLC0415
 
   return (
-    checkpoints.CheckpointError, datasets.DatasetError, run_config.ConfigError,
+    checkpoints.CheckpointError, datasets.DatasetError, run_config.ConfigError, extras.MissingExtraError,
     models.WeightImportError, media.PredictInputError, FileNotFoundError, PermissionError,
     IsADirectoryError,
   )  # fmt: skip
