@@ -29,18 +29,25 @@ def _one_line_error(r, code: int = 2) -> str:
 
 def test_a_saved_run_takes_run_time_overrides_without_config(trained_run, tmp_path):
   """README's promise: predict needs no --config and --config.predict.second_pass=False
-  turns the second pass off; also on an old run whose config.json has no predict section."""
+  turns the second pass off; here on an old run whose config.json has only part of the
+  predict section, with a value saved before it was checked, which an override repairs."""
   run_dir = copy_of(trained_run, tmp_path / "run")
   saved = json.loads((run_dir / "config.json").read_text())
-  del saved["predict"]  # as written before the section existed
+  saved["predict"] = {"crop_margin": -1.0}  # no second_pass, max_pixels ...: the defaults
   (run_dir / "config.json").write_text(json.dumps(saved))
   image = _image(tmp_path)
-  r = launch("--mode=predict", f"--workdir={run_dir}", f"--inputs={image}",
+  r = launch("--mode=predict", f"--workdir={run_dir}", f"--inputs={image}")
+  assert _one_line_error(r) == (
+    f"error: bad config ({run_dir / 'config.json'}):\n"
+    "  predict.crop_margin=-1.0: must be a finite number > 0"
+  )
+  repair = "--config.predict.crop_margin=1.25"
+  r = launch("--mode=predict", f"--workdir={run_dir}", f"--inputs={image}", repair,
              f"--output={tmp_path / 'two'}")  # fmt: skip
   assert r.returncode == 0 and "two passes" in r.stdout, r.stderr
   (two,) = json.loads((tmp_path / "two" / "predictions.json").read_text())
   assert two["passes"] == 2 and two["person_found"]
-  r = launch("--mode=predict", f"--workdir={run_dir}", f"--inputs={image}",
+  r = launch("--mode=predict", f"--workdir={run_dir}", f"--inputs={image}", repair,
              f"--output={tmp_path / 'one'}", "--config.predict.second_pass=False",
              "--config.predict.max_pixels=3500")  # fmt: skip
   assert r.returncode == 0, r.stderr
@@ -48,14 +55,15 @@ def test_a_saved_run_takes_run_time_overrides_without_config(trained_run, tmp_pa
   (one,) = json.loads((tmp_path / "one" / "predictions.json").read_text())
   assert one["passes"] == 1 and one["person_found"]  # found, yet no second pass
 
-  r = launch("--mode=eval", f"--workdir={run_dir}", "--config.codec.eval_decodings=('argmax',)",
-             "--config.eval_batch_size=4", f"--config.data.data_dir={saved['data']['data_dir']}")  # fmt: skip
+  r = launch("--mode=eval", f"--workdir={run_dir}", repair, "--config.eval_batch_size=4",
+             "--config.codec.eval_decodings=('argmax',)",
+             f"--config.data.data_dir={saved['data']['data_dir']}")  # fmt: skip
   assert r.returncode == 0, r.stderr
   result = json.loads((run_dir / "eval" / "checkpoint_4" / "eval_metrics.json").read_text())
   assert set(result) == {"argmax", "dark"}  # the override's, plus the run's own decoder
 
   onnx = tmp_path / "m.onnx"
-  r = launch("--mode=export", f"--workdir={run_dir}", f"--output={onnx}",
+  r = launch("--mode=export", f"--workdir={run_dir}", f"--output={onnx}", repair,
              "--config.codec.dark_kernel=5")  # fmt: skip
   assert r.returncode == 0, r.stderr
   assert json.loads(onnx.with_suffix(".json").read_text())["dark_kernel"] == 5
