@@ -74,9 +74,7 @@ def test_readme_snippets_from_an_installed_wheel(trained_run, tmp_path):
   rng = np.random.default_rng(0)
   cv2.imwrite(str(user / "photo.jpg"), rng.integers(0, 256, (90, 140, 3), dtype=np.uint8))
   # The shared run's config says dark_kernel=0: the export must write the resolved size.
-  r = launch(
-    "--mode=export", f"--workdir={user / 'runs' / 'dark'}", f"--output={user / 'unipose.onnx'}"
-  )
+  r = launch("--mode=export", f"--workdir={user / 'runs' / 'dark'}")  # README's: the default path
   assert r.returncode == 0, r.stderr
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
@@ -112,11 +110,11 @@ def test_readme_snippets_from_an_installed_wheel(trained_run, tmp_path):
   # The same decoding in this process, from the settings file, gives the same answer.
   from unipose_jax import deploy
 
-  s = json.loads((user / "unipose.json").read_text())
+  s = json.loads((user / "runs" / "dark" / "unipose.json").read_text())
   assert s["dark_kernel"] == 13 and s["dark_sigma"] == 2.0
   image = cv2.cvtColor(cv2.imread(str(user / "photo.jpg")), cv2.COLOR_BGR2RGB)
   here, _ = deploy.predict(
-    deploy.onnx_runner(user / "unipose.onnx"), [image], s["input_size"], decoding="dark",
+    deploy.onnx_runner(user / "runs" / "dark" / "unipose.onnx"), [image], s["input_size"], decoding="dark",
     sigma=s["sigma"], dark_kernel=s["dark_kernel"], dark_sigma=s["dark_sigma"],
   )  # fmt: skip
   np.testing.assert_allclose(keypoints, here, atol=1e-5)

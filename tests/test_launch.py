@@ -139,6 +139,32 @@ def test_export_errors_name_the_path(tmp_path, trained_run):
   assert r.returncode == 1 and str(missing.parent) in r.stderr and "Traceback" not in r.stderr
 
 
+def test_export_without_the_onnx_extra_is_one_line(trained_run, tmp_path):
+  """Without onnx installed (its import blocked), export names the extra to install."""
+  import subprocess
+  import sys
+
+  from conftest import REPO_ROOT
+
+  block = (
+    "import runpy, sys; sys.modules['onnx'] = None; sys.argv = sys.argv[1:]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+  )
+  out = tmp_path / "m.onnx"
+  r = subprocess.run(
+    [sys.executable, "-c", block, str(REPO_ROOT / "launch.py"), "--mode=export",
+     f"--workdir={trained_run}", f"--output={out}"],
+    capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+  )  # fmt: skip
+  errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+  assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+  assert errors == [
+    "error: ONNX export and running an exported file needs onnx, which is not installed "
+    "(import of onnx halted; None in sys.modules); install it with: pip install 'unipose_jax[onnx]'"
+  ], r.stderr
+  assert not out.exists()
+
+
 TWIN_FLAGS = [
   "--config.model.backbone_depth=50", "--config.model.stage_sizes=(1,1,2,3)",
   "--config.model.backbone_width=8", "--config.model.output_stride=16",

@@ -241,7 +241,9 @@ def onnx_runner(path, threads: int | None = None) -> Callable[[np.ndarray], np.n
   all cores). The session is its ``.session`` attribute."""
   import os
 
-  import onnxruntime as ort
+  from unipose_jax import extras
+
+  ort = extras.require("onnxruntime", "onnx")
 
   options = ort.SessionOptions()
   options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -33,9 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from unipose_jax import files, preemption
-
-_INSTALL_HINT = "ONNX export needs the onnx extra: pip install 'unipose_jax[onnx]'"
+from unipose_jax import extras, files, preemption
 
 
 def _input_hw(input_size) -> tuple[int, int]:
@@ -101,16 +99,13 @@ def export_onnx(
     FileNotFoundError, PermissionError, IsADirectoryError: on a bad ``path`` (named),
       before any work is done.
     OSError: the file could not be written (e.g. no space left), in one line naming it.
-    ImportError: without the ``onnx`` package.
+    extras.MissingExtraError: without the ``onnx`` package (one line, the install command).
   """
   path = check_output_path(path)
   hw = _input_hw(input_size)
-  try:
-    import onnx
+  onnx = extras.require("onnx", "onnx")
+  from unipose_jax import onnx_graph  # noqa: PLC0415 (imports onnx)
 
-    from unipose_jax import onnx_graph
-  except ImportError as e:
-    raise ImportError(f"{_INSTALL_HINT} ({e})") from e
   proto = onnx_graph.build_unipose_graph(model, variables, hw)
   preemption.check("export, before writing; nothing written")
   try:
@@ -142,9 +137,10 @@ def export_onnx(
 def max_relative_error(path, model, variables, input_size, batch: int = 2, seed: int = 0) -> float:
   """``max |onnx - jax| / max |jax|`` of the heatmaps of ``batch`` random uint8 images."""
   import jax
-  import onnxruntime as ort
 
   from unipose_jax.models import normalize
+
+  ort = extras.require("onnxruntime", "onnx")
 
   h, w = _input_hw(input_size)
   images = np.random.default_rng(seed).integers(0, 256, (batch, h, w, 3), dtype=np.uint8)

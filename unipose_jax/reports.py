@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from unipose_jax import distributed, files, metrics, skeleton, visualize
+from unipose_jax import charts, distributed, files, metrics, skeleton, visualize
 
 EVAL_METRICS_FILE = "eval_metrics.json"
 
@@ -41,7 +41,7 @@ def write_eval(out_dir: str, result, all_files: bool = True) -> None:
 
 def _write_files(out_dir: str, result) -> None:
   write_predictions(out_dir, result.predictions)
-  visualize.save_pck_curve(
+  charts.save_pck_curve(
     os.path.join(out_dir, "pck_curve.png"),
     {d: metrics.pck_curve(c) for d, c in result.counts.items()},
   )
