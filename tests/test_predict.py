@@ -464,6 +464,7 @@ def test_a_full_disk_during_predict_is_one_line_and_leaves_nothing_half_written(
   assert Image.open(out / "a_pose.png").size == (60, 40)
 
 
+@pytest.mark.slow
 def test_a_video_the_writer_could_not_finish_is_refused(tmp_path, monkeypatch):
   """OpenCV's video writer fails silently (a full disk): the written video is counted
   before it is renamed into place."""

@@ -124,7 +124,7 @@ def test_eval_metrics_json_is_written_last(tmp_path, monkeypatch):
   def full(*args, **kwargs):
     raise OSError(28, "No space left on device")
 
-  monkeypatch.setattr(reports.visualize, "save_pck_curve", full)
+  monkeypatch.setattr(reports.charts, "save_pck_curve", full)
   with pytest.raises(OSError):
     reports.write_eval(str(tmp_path), result)
   assert os.listdir(tmp_path) == ["predictions.csv"]
