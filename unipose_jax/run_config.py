@@ -25,6 +25,7 @@ import ml_collections
 from unipose_jax import datasets, files, skeleton
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.models import Bottleneck, ResNet, UniPose, heatmap_size
+from unipose_jax.models.layers import BatchNormSync
 from unipose_jax.models.unipose import HEATMAP_STRIDE
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -34,7 +35,7 @@ CONFIG_FILE = "config.json"
 #: and how its heatmaps are read).
 ARCHITECTURE_KEYS = ("model", "codec.sigma", "data.input_size")
 #: Model keys that may differ from the run's (where weights come from, compute dtype).
-_FREE_MODEL_KEYS = ("model.pretrained", "model.init_from", "model.dtype")
+_FREE_MODEL_KEYS = ("model.pretrained", "model.init_from", "model.dtype", "model.bn_sync")
 
 
 class ConfigError(ValueError):
@@ -100,6 +101,12 @@ def validate(config: ml_collections.ConfigDict, training: bool = True) -> None:
       )
     _choice(config, "model.dtype", tuple(DTYPES), errors)
     _choice(config, "model.output_stride", (8, 16), errors)
+    try:
+      from unipose_jax.parallel import bn_group_size  # noqa: PLC0415
+
+      bn_group_size(config.model.bn_sync)
+    except ValueError as e:
+      errors.append(str(e))
     _choice(config, "codec.encoding", ("unbiased", "quantized"), errors)
     decoders = tuple(decoding_lib.DECODINGS)
     _choice(config, "codec.decoding", decoders, errors)
@@ -217,8 +224,9 @@ def check_matches(given: ml_collections.ConfigDict, saved: ml_collections.Config
 # ----------------------------------------------------------------------------- builders
 
 
-def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None = None) -> UniPose:
-  """``UniPose`` of ``config.model`` (plain arguments from here on)."""
+def build_model(config: ml_collections.ConfigDict, bn_sync: BatchNormSync | None = None) -> UniPose:
+  """``UniPose`` of ``config.model`` (plain arguments from here on); ``bn_sync`` for
+  training (``parallel.batch_norm_sync`` of ``model.bn_sync``)."""
   cfg = config.model
   backbone = None
   if cfg.stage_sizes:  # a custom (small) bottleneck ResNet instead of a standard depth
@@ -237,7 +245,7 @@ def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None = No
     wasp_dropout=cfg.wasp_dropout,
     decoder_dropouts=tuple(cfg.decoder_dropout),
     dtype=DTYPES[cfg.dtype],
-    bn_axis_name=bn_axis_name,
+    bn_sync=bn_sync,
   )
 
 
