@@ -98,6 +98,14 @@ def eval_step(
   return out
 
 
+def eval_step_of(config, model, codec: HeatmapCodec) -> Callable:
+  """:func:`eval_step` with a config's decoders, flip test and box margin bound."""
+  return functools.partial(
+    eval_step, model=model, codec=codec, decodings=run_config.eval_decodings(config),
+    flip_test=config.flip_test, box_margin=config.model.box_margin,
+  )  # fmt: skip
+
+
 class Evaluator:
   """Evaluates variables on a test source, every process its own shard.
 
@@ -119,17 +127,13 @@ class Evaluator:
   @classmethod
   def from_config(cls, config, model, codec: HeatmapCodec, mesh) -> Evaluator:
     """The evaluator of ``config.data.eval_source/eval_split`` with the configured decoders."""
-    decodings = run_config.eval_decodings(config)
-    step = functools.partial(
-      eval_step, model=model, codec=codec, decodings=decodings, flip_test=config.flip_test,
-      box_margin=config.model.box_margin,
-    )  # fmt: skip
     d = config.data
     return cls(
-      jax.jit(step), run_config.data_source(d.eval_source, d.eval_split, d.data_dir), mesh,
-      decodings=decodings, batch_size=config.eval_batch_size, input_size=d.input_size,
-      worker_count=d.eval_worker_count, num_examples=config.num_example_images,
-      example_decoding=config.codec.decoding,
+      jax.jit(eval_step_of(config, model, codec)),
+      run_config.data_source(d.eval_source, d.eval_split, d.data_dir), mesh,
+      decodings=run_config.eval_decodings(config), batch_size=config.eval_batch_size,
+      input_size=d.input_size, worker_count=d.eval_worker_count,
+      num_examples=config.num_example_images, example_decoding=config.codec.decoding,
     )  # fmt: skip
 
   def run(self, variables, out_dir: str, write_files: bool = True) -> dict[str, dict[str, float]]:
