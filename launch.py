@@ -55,6 +55,7 @@ flags.DEFINE_string("target", None, "compile: a GPU node (h100x8) or TPU slice (
 flags.DEFINE_integer("per_device_batch", None, "compile: global batches = this x devices.")
 flags.DEFINE_enum("forms", "both", ["both", "jit", "pmap"], "compile: parallel forms to compile.")
 flags.DEFINE_bool("batch_search", True, "compile: bisect for the largest batch that fits.")
+flags.DEFINE_integer("max_batch_compiles", 6, "compile: at most this many bisection compiles.")
 flags.DEFINE_bool("debug", False, "Show tracebacks of expected errors too.")
 flags.DEFINE_string("coordinator_address", None, "Several hosts: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Several hosts: number of processes.")
@@ -170,7 +171,7 @@ def _compile() -> None:
   try:
     result = report.compile_report(
       config, target.name, config_name=name, forms=forms, batch_search=FLAGS.batch_search,
-      log=lambda msg: print(msg, flush=True),
+      max_compiles=FLAGS.max_batch_compiles, log=lambda msg: print(msg, flush=True),
     )  # fmt: skip
   except (report.BatchSizeError, topology.MissingExtraError) as e:
     raise CommandLineError(str(e)) from None
