@@ -168,8 +168,8 @@ def _small_config(per_device: int, devices: int):
 @pytest.mark.aot
 def test_tpu_v5e_report_fields_match_the_compiled_program():
   _needs("tpu")
-  from jax.sharding import Mesh  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
+  from jax.sharding import Mesh  # noqa: PLC0415
 
   from unipose_jax.aot import programs  # noqa: PLC0415
 
