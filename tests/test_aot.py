@@ -93,6 +93,7 @@ def test_collectives_by_kind_with_bytes_and_groups():
   assert ar["bytes"] == 2 * 8 * 4 + 8 * 4
   # ring all-reduce: 2 (n - 1) / n of the buffer, groups of 2 and of 4 devices
   assert ar["wire_bytes"] == pytest.approx(1.0 * 64 + 1.5 * 32)
+  assert ar["by_dtype"] == {"f32": 96}
   ag = got["all-gather"]
   assert (ag["count"], ag["bytes"], ag["wire_bytes"]) == (1, 256, pytest.approx(0.75 * 256))
 

@@ -113,7 +113,7 @@ def _collective_kind(op: str) -> str | None:
 
 
 def collectives(text: str, num_devices: int) -> dict[str, dict[str, float]]:
-  """``{kind: {"count", "bytes", "wire_bytes"}}`` per step and device.
+  """``{kind: {"count", "bytes", "wire_bytes", "by_dtype"}}`` per step and device.
 
   ``bytes``: the buffer each op reduces or gathers (for all-reduce its operands; for
   all-gather its result; for reduce-scatter its operand); ``wire_bytes``: what one device
@@ -134,10 +134,13 @@ def collectives(text: str, num_devices: int) -> dict[str, dict[str, float]]:
       size = shape_bytes(inst.shape)
     n = max(group_size(inst, num_devices), 1)
     factor = {"all-reduce": 2 * (n - 1) / n, "collective-permute": 1.0}.get(kind, (n - 1) / n)
-    entry = out.setdefault(kind, {"count": 0, "bytes": 0, "wire_bytes": 0.0})
+    entry = out.setdefault(kind, {"count": 0, "bytes": 0, "wire_bytes": 0.0, "by_dtype": {}})
     entry["count"] += 1
     entry["bytes"] += size
     entry["wire_bytes"] += factor * size
+    dtypes = {dt for dt, _ in arrays(inst.shape)}
+    key = dtypes.pop() if len(dtypes) == 1 else "mixed"
+    entry["by_dtype"][key] = entry["by_dtype"].get(key, 0) + size
   return out
 
 

@@ -164,6 +164,13 @@ def findings(config, entries: list[dict]) -> list[str]:
       continue
     if not e["memory"]["fits"]:
       out.append(f"{tag}: does NOT fit at {e['per_device_batch']} per device")
+    reduced = e.get("collectives", {}).get("all-reduce", {}).get("by_dtype", {})
+    if reduced.get("bf16", 0) > 1e6:
+      out.append(
+        f"{tag}: {reduced['bf16'] / 1e6:.1f} MB per step are all-reduced in bfloat16 (XLA "
+        "reduces the gradients before their cast back to float32): sums over many devices "
+        "lose precision"
+      )
     f32 = e.get("convolutions", {}).get("float32", [])
     if f32 and config.model.dtype != "float32":
       out.append(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from importlib import resources
 
 from unipose_jax.aot.targets import Target
@@ -32,7 +33,10 @@ class MissingExtraError(RuntimeError):
 def prepare_environment() -> None:
   """Set before JAX starts: the local platform is the CPU (the target is compiled for, never
   run on) and libtpu's warnings about the absent TPU are off."""
-  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  if "JAX_PLATFORMS" not in os.environ:
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    if "jax" in sys.modules:  # imported already: its flag was read; backends may still wait
+      sys.modules["jax"].config.update("jax_platforms", "cpu")
   for key, value in QUIET_ENV.items():
     os.environ.setdefault(key, value)
 
@@ -52,6 +56,7 @@ def spec_text(target: Target) -> str:
 
 def devices(target: Target) -> list:
   """The target's compile-only devices, sorted by id; raises :class:`MissingExtraError`."""
+  prepare_environment()
   if not _plugin_present(target.platform):
     what = "libtpu" if target.platform == "tpu" else "the CUDA plugin (jax-cuda13-plugin)"
     raise MissingExtraError(
