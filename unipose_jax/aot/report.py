@@ -171,6 +171,12 @@ def findings(config, entries: list[dict]) -> list[str]:
         "reduces the gradients before their cast back to float32): sums over many devices "
         "lose precision"
       )
+    low = e.get("convolutions", {}).get("by_dtype", {}).get("bf16", 0)
+    if low and config.model.dtype == "float32":
+      out.append(
+        f"{tag}: {low} convolution(s) take bfloat16 inputs in a float32 config (the "
+        "platform's default matmul precision; jax_default_matmul_precision=highest avoids it)"
+      )
     f32 = e.get("convolutions", {}).get("float32", [])
     if f32 and config.model.dtype != "float32":
       out.append(
