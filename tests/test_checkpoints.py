@@ -527,9 +527,36 @@ def test_workdir_lock_between_processes(tmp_path, capsys):
     proc.wait(timeout=30)
     proc.stdout.close()
     proc.stderr.close()
+  assert not (tmp_path / ".lock").exists()  # a clean release leaves no file behind
   lock = WorkdirLock(tmp_path).acquire()
   lock.release()
   assert "stale" not in capsys.readouterr().out
+  assert not (tmp_path / ".lock").exists()
+
+
+def test_lock_of_a_file_removed_by_its_releaser_is_not_kept(tmp_path):
+  """A process that opened .lock just before the holder released (and removed) it must not
+  believe it holds the lock of the vanished file while a third process locks the new one."""
+  first = WorkdirLock(tmp_path).acquire()
+  late = WorkdirLock(tmp_path)
+  stale_fd = os.open(late.path, os.O_RDWR)  # opened before the release...
+  first.release()
+  real_open = os.open
+  calls = []
+
+  def open_once_stale(path, flags, mode=0o777):
+    calls.append(path)
+    return stale_fd if len(calls) == 1 else real_open(path, flags, mode)
+
+  try:
+    os.open = open_once_stale  # ...and locked after it: acquire must notice and reopen
+    late.acquire()
+  finally:
+    os.open = real_open
+  assert len(calls) == 2 and (tmp_path / ".lock").exists()
+  with pytest.raises(WorkdirLockedError):  # the file at the path is the one held
+    WorkdirLock(tmp_path).acquire()
+  late.release()
 
 
 # ----------------------------------------------------------------------------- load_variables

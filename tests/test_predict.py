@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unipose_jax import predict, skeleton, visualize
+from unipose_jax import media, predict, skeleton, visualize
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.models import heatmap_size
 
@@ -306,6 +306,49 @@ def test_bad_inputs_name_the_file(tmp_path):
     predict.collect_inputs(list(cases))
   for path in cases:
     assert path in str(e.value)
+
+
+def _png_declaring(path, width: int, height: int) -> None:
+  """A small valid PNG whose IHDR then claims ``width x height`` (a "pixel bomb" header)."""
+  import struct
+  import zlib
+
+  cv2.imwrite(str(path), np.zeros((8, 8, 3), np.uint8))
+  data = bytearray(path.read_bytes())
+  ihdr = 8 + 8  # signature, chunk length + type
+  data[ihdr : ihdr + 8] = struct.pack(">II", width, height)
+  data[ihdr + 13 : ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4 : ihdr + 13])))
+  path.write_bytes(bytes(data))
+
+
+def test_huge_images_links_and_loops_are_refused_in_one_line(tmp_path):
+  _png_declaring(tmp_path / "bomb.png", 20000, 20000)
+  with pytest.raises(predict.PredictInputError) as e:
+    predict.collect_inputs([str(tmp_path / "bomb.png")])
+  assert str(e.value) == (
+    f"bad input:\n  {tmp_path / 'bomb.png'}: 20000x20000 = 400 MP is over the limit of 120 MP "
+    "(--config.predict.max_pixels; raise it to read this file)"
+  )
+  with pytest.raises(predict.PredictInputError, match="400 MP is over"):
+    media.read_image(str(tmp_path / "bomb.png"))
+  cv2.imwrite(str(tmp_path / "small.png"), np.zeros((100, 200, 3), np.uint8))
+  assert media.read_image(str(tmp_path / "small.png")).shape == (100, 200, 3)
+  with pytest.raises(
+    predict.PredictInputError, match=r"200x100 = 0\.02 MP is over the limit of 0\.01 MP"
+  ):
+    predict.collect_inputs([str(tmp_path / "small.png")], max_pixels=10_000)
+  write_video(tmp_path / "clip.mp4", [np.zeros((64, 96, 3), np.uint8)] * 2)
+  with pytest.raises(predict.PredictInputError, match=r"clip\.mp4: frames of 96x64 = 0\.00614 MP"):
+    predict.collect_inputs([str(tmp_path / "clip.mp4")], max_pixels=1000)
+  os.symlink(tmp_path / "loop_b.jpg", tmp_path / "loop_a.jpg")
+  os.symlink(tmp_path / "loop_a.jpg", tmp_path / "loop_b.jpg")
+  os.symlink(tmp_path / "gone.jpg", tmp_path / "broken.jpg")
+  with pytest.raises(predict.PredictInputError) as e:
+    predict.collect_inputs([str(tmp_path / "loop_a.jpg"), str(tmp_path / "broken.jpg")])
+  assert f"{tmp_path / 'loop_a.jpg'}: a loop of symbolic links" in str(e.value)
+  assert f"{tmp_path / 'broken.jpg'}: a broken symbolic link (to {tmp_path / 'gone.jpg'})" in str(
+    e.value
+  )
 
 
 def test_bad_inputs_are_refused_before_jax_is_imported_and_lazy_package_import(tmp_path):

@@ -7,15 +7,22 @@ anything is compiled. Images are returned as ``(H, W, 3)`` uint8 RGB.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import pathlib
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
+from PIL import Image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+
+#: Largest image (or video frame) prediction decodes, in pixels (``predict.max_pixels``):
+#: 120 MP is above every phone camera's default mode (12-50 MP; 108-200 MP sensors bin to
+#: 12-50) and decodes in ~1.3 GB; a 1.2 MB PNG can declare 400 MP and take 4.3 GB.
+MAX_PIXELS = 120_000_000
 
 
 class PredictInputError(ValueError):
@@ -36,20 +43,49 @@ def _kind(path: str) -> str | None:
   return "image" if ext in IMAGE_EXTENSIONS else "video" if ext in VIDEO_EXTENSIONS else None
 
 
-def read_image(path: str) -> np.ndarray:
+def _too_large(width: int, height: int, max_pixels: int) -> str | None:
+  if width * height <= max_pixels:
+    return None
+  return (
+    f"{width}x{height} = {width * height / 1e6:.3g} MP is over the limit of "
+    f"{max_pixels / 1e6:g} MP (--config.predict.max_pixels; raise it to read this file)"
+  )
+
+
+def _size_problem(path: str, max_pixels: int) -> str | None:
+  """The fault of an image whose header declares more than ``max_pixels``, read from the
+  header alone (PIL opens lazily); None where PIL cannot read the header (OpenCV decides)."""
+  pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # ours is the limit
+  try:
+    with Image.open(path) as im:
+      width, height = im.size
+  except Exception:  # noqa: BLE001 - not a format PIL knows: OpenCV's decoder decides
+    return None
+  finally:
+    Image.MAX_IMAGE_PIXELS = pil_limit
+  return _too_large(width, height, max_pixels)
+
+
+def read_image(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
   """``(H, W, 3)`` uint8 RGB of an image file (EXIF orientation applied, grey and alpha
-  images converted), or :class:`PredictInputError` naming the file."""
+  images converted), or :class:`PredictInputError` naming the file; an image whose header
+  declares more than ``max_pixels`` is refused before it is decoded."""
+  if problem := _size_problem(path, max_pixels):
+    raise PredictInputError(f"{path}: {problem}")
   image = cv2.imread(path, cv2.IMREAD_COLOR)
   if image is None:
     raise PredictInputError(f"{path}: not a readable image (OpenCV cannot decode it)")
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _video_problem(path: str) -> str | None:
+def _video_problem(path: str, max_pixels: int) -> str | None:
   cap = cv2.VideoCapture(path)
   try:
     if not cap.isOpened():
       return "not a readable video (OpenCV cannot open it)"
+    size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if problem := _too_large(*size, max_pixels):
+      return f"frames of {problem}"
     ok, frame = cap.read()
     if not ok or frame is None:
       return "not a readable video (no frame could be decoded)"
@@ -58,10 +94,13 @@ def _video_problem(path: str) -> str | None:
   return None
 
 
-def _problem(path: str, kind: str | None) -> tuple[str | None, str | None]:
+def _problem(path: str, kind: str | None, max_pixels: int) -> tuple[str | None, str | None]:
   """``(kind, None)`` for a usable file, ``(None, what is wrong)`` otherwise."""
   if kind == "video":
-    return (None, problem) if (problem := _video_problem(path)) else ("video", None)
+    problem = _video_problem(path, max_pixels)
+    return (None, problem) if problem else ("video", None)
+  if problem := _size_problem(path, max_pixels):
+    return None, problem
   if cv2.imread(path, cv2.IMREAD_COLOR) is not None:
     return "image", None
   if kind == "image":
@@ -86,7 +125,19 @@ def _unique_names(paths: Sequence[str]) -> list[str]:
   return out
 
 
-def collect_inputs(paths: Sequence[str]) -> list[Item]:
+def _missing(path: str) -> str:
+  """Why ``path`` cannot be reached: no such file, a broken link, or a loop of links."""
+  if not os.path.islink(path):
+    return "no such file or folder"
+  try:
+    os.stat(path)
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      return "a loop of symbolic links"
+  return f"a broken symbolic link (to {os.readlink(path)})"
+
+
+def collect_inputs(paths: Sequence[str], max_pixels: int = MAX_PIXELS) -> list[Item]:
   """The inputs of prediction, every one checked (decoded once) before any model is built.
 
   Args:
@@ -99,7 +150,7 @@ def collect_inputs(paths: Sequence[str]) -> list[Item]:
   Raises:
     PredictInputError: one message listing every bad input as ``"<path>: <fault>"``
       (missing, unreadable image, unopenable video, non-image file, folder with no image
-      or video).
+      or video, an image or video frame over ``max_pixels``, a broken or looping link).
   """
   found: list[tuple[str, str]] = []
   errors: list[str] = []
@@ -107,7 +158,7 @@ def collect_inputs(paths: Sequence[str]) -> list[Item]:
     path = str(path)
     entries = []
     if not os.path.exists(path):
-      errors.append(f"{path}: no such file or folder")
+      errors.append(f"{path}: {_missing(path)}")
     elif os.path.isdir(path):
       entries = sorted(e for e in os.listdir(path) if _kind(e) and not e.startswith("."))
       entries = [os.path.join(path, e) for e in entries if os.path.isfile(os.path.join(path, e))]
@@ -117,7 +168,7 @@ def collect_inputs(paths: Sequence[str]) -> list[Item]:
     else:
       entries = [path]
     for entry in entries:
-      kind, problem = _problem(entry, _kind(entry))
+      kind, problem = _problem(entry, _kind(entry), max_pixels)
       if kind:
         found.append((entry, kind))
       else:
