@@ -89,6 +89,9 @@ def reference_flops(config, step: str, per_device_batch: int) -> float:
   at the per-device batch (XLA's cost analysis of the lowered program; the optimiser
   update, done by every device, counted once)."""
   one = distributed.data_mesh(jax.local_devices(backend="cpu")[:1])
+  if config.model.bn_sync.startswith("group"):  # one device's share: its group's work
+    config = copy.deepcopy(config)
+    config.model.bn_sync = "local"
   if step == "train":
     lowered = lower_train(with_batch(config, "jit", per_device_batch), one)
   else:
