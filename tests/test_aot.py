@@ -227,3 +227,19 @@ def test_gpu_h100_report_from_the_command_line(tmp_path):
   assert train["collectives"]["all-reduce"]["count"] > 0
   assert train["gflop_per_image"] > 0 and report["findings"] == []
   assert "train jit" in r.stdout and "ESTIMATE" in r.stdout
+
+
+@pytest.mark.slow
+def test_reference_flops_are_one_devices_share_in_every_bn_sync_mode():
+  from unipose_jax.aot import programs  # noqa: PLC0415
+
+  flops = {}
+  for mode in ("global", "local", "group:4"):
+    c = _small_config(2, 8)
+    c.model.bn_sync = mode
+    flops[mode] = programs.reference_flops(c, "train", 2)
+  assert flops["group:4"] == flops["local"]
+  # per-device statistics change the arithmetic of BatchNorm only, not the convolutions
+  assert flops["local"] == pytest.approx(flops["global"], rel=0.01)
+  double = programs.reference_flops(_small_config(4, 8), "train", 4)
+  assert 1.8 < double / flops["global"] < 2.0  # the optimiser update is not per image
