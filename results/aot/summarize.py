@@ -74,9 +74,9 @@ def _order(stem: str):
 
 def bn_sync_table() -> str:
   rows = [
-    "| target | batch/chip | bn_sync | all-reduces/step | all-reduce MB/step | est. step ms "
+    "| config | target | batch/chip | bn_sync | all-reduces/step | all-reduce MB/step | est. step ms "
     "| of which collectives ms | est. images/s/slice |",
-    "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
   ]
   files = sorted((HERE / "bn_sync").glob("*.json"))
   base = HERE / "dark_lsp_gpu" / "h100x8.json"
@@ -90,7 +90,8 @@ def bn_sync_table() -> str:
     est = p["estimate"]
     coll = (est["collective_bandwidth_s"] + est["collective_latency_s"]) * 1e3
     rows.append(
-      f"| {r['target']} | {p['per_device_batch']} | {mode} | {ar['count']} "
+      f"| {pathlib.Path(r['config']).stem} | {r['target']} | {p['per_device_batch']} | {mode} "
+      f"| {ar['count']} "
       f"| {ar['bytes'] / 1e6:.1f} | {est['step_s'] * 1e3:.2f} | {coll:.2f} "
       f"| {est['images_per_s_per_slice']:.0f} |"
     )
