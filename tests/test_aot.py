@@ -77,6 +77,7 @@ ENTRY %main (p0: bf16[8,16,16,4], p1: bf16[3,3,4,8], p2: f32[3,3,4,8]) -> f32[8]
   %conv.1 = (bf16[8,16,16,8]{3,2,1,0}, u8[0]{0}) custom-call(%p0, %p1), window={size=3x3 pad=1_1x1_1}, custom_call_target="__cudnn$convForward", metadata={op_name="jit(step)/conv_a"}
   %cvt = f32[8,16,16,4]{3,2,1,0} fusion(%p0), kind=kLoop, calls=%region_0
   %conv.2 = f32[8,16,16,8]{3,2,1,0} convolution(%cvt, %p2), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f, metadata={op_name="jit(step)/conv_b"}
+  %dotc = f32[8,2]{1,0} convolution(%p2, %p2), window={size=1}, metadata={op_name="jit(step)/bij,bkj->bki/dot_general"}
   %all-reduce-start = (f32[8]{0}, f32[8]{0}) all-reduce-start(%x, %y), channel_id=1, replica_groups={{0,1},{2,3}}, to_apply=%region_0
   %all-reduce-done = (f32[8]{0}, f32[8]{0}) all-reduce-done(%all-reduce-start)
   %ag = f32[64]{0} all-gather(%z), channel_id=2, replica_groups=[1,4]<=[4], dimensions={0}
@@ -100,7 +101,11 @@ def test_collectives_by_kind_with_bytes_and_groups():
 
 def test_convolutions_by_lowering_and_float32_ones():
   got = hlo.convolutions(HLO)
-  assert got["by_lowering"] == {"__cudnn$convForward": 1, "convolution (XLA op)": 1}
+  assert got["by_lowering"] == {
+    "__cudnn$convForward": 1,
+    "convolution (XLA op)": 1,
+    "convolution (XLA op) from dot_general": 1,
+  }
   assert got["by_dtype"] == {"bf16": 1, "f32": 1}
   assert got["float32"] == ["jit(step)/conv_b"]
 
@@ -110,8 +115,9 @@ def test_kernel_io_bytes_count_each_top_level_op_once():
   cvt = 8 * 16 * 16 * 4 * 4 + 8 * 16 * 16 * 4 * 2
   conv2 = 8 * 16 * 16 * 8 * 4 + 8 * 16 * 16 * 4 * 4 + 3 * 3 * 4 * 8 * 4
   ar = 2 * 8 * 4  # its operands %x, %y are not defined here: only the result counts
+  dotc = 8 * 2 * 4 + 2 * 3 * 3 * 4 * 8 * 4
   ag, ar2 = 64 * 4, 8 * 4
-  assert hlo.kernel_io_bytes(HLO) == conv1 + cvt + conv2 + ar + ag + ar2
+  assert hlo.kernel_io_bytes(HLO) == conv1 + cvt + conv2 + dotc + ar + ag + ar2
 
 
 # ----------------------------------------------------------------------------- the command line

@@ -159,6 +159,8 @@ def convolutions(text: str) -> dict[str, object]:
 
   The dtype of a convolution is that of its input operand; ``float32`` lists the
   ``op_name`` metadata of every float32 convolution (a finding in a bfloat16 config).
+  Matrix products that XLA emitted as convolutions (``op_name`` of a ``dot_general``) are
+  counted apart and left out of the dtypes.
   """
   by_name, _ = parse(text)
   lowering: collections.Counter = collections.Counter()
@@ -168,13 +170,17 @@ def convolutions(text: str) -> dict[str, object]:
     kind = _conv_lowering(inst)
     if kind is None:
       continue
+    op_name = inst.attribute("op_name") or inst.name
+    if "dot_general" in op_name:  # a matrix product XLA emitted as a convolution (TPU)
+      lowering[f"{kind} from dot_general"] += 1
+      continue
     lowering[kind] += 1
     first = inst.operands[0] if inst.operands else None
     found = arrays(by_name[first].shape) if first in by_name else arrays(inst.shape)
     dtype = found[0][0] if found else "?"
     dtypes[dtype] += 1
     if dtype == "f32":
-      f32.append(inst.attribute("op_name") or inst.name)
+      f32.append(op_name)
   return {"by_lowering": dict(lowering), "by_dtype": dict(dtypes), "float32": f32}
 
 

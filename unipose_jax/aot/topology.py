@@ -21,9 +21,14 @@ from unipose_jax.aot.targets import Target
 
 INSTALL_COMMAND = "pip install -e '.[aot]'  (jax[tpu] and jax[cuda13] at the project's jax version)"
 
-#: What the compile-only runtime needs to be quiet: libtpu otherwise warns that it cannot
-#: find the TPU type and worker hostnames of the (absent) machine.
-QUIET_ENV = {"TPU_ACCELERATOR_TYPE": "v5litepod-4", "TPU_WORKER_HOSTNAMES": "localhost"}
+#: What the compile-only runtime needs: libtpu otherwise warns that it cannot find the TPU
+#: type and worker hostnames of the (absent) machine, and refuses a second process on the
+#: machine (its lock file guards real chips; compiling touches none).
+QUIET_ENV = {
+  "TPU_ACCELERATOR_TYPE": "v5litepod-4",
+  "TPU_WORKER_HOSTNAMES": "localhost",
+  "ALLOW_MULTIPLE_LIBTPU_LOAD": "1",
+}
 
 
 class MissingExtraError(RuntimeError):
