@@ -423,6 +423,7 @@ def _run_python(script: str, *args: str) -> subprocess.CompletedProcess:
   )
 
 
+@pytest.mark.slow
 def test_build_and_read_without_tensorflow(tmp_path):
   fake = fake_lsp.make_fake_archive(tmp_path / "manual", "lsp", 8)
   result = _run_python(
@@ -447,6 +448,7 @@ def test_build_and_read_without_tensorflow(tmp_path):
   assert np.allclose(eval(ok[0].split(")", 2)[2]), [x, y], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_killed_build_is_not_prepared_and_rebuilds(tmp_path, small_builders):
   """A build killed with SIGKILL mid-way leaves only TFDS's `incomplete.*` folder."""
   fake_lsp.make_fake_archive(tmp_path / "manual", "lsp", 8)

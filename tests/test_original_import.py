@@ -122,6 +122,7 @@ FORMS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", list(FORMS))
 def test_loads_every_form_with_parity(form, twin, flax_model, tmp_path):
   if importlib.util.find_spec("model") is not None:
@@ -160,6 +161,7 @@ def test_whole_model_walk_equals_state_dict(twin, tmp_path):
   assert source.startswith("the given module (whole module") and list(live) == list(ref)
 
 
+@pytest.mark.slow
 def test_legacy_whole_model_needs_allow_pickle(twin, flax_model, tmp_path):
   if importlib.util.find_spec("model") is not None:
     pytest.skip("a real 'model' package is importable here; the original's classes would resolve")
@@ -295,6 +297,7 @@ def test_unreadable_inputs(flax_model, tmp_path, monkeypatch):
     load_original_unipose(path, abstract)
 
 
+@pytest.mark.slow
 def test_full_resnet101_key_names():
   """The original LSP model's exact state dict (47,546,799 parameters) fills UniPose101."""
   twin = torch_twin.UniPoseTwin()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unipose_jax import skeleton, visualize
+from unipose_jax import charts, skeleton, visualize
 
 # A standing person in a 100 x 100 frame: joints well apart, (x, y) pixels.
 PERSON = np.array(
@@ -151,15 +151,30 @@ def test_heatmap_panel_bad_input(tmp_path):
 
 def test_pck_curve_png(tmp_path):
   t = np.linspace(0, 0.2, 41)
-  curves = {"dark": (t, np.clip(t * 6, 0, 1)), "argmax": (t, np.clip(t * 4, 0, 1))}
-  a = visualize.save_pck_curve(tmp_path / "a.png", curves, dpi=50)
-  b = visualize.save_pck_curve(tmp_path / "b.png", curves, dpi=50)
-  assert _read(a).shape == (225, 300, 3)  # figsize (6, 4.5) * 50 dpi
+  curves = {"dark": (t, np.clip(t * 6, 0, 1)), "argmax": (t, np.clip(t * 4, 0, 0.8))}
+  a = charts.save_pck_curve(tmp_path / "a.png", curves, dpi=50)
+  b = charts.save_pck_curve(tmp_path / "b.png", curves, dpi=50)
+  assert _read(a).shape == (225, 375, 3)  # figsize (7.5, 4.5) * 50 dpi
   assert a.read_bytes() == b.read_bytes()  # deterministic
   with pytest.raises(ValueError, match="empty"):
-    visualize.save_pck_curve(tmp_path / "c.png", {})
+    charts.save_pck_curve(tmp_path / "c.png", {})
   with pytest.raises(ValueError, match="dark"):
-    visualize.save_pck_curve(tmp_path / "c.png", {"dark": (t, t[:-1])})
+    charts.save_pck_curve(tmp_path / "c.png", {"dark": (t, t[:-1])})
+
+
+def test_pck_curve_legend_is_off_the_data_and_gives_the_end_values():
+  """The legend lies right of the axes (it used to sit on the curves' right ends)."""
+  t = np.linspace(0, 0.2, 41)
+  curves = {"dark": (t, np.clip(t * 6, 0, 1)), "argmax": (t, np.clip(t * 4, 0, 0.8))}
+  fig = charts.pck_curve_figure(curves)
+  renderer = fig.canvas.get_renderer()
+  (ax,) = fig.axes
+  legend, plot = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+  assert legend.x0 >= plot.x1 and legend.x1 <= fig.bbox.x1  # beside the axes, inside the PNG
+  assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+    "dark  100.0 % at 0.2",
+    "argmax  80.0 % at 0.2",
+  ]
 
 
 def test_prediction_png_is_deterministic(tmp_path):
@@ -187,11 +202,12 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
   assert oct(os.stat(target).st_mode & 0o777) == oct(0o644)
 
 
+@pytest.mark.slow
 def test_no_pyplot_and_no_global_backend_change(tmp_path):
   code = (
     "import sys, numpy as np, matplotlib\n"
-    "from unipose_jax import visualize\n"
-    f"visualize.save_pck_curve({str(tmp_path / 'c.png')!r}, {{'a': ([0, 0.2], [0, 1])}}, dpi=20)\n"
+    "from unipose_jax import charts\n"
+    f"charts.save_pck_curve({str(tmp_path / 'c.png')!r}, {{'a': ([0, 0.2], [0, 1])}}, dpi=20)\n"
     "assert 'matplotlib.pyplot' not in sys.modules\n"
   )
   subprocess.run(

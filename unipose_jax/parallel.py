@@ -19,7 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from unipose_jax import distributed
-from unipose_jax.metric_writers import TrainMetrics
+from unipose_jax.metrics import TrainMetrics
 from unipose_jax.models.layers import BatchNormSync
 
 PMAP_AXIS = "batch"

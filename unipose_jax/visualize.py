@@ -11,11 +11,10 @@ killed process, never sees a half-written file.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -405,44 +404,3 @@ def save_heatmap_panel(
   ``(h, w, K + 1)`` (channel 0 background) belong to.
   """
   return save_png(path, render_heatmap_panel(image, heatmaps, **kwargs))
-
-
-def save_pck_curve(
-  path: PathLike, curves: Mapping[str, tuple[Any, Any]], *,
-  title: str = "PCK (LSP, torso-normalised)",
-  xlabel: str = "threshold (fraction of torso: left shoulder to right hip)",
-  figsize: tuple[float, float] = (6.0, 4.5), dpi: int = 100,
-) -> pathlib.Path:  # fmt: skip
-  """Plot PCK (%) against the normalised threshold, one line per label.
-
-  Args:
-    path: PNG to write (atomically); the image is ``figsize * dpi`` pixels.
-    curves: ``{label: (thresholds (T,), pck (T,))}`` with pck in [0, 1], e.g.
-      one per decoder from ``metrics.pck_curve``. Drawn in insertion order.
-  """
-  # Imported here so that importing this module does not load matplotlib.
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-
-  if not curves:
-    raise ValueError("curves is empty: nothing to plot")
-  fig = Figure(figsize=figsize, dpi=dpi)
-  canvas = FigureCanvasAgg(fig)
-  ax = fig.add_subplot(1, 1, 1)
-  x_max = 0.0
-  for label, (thresholds, values) in curves.items():
-    t = np.asarray(thresholds, np.float64)
-    v = np.asarray(values, np.float64)
-    if t.ndim != 1 or t.shape != v.shape:
-      raise ValueError(f"curve {label!r}: thresholds {t.shape}, values {v.shape}: need equal 1-D")
-    ax.plot(t, 100.0 * v, label=str(label), linewidth=1.5)
-    if t.size:
-      x_max = max(x_max, float(np.nanmax(t)))
-  ax.set(xlim=(0.0, x_max if x_max > 0 else 1.0), ylim=(0.0, 100.0), title=title)
-  ax.set(xlabel=xlabel, ylabel="PCK (%)")
-  ax.grid(True, alpha=0.3)
-  ax.legend(loc="lower right")
-  fig.tight_layout()
-  buffer = io.BytesIO()
-  canvas.print_png(buffer)
-  return files.atomic_write(path, buffer.getvalue())

@@ -40,6 +40,8 @@ import zipfile
 from collections.abc import Mapping
 from typing import Any
 
+from unipose_jax.extras import MissingExtraError
+
 #: Keys under which checkpoints commonly wrap their state dict, searched in this order.
 WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "net")
 
@@ -160,7 +162,7 @@ def _import_torch(path: str) -> Any:
   try:
     import torch
   except ImportError as e:
-    raise ImportError(
+    raise MissingExtraError(
       f"reading the PyTorch checkpoint {path!r} needs torch, which is not installed; "
       "install it with `pip install unipose_jax[torch]` (or `pip install torch`), "
       "or pass a dict of numpy arrays instead of a path"
