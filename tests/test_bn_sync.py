@@ -15,7 +15,8 @@ import pytest
 from conftest import tiny_network
 
 from configs import smoke
-from unipose_jax import checkpoints, distributed, evaluate, parallel, run_config, train
+from unipose_jax import checkpoints, distributed, inference, parallel, run_config, train
+from unipose_jax import run as run_lib
 from unipose_jax.models import normalize
 from unipose_jax.models.layers import BatchNormSync
 
@@ -121,8 +122,8 @@ def test_local_statistics_change_the_loss_and_evaluation_uses_running_averages()
   assert abs(loss_local - loss_global) > 1e-4 * abs(loss_global)
   # Evaluation with the training model (GroupBatchNorm inside) equals the plain model's.
   variables = jax.device_get(trainer.canonical(state).variables)
-  plain = run_config.build_model(_config("jit", "local"))
+  plain = run_lib.Run(_config("jit", "local")).model()
   images = batch["image"][:4]
-  got = evaluate.predict_heatmaps(variables, images, model=model, flip_test=False)
-  want = evaluate.predict_heatmaps(variables, images, model=plain, flip_test=False)
+  got = inference.predict_heatmaps(variables, images, model=model, flip_test=False)
+  want = inference.predict_heatmaps(variables, images, model=plain, flip_test=False)
   np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from unipose_jax import distributed, evaluate, run_config, skeleton, train
+from unipose_jax import distributed, evaluate, skeleton, train
+from unipose_jax import run as run_lib
 from unipose_jax.aot import estimate, hlo
 from unipose_jax.aot.targets import Target
 
@@ -67,7 +68,8 @@ def lower_train(config, mesh: Mesh):
 
 def lower_eval(config, mesh: Mesh):
   """The jitted evaluation step (every configured decoder, flip test as configured)."""
-  model, codec = run_config.build_model(config), run_config.build_codec(config)
+  run = run_lib.Run(config)
+  model = run.model()
   size = config.data.input_size
   variables = jax.eval_shape(
     functools.partial(model.init, train=False), jax.random.key(0),
@@ -81,7 +83,7 @@ def lower_eval(config, mesh: Mesh):
     lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=data),
     eval_batch(config.eval_batch_size, size),
   )
-  return jax.jit(evaluate.eval_step_of(config, model, codec)).lower(variables, batch)
+  return jax.jit(evaluate.eval_step_of(run, model)).lower(variables, batch)
 
 
 def reference_flops(config, step: str, per_device_batch: int) -> float:
