@@ -13,7 +13,10 @@
 
 Any config key can be overridden with ``--config.a.b=value``. Training saves the resolved
 config as ``<workdir>/config.json``; eval, predict and export read it (a given ``--config``
-must agree with it on the network's keys).
+must agree with it on the network's keys). Without ``--config`` the overrides apply to
+that saved config: its run-time keys (``predict.*``, ``eval_batch_size``, ``flip_test``,
+``data.data_dir``, the decoders ...) may change, its network keys may not
+(``config_defaults.key_role``).
 
 Exit codes: 0 done; 1 an error with a message (bad input, no checkpoint, workdir in use,
 a failed save); 2 a bad command line or config; 143 training stopped by SIGTERM/SIGINT
@@ -28,6 +31,7 @@ SLURM's srun and Open MPI's mpirun are detected. See README.md, "Several hosts".
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -67,6 +71,12 @@ class CommandLineError(Exception):
   """A bad command line: printed as one message (exit code 2)."""
 
 
+#: ``--config.*`` arguments given without ``--config``: overrides of the saved run's
+#: config.json, applied by :func:`_saved_config` (absl alone would call them unknown flags).
+_saved_run_overrides: list[str] = []
+_OVERRIDE = re.compile(r"^--?(no)?config\.")
+
+
 def _expected_errors() -> tuple[type[BaseException], ...]:
   """Expected failures: printed as one message (exit code 1; a bad config 2)."""
   from unipose_jax import checkpoints, datasets, extras, media, models, run_config  # noqa: PLC0415
@@ -91,6 +101,12 @@ def _run(mode: str):
       given.to_dict()  # re-raises the loading error
     except Exception as e:  # noqa: BLE001
       raise CommandLineError(f"cannot load --config: {e}") from None
+  try:
+    run_lib.check_workdir(workdir)
+  except run_lib.NotAWorkdirError as e:
+    raise CommandLineError(f"--workdir={e}") from None
+  if given is None and _saved_run_overrides:
+    given = _saved_config(mode, workdir)
   if given is not None and mode == "train":
     return run_lib.Run(given, workdir)
   try:
@@ -152,6 +168,34 @@ def _compile() -> None:
   print(f"wrote {output}")
 
 
+def _saved_config(mode: str, workdir: str):
+  """``<workdir>/config.json`` with the ``--config.*`` overrides applied (parsed by
+  config_flags, as with ``--config``), refused where the run cannot honour them
+  (``run_config.check_overrides``)."""
+  import ml_collections  # noqa: PLC0415
+
+  from unipose_jax import run_config  # noqa: PLC0415
+
+  saved, where = run_config.load(workdir), os.path.join(workdir, run_config.CONFIG_FILE)
+  if saved is None:
+    raise CommandLineError(f"{_saved_run_overrides[0]} needs --config, or a run's {where}")
+  config = ml_collections.ConfigDict(saved.to_dict())
+  argv = [sys.argv[0], *_saved_run_overrides]
+  values = flags.FlagValues()
+  try:
+    config_flags.DEFINE_config_dict("config", config, flag_values=values, sys_argv=argv)
+    rest = values(argv)
+  except flags.Error as e:
+    raise CommandLineError(str(e)) from None
+  except (AttributeError, KeyError) as e:  # an unknown --config.<key>
+    raise CommandLineError(_unknown_key(saved, _saved_run_overrides, e)) from None
+  if len(rest) > 1:
+    raise CommandLineError(f"unexpected arguments: {' '.join(rest[1:])}")
+  run_config.check_overrides(saved, config, workdir, mode)
+  run_config.validate(config, training=mode == "train", source=f"{where} and the overrides")
+  return config
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise CommandLineError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -162,6 +206,8 @@ def main(argv) -> None:
   if mode == "compile":
     return _compile()
   if mode == "prepare":
+    if _saved_run_overrides:
+      raise CommandLineError(f"{_saved_run_overrides[0]}: --mode=prepare reads no run's config")
     from unipose_jax import modes  # noqa: PLC0415
 
     config_dir = FLAGS.config.data.data_dir if FLAGS.config else "data/tfds"
@@ -193,22 +239,48 @@ def main(argv) -> None:
 
 
 def _parse_flags(argv):
-  """absl's flag parsing, with one clear line for a bad flag or config key."""
+  """absl's flag parsing, with one clear line for a bad flag or config key. Without
+  ``--config``, the ``--config.*`` arguments are set aside for :func:`_saved_config`."""
+  if not any(re.match(r"^--?config(=|$)", a) for a in argv[1:]):
+    argv = _set_aside_overrides(argv)
   try:
     return FLAGS(argv)
   except flags.Error as e:
     _exit(f"error: {e}", EXIT_USAGE)
   except (AttributeError, KeyError) as e:  # an unknown --config.<key>
-    config = _load_config_file(argv)
-    key = next((k for k in _override_keys(argv) if not _has_key(config, k)), str(e).strip("\"'"))
-    hint = ""
-    if config is not None:
-      from unipose_jax import run_config  # noqa: PLC0415
-
-      hint = run_config.suggest_key(config, key)
-    _exit(f"error: unknown config key {key!r}{hint}", EXIT_USAGE)
+    _exit(f"error: {_unknown_key(_load_config_file(argv), argv, e)}", EXIT_USAGE)
   except (OSError, SyntaxError, ImportError) as e:
     _exit(f"error: cannot load the config file: {e}", EXIT_USAGE)
+
+
+def _set_aside_overrides(argv: list[str]) -> list[str]:
+  """``argv`` without its ``--config.*`` arguments (and their values given as the next
+  argument), which go to :data:`_saved_run_overrides`."""
+  _saved_run_overrides.clear()
+  rest, i = [argv[0]], 1
+  while i < len(argv):
+    arg, i = argv[i], i + 1
+    if not _OVERRIDE.match(arg):
+      rest.append(arg)
+      continue
+    _saved_run_overrides.append(arg)
+    no_value = "=" not in arg and not _OVERRIDE.match(arg).group(1)
+    if no_value and i < len(argv) and not argv[i].startswith("-"):  # --config.a.b VALUE
+      _saved_run_overrides.append(argv[i])
+      i += 1
+  return rest
+
+
+def _unknown_key(config, argv, error: Exception) -> str:
+  """``unknown config key 'a.b'; did you mean 'a.c'?`` for the first ``--config.a.b`` of
+  ``argv`` that ``config`` lacks (the error's text when none can be found)."""
+  key = next((k for k in _override_keys(argv) if not _has_key(config, k)), str(error).strip("\"'"))
+  hint = ""
+  if config is not None:
+    from unipose_jax import run_config  # noqa: PLC0415
+
+    hint = run_config.suggest_key(config, key)
+  return f"unknown config key {key!r}{hint}"
 
 
 def _load_config_file(argv):
@@ -226,7 +298,7 @@ def _load_config_file(argv):
 
 
 def _override_keys(argv) -> list[str]:
-  return [a.split("=")[0][len("--config.") :] for a in argv if a.startswith("--config.")]
+  return [a.split("=")[0][m.end() :] for a in argv if (m := _OVERRIDE.match(a))]
 
 
 def _has_key(config, key: str) -> bool:

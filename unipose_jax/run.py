@@ -33,6 +33,20 @@ class NoConfigError(FileNotFoundError):
   """A work directory without ``config.json`` and no config given."""
 
 
+class NotAWorkdirError(NotADirectoryError):
+  """A work directory path that is a file (or lies under one)."""
+
+
+def check_workdir(workdir: str) -> None:
+  """Raise :class:`NotAWorkdirError` when ``workdir``, or the nearest of its parents
+  that exists, is not a folder (a missing ``workdir`` is fine: training creates it)."""
+  path = os.path.abspath(workdir)
+  while not os.path.lexists(path) and os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+  if not os.path.isdir(path):
+    raise NotAWorkdirError(f"{workdir}: not a work directory ({path} is a file, not a folder)")
+
+
 def best_metric(config: ml_collections.ConfigDict) -> str:
   """The key of the evaluation metrics that picks a run's best checkpoint (higher is
   better): PCK@0.2 of the run's own decoder, e.g. ``"dark/pck@0.2"``."""
@@ -110,20 +124,21 @@ class Run:
   @classmethod
   def from_workdir(cls, workdir: str, config: ml_collections.ConfigDict | None = None) -> Run:
     """The run in ``workdir``: its ``config.json``, or ``config`` when given (refused
-    with :class:`run_config.ConfigError` when its network differs from the saved one).
+    with :class:`run_config.ConfigError` when its network differs from the saved one),
+    checked by ``run_config.validate`` (the keys eval, predict and export read).
 
-    Raises :class:`NoConfigError` when there is neither.
+    Raises :class:`NotAWorkdirError` when ``workdir`` is a file, :class:`NoConfigError`
+    when there is no config.
     """
-    saved = run_config.load(workdir)
+    check_workdir(workdir)
+    saved, path = run_config.load(workdir), os.path.join(workdir, run_config.CONFIG_FILE)
     if config is None:
       if saved is None:
-        raise NoConfigError(
-          f"{os.path.join(workdir, run_config.CONFIG_FILE)} not found: not a run folder "
-          "(train first, or give a config)"
-        )
+        raise NoConfigError(f"{path} not found: not a run folder (train first, or give a config)")
       config = saved
     elif saved is not None:
       run_config.check_matches(config, saved, workdir)
+    run_config.validate(config, training=False, source=path if config is saved else "")
     return cls(config, workdir, saved)
 
   # ----------------------------------------------------------------------- model and codec
