@@ -7,6 +7,9 @@
   python launch.py --mode=export  --workdir=runs/dark --output=unipose.onnx
   python launch.py --mode=eval    --config=configs/unipose_lsp.py --workdir=runs/official \
       --config.model.init_from=UniPose_LSP.pth        # an original UniPose checkpoint
+  python launch.py --mode=compile --config=configs/dark_lsp_gpu.py --target=h100x8 \
+      --per_device_batch=64                           # fits? how fast? (needs the [aot] extra)
+  python launch.py --mode=compile --target=list
 
 Any config key can be overridden with ``--config.a.b=value``. Training saves the resolved
 config as ``<workdir>/config.json``; eval, predict and export read it (a given ``--config``
@@ -38,7 +41,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # makes `configs` importable
 
-MODES = ("prepare", "train", "eval", "predict", "export")
+MODES = ("prepare", "train", "eval", "predict", "export", "compile")
 EXIT_ERROR, EXIT_USAGE = 1, 2
 
 FLAGS = flags.FLAGS
@@ -55,8 +58,15 @@ flags.DEFINE_multi_string(
   "the flag repeated (a path holding a comma: give it alone, --inputs='a,b.jpg').",
 )
 flags.DEFINE_alias("images", "inputs")
-flags.DEFINE_string("output", None, "predict: output folder; export: the .onnx file.")
+flags.DEFINE_string(
+  "output", None, "predict: output folder; export: the .onnx file; compile: JSON."
+)
 flags.DEFINE_integer("stop_after", None, "train: stop (with a checkpoint) after N steps.")
+flags.DEFINE_string("target", None, "compile: a GPU node (h100x8) or TPU slice (v5e:4x4); list.")
+flags.DEFINE_integer("per_device_batch", None, "compile: global batches = this x devices.")
+flags.DEFINE_enum("forms", "both", ["both", "jit", "pmap"], "compile: parallel forms to compile.")
+flags.DEFINE_bool("batch_search", True, "compile: bisect for the largest batch that fits.")
+flags.DEFINE_integer("max_batch_compiles", 6, "compile: at most this many bisection compiles.")
 flags.DEFINE_bool("debug", False, "Show tracebacks of expected errors too.")
 flags.DEFINE_string("coordinator_address", None, "Several hosts: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Several hosts: number of processes.")
@@ -135,6 +145,58 @@ def _run(mode: str):
     raise CommandLineError(f"--mode={mode} needs --config (no {where} to read it from)") from None
 
 
+def _compile() -> None:
+  """``--mode=compile``: the report of a config on a target, without the target's hardware."""
+  from unipose_jax.aot import targets, topology  # noqa: PLC0415  (no JAX yet)
+
+  topology.prepare_environment()  # before anything imports JAX
+  if FLAGS.target is None:
+    raise CommandLineError("--mode=compile needs --target (--target=list prints the targets)")
+  if FLAGS.target == "list":
+    print("\n".join(targets.describe(t) for t in targets.listed()))
+    print("GPU nodes also with 1, 2 or 4 GPUs (h100x2); see README, 'Before you rent a pod'.")
+    return
+  try:
+    target = targets.parse(FLAGS.target)
+  except targets.UnknownTargetError as e:
+    raise CommandLineError(str(e)) from None
+  config = FLAGS.config
+  if config is None:
+    raise CommandLineError("--mode=compile needs --config")
+  import ml_collections  # noqa: PLC0415
+
+  if not isinstance(config, ml_collections.ConfigDict):
+    try:  # config_flags keeps a config file's loading error in a stand-in object
+      config.to_dict()  # re-raises the loading error
+    except Exception as e:  # noqa: BLE001
+      raise CommandLineError(f"cannot load --config: {e}") from None
+  if FLAGS.per_device_batch is not None:
+    if FLAGS.per_device_batch < 1:
+      raise CommandLineError(f"--per_device_batch={FLAGS.per_device_batch}: must be >= 1")
+    with config.unlocked():
+      config.batch_size = config.eval_batch_size = FLAGS.per_device_batch * target.num_chips
+  from unipose_jax import files, run_config  # noqa: PLC0415
+  from unipose_jax.aot import report, table  # noqa: PLC0415
+
+  run_config.validate(config)
+  name = config_flags.get_config_filename(FLAGS["config"])
+  forms = ("jit", "pmap") if FLAGS.forms == "both" else (FLAGS.forms,)
+  try:
+    result = report.compile_report(
+      config, target.name, config_name=name, forms=forms, batch_search=FLAGS.batch_search,
+      max_compiles=FLAGS.max_batch_compiles, log=lambda msg: print(msg, flush=True),
+    )  # fmt: skip
+  except (report.BatchSizeError, topology.MissingExtraError) as e:
+    raise CommandLineError(str(e)) from None
+  stem = os.path.splitext(os.path.basename(name))[0]
+  output = FLAGS.output or os.path.join(
+    "runs", "compile", stem, target.name.replace(":", "_") + ".json"
+  )
+  files.write_json(output, result)
+  print(table.format_table(result))
+  print(f"wrote {output}")
+
+
 def _saved_config(mode: str, workdir: str):
   """``<workdir>/config.json`` with the ``--config.*`` overrides applied (parsed by
   config_flags, as with ``--config``), refused where the run cannot honour them
@@ -179,6 +241,8 @@ def main(argv) -> None:
 def _work(mode: str) -> None:
   if mode is None:
     raise CommandLineError(f"--mode is required: one of {', '.join(MODES)}")
+  if mode == "compile":
+    return _compile()
   if mode == "prepare":
     if _saved_run_overrides:
       raise CommandLineError(f"{_saved_run_overrides[0]}: --mode=prepare reads no run's config")

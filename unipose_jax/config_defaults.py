@@ -35,7 +35,8 @@ NETWORK_KEYS = ("model", "codec.sigma", "codec.encoding", "data.input_size")
 #: Keys (or sections) only training reads.
 TRAINING_KEYS = (
   "seed", "data.train_sources", "data.train_splits", "data.mixture_weights",
-  "data.worker_count", "data.augment", "model.pretrained", "model.init_from", "loss",
+  "data.worker_count", "data.augment", "model.pretrained", "model.init_from", "model.bn_sync",
+  "loss",
   "optimizer", "batch_size", "num_train_steps", "parallelism", "log_every",
   "stop_check_every", "checkpoint_every", "eval_every", "keep_checkpoints",
 )  # fmt: skip
@@ -98,6 +99,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.wasp_dropout = 0.5
   c.model.decoder_dropout = (0.5, 0.1)
   c.model.dtype = "float32"  # compute dtype; "bfloat16" on GPU/TPU
+  # Whose BatchNorm statistics a device trains with: "global" (the whole global batch),
+  # "local" (its own examples, as PyTorch DDP) or "group:N" (N devices); README, "bn_sync".
+  c.model.bn_sync = "global"
   c.model.pretrained = ""  # torchvision ResNet .pth for the backbone, if any
   c.model.init_from = ""  # an original UniPose .pth (bmartacho/UniPose) for the whole network
   # UniPose's single-stage person box: 5 more maps (centre, TL, TR, BL, BR) after the joints.

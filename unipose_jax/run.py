@@ -24,6 +24,7 @@ import ml_collections
 from unipose_jax import datasets, run_config, skeleton
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.models import Bottleneck, ResNet, UniPose, heatmap_size
+from unipose_jax.models.layers import BatchNormSync
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -52,7 +53,7 @@ def best_metric(config: ml_collections.ConfigDict) -> str:
   return f"{config.codec.decoding}/pck@0.2"
 
 
-def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None = None) -> UniPose:
+def build_model(config: ml_collections.ConfigDict, bn_sync: BatchNormSync | None = None) -> UniPose:
   """``UniPose`` of ``config.model`` (plain arguments from here on)."""
   cfg = config.model
   backbone = None
@@ -72,7 +73,7 @@ def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None = No
     wasp_dropout=cfg.wasp_dropout,
     decoder_dropouts=tuple(cfg.decoder_dropout),
     dtype=run_config.DTYPES[cfg.dtype],
-    bn_axis_name=bn_axis_name,
+    bn_sync=bn_sync,
   )
 
 
@@ -142,9 +143,10 @@ class Run:
 
   # ----------------------------------------------------------------------- model and codec
 
-  def model(self, bn_axis_name: str | None = None) -> UniPose:
-    """The network (``bn_axis_name``: the pmap axis BatchNorm reduces over in training)."""
-    return build_model(self.config, bn_axis_name)
+  def model(self, bn_sync: BatchNormSync | None = None) -> UniPose:
+    """The network (``bn_sync``: whose BatchNorm statistics it trains with,
+    ``parallel.batch_norm_sync`` of ``model.bn_sync``)."""
+    return build_model(self.config, bn_sync)
 
   @functools.cached_property
   def codec(self) -> HeatmapCodec:

@@ -105,6 +105,12 @@ def _model_checks(config, errors: list[str]) -> None:
   _choice(config, "model.dtype", tuple(DTYPES), errors)
   _choice(config, "model.output_stride", (8, 16), errors)
   _number(config, "model.box_margin", errors)
+  try:
+    from unipose_jax.parallel import bn_group_size  # noqa: PLC0415
+
+    bn_group_size(m.bn_sync)
+  except ValueError as e:
+    errors.append(str(e))
 
 
 def _training_checks(config, errors: list[str]) -> None:
