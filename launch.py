@@ -5,6 +5,7 @@
   python launch.py --mode=eval    --workdir=runs/dark
   python launch.py --mode=predict --workdir=runs/dark --inputs=photos/,clip.mp4 --output=out/
   python launch.py --mode=export  --workdir=runs/dark --output=unipose.onnx
+  python launch.py --mode=calibrate --workdir=runs/dark   # person presence (training does it)
   python launch.py --mode=eval    --config=configs/unipose_lsp.py --workdir=runs/official \
       --config.model.init_from=UniPose_LSP.pth        # an original UniPose checkpoint
 
@@ -32,7 +33,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # makes `configs` importable
 
-MODES = ("prepare", "train", "eval", "predict", "export")
+MODES = ("prepare", "train", "eval", "predict", "export", "calibrate")
 EXIT_ERROR, EXIT_USAGE = 1, 2
 
 FLAGS = flags.FLAGS
@@ -164,6 +165,10 @@ def main(argv) -> None:
     predict.run(items, predictor, FLAGS.output or os.path.join(FLAGS.workdir, "predict"))
   elif mode == "export":
     _export(config)
+  elif mode == "calibrate":
+    from unipose_jax import calibrate  # noqa: PLC0415
+
+    calibrate.calibrate_locked(config, FLAGS.workdir)
   return None
 
 

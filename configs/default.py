@@ -99,4 +99,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.predict.score_threshold = 0.2  # joints scoring below are not `visible` and not drawn
   c.predict.second_pass = True  # crop the person found by the first pass and run again
   c.predict.crop_margin = 1.25  # the crop is the box (or joint extent) times this
+  # Person presence (unipose_jax/calibrate.py): a person is found when the presence score
+  # reaches a threshold chosen for this false-positive rate on images without a person.
+  c.predict.presence_fpr = 0.05
+  # Written by calibration (end of training, --mode=calibrate); "" = not calibrated: a
+  # person is then found when any joint reaches score_threshold (the old rule).
+  c.predict.presence_score = ""
+  c.predict.presence_threshold = 0.0
+  c.predict.presence_step = -1  # the checkpoint calibrated
   return c

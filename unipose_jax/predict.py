@@ -10,10 +10,13 @@ How one image is read (:class:`Predictor`):
    (:func:`transforms.letterbox_affine`, aspect kept, :data:`transforms.BORDER_RGB`
    padding), the heatmaps are decoded (``codec.decode``) and the points are mapped back
    through the inverse affine. A joint is *visible* when its score (the heatmap maximum)
-   is ``>= score_threshold``. The person box is the box head's (the mean of its corner
-   points' sides) or, without a box head, the extent of the visible joints. With no
-   visible joint, no person is found: keypoints are still returned, ``visible`` is all
-   False, ``box`` is None, and there is no second pass.
+   is ``>= score_threshold``. A person is found when the presence score of these
+   heatmaps reaches the run's calibrated threshold (:mod:`unipose_jax.presence`,
+   :mod:`unipose_jax.calibrate`); a run without a calibration falls back to the old rule,
+   "any visible joint". The person box is the box head's (the mean of its corner points'
+   sides) or, without a box head, the extent of the visible joints. With no person
+   found, keypoints and scores are still returned, ``visible`` is all False, ``box`` is
+   None, and there is no second pass.
 2. Second pass (``second_pass``, a person found): a square around the box centre with
    side ``crop_margin * max(box width, box height)`` (at least ``MIN_CROP_FRACTION``
    of the image's longer side, so a single visible joint still gives a sensible crop)
@@ -73,8 +76,10 @@ class Prediction:
     scores: ``(K,)`` float64, each joint's heatmap maximum.
     visible: ``(K,)`` bool, ``scores >= score_threshold``.
     box: ``(4,)`` float64 ``(x0, y0, x1, y1)``, or None when no person was found.
-    person_found: whether any joint reached the threshold in the first pass.
+    person_found: the first pass's verdict: presence score ``>=`` the calibrated
+      threshold (uncalibrated runs: any joint visible).
     passes: how many network passes produced these keypoints (1 or 2).
+    presence: the first pass's presence score, or None for an uncalibrated run.
   """
 
   keypoints: np.ndarray
@@ -83,15 +88,17 @@ class Prediction:
   box: np.ndarray | None
   person_found: bool
   passes: int = 1
+  presence: float | None = None
 
   def to_json(self) -> dict[str, Any]:
-    """Plain JSON (full precision): ``person_found``, ``passes``, ``box`` (``[x0, y0, x1,
-    y1]`` or None), ``joint_names`` (LSP order), ``keypoints`` (K lists ``[x, y]``),
-    ``scores`` (K) and ``visible`` (K bools)."""
+    """Plain JSON (full precision): ``person_found``, ``presence`` (score or None),
+    ``passes``, ``box`` (``[x0, y0, x1, y1]`` or None), ``joint_names`` (LSP order),
+    ``keypoints`` (K lists ``[x, y]``), ``scores`` (K) and ``visible`` (K bools)."""
     k = len(self.keypoints)
     names = skeleton.JOINT_NAMES if k == skeleton.NUM_JOINTS else [f"joint_{i}" for i in range(k)]
     return {
       "person_found": bool(self.person_found),
+      "presence": None if self.presence is None else float(self.presence),
       "passes": int(self.passes),
       "box": None if self.box is None else [float(v) for v in self.box],
       "joint_names": list(names),
@@ -162,6 +169,9 @@ class Predictor:
     score_threshold: joints scoring below are not visible.
     second_pass: run the person-centred second pass when a person is found.
     crop_margin: second-pass crop side over the box's longer side.
+    presence_score: the name of the presence score (``presence.SCORES``); "" for the
+      uncalibrated rule (a person when any joint is visible).
+    presence_threshold: a person is found when the presence score is ``>=`` this.
   """
 
   def __init__(
@@ -176,6 +186,8 @@ class Predictor:
     score_threshold: float = 0.2,
     second_pass: bool = True,
     crop_margin: float = 1.25,
+    presence_score: str = "",
+    presence_threshold: float = 0.0,
   ):
     import jax  # noqa: PLC0415  (the package imports without JAX; see __init__)
 
@@ -191,6 +203,13 @@ class Predictor:
     self.second_pass = bool(second_pass)
     self.crop_margin = float(crop_margin)
     self._decode = jax.jit(functools.partial(codec.decode, decoding=decoding))
+    self.presence_score, self.presence_threshold = presence_score, float(presence_threshold)
+    self._presence = None
+    if presence_score:
+      from unipose_jax import presence  # noqa: PLC0415
+
+      fn = presence.score_fn(presence_score, num_joints=self.num_joints, sigma=codec.sigma)
+      self._presence = jax.jit(fn)
 
   @classmethod
   def from_workdir(cls, workdir: str, config=None) -> Predictor:
@@ -224,22 +243,30 @@ class Predictor:
       score_threshold=config.predict.score_threshold,
       second_pass=config.predict.second_pass,
       crop_margin=config.predict.crop_margin,
+      **presence_settings(config, workdir, step),
     )
     predictor.checkpoint_step = step
     passes = "two passes" if predictor.second_pass else "one pass"
+    person = (
+      f"person: {predictor.presence_score} >= {predictor.presence_threshold:.4g}"
+      if predictor.presence_score
+      else "person: any visible joint"
+    )
     print(
       f"predicting with checkpoint {step} of {workdir} ({config.data.input_size} px input, "
       f"{passes}, {config.codec.decoding} decoding, score threshold "
-      f"{predictor.score_threshold:g})",
+      f"{predictor.score_threshold:g}, {person})",
       flush=True,
     )
     return predictor
 
   def _pass(self, image: np.ndarray, affine: np.ndarray):
-    """Keypoints (K, 2) and scores (K,) in original pixels, and the box or None."""
+    """Keypoints (K, 2) and scores (K,) in original pixels, the box or None, and the
+    presence score (None when uncalibrated)."""
     s = self.input_size
     inputs = transforms.warp_image(image, affine, s)[None]
     maps = self.heatmap_fn(inputs)
+    presence = None if self._presence is None else float(self._presence(maps)[0])
     points, scores = self._decode(maps)
     points = np.asarray(points, np.float64)[0]
     scores = np.asarray(scores, np.float64)[0]
@@ -253,7 +280,7 @@ class Predictor:
       box = _box_of(points[k : k + skeleton.NUM_BOX_POINTS]) if visible.any() else None
     else:
       box = joint_extent(kp, visible)
-    return kp, sc, visible, box
+    return kp, sc, visible, box, presence
 
   def _check(self, image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
@@ -265,20 +292,52 @@ class Predictor:
     """The letterboxed whole-image pass alone (step 1 of the module doc)."""
     image = self._check(image)
     h, w = image.shape[:2]
-    kp, sc, visible, box = self._pass(image, transforms.letterbox_affine(h, w, self.input_size))
-    return Prediction(kp, sc, visible, box, person_found=bool(visible.any()), passes=1)
+    affine = transforms.letterbox_affine(h, w, self.input_size)
+    kp, sc, visible, box, presence = self._pass(image, affine)
+    if presence is None:
+      found = bool(visible.any())
+    else:
+      found = presence >= self.presence_threshold
+    if not found:
+      visible, box = np.zeros_like(visible), None
+    return Prediction(kp, sc, visible, box, person_found=found, passes=1, presence=presence)
 
   def __call__(self, image: np.ndarray) -> Prediction:
     """Both passes (the second only when enabled and a person was found)."""
     image = self._check(image)
     first = self.first_pass(image)
-    if not (self.second_pass and first.person_found and np.all(np.isfinite(first.box))):
+    if not (
+      self.second_pass and first.box is not None and np.all(np.isfinite(first.box))
+    ):  # no person found, or one without a visible joint: nothing to crop
       return first
     h, w = image.shape[:2]
     affine = crop_affine(first.box, h, w, self.input_size, self.crop_margin)
-    kp, sc, visible, box = self._pass(image, affine)
+    kp, sc, visible, box, _ = self._pass(image, affine)
     box = first.box if box is None else box
-    return Prediction(kp, sc, visible, box, person_found=True, passes=2)
+    return Prediction(kp, sc, visible, box, True, passes=2, presence=first.presence)
+
+
+def presence_settings(config, workdir: str, step: int) -> dict[str, Any]:
+  """The Predictor's ``presence_score``/``presence_threshold`` of a run's config, with a
+  printed note when the run has no calibration (the old rule then applies) or was
+  calibrated on another checkpoint than ``step``."""
+  p = config.predict
+  if not p.presence_score:
+    print(
+      f"note: {workdir} has no person-presence calibration (config.json has no "
+      'predict.presence_score): a person is "found" whenever any joint scores >= '
+      f"{p.score_threshold:g}, which says little. Calibrate it with: python launch.py "
+      f"--mode=calibrate --workdir={workdir}",
+      flush=True,
+    )
+    return {}
+  if p.presence_step != step:
+    print(
+      f"note: person presence was calibrated on checkpoint {p.presence_step}, predicting "
+      f"with {step}; recalibrate with --mode=calibrate",
+      flush=True,
+    )
+  return {"presence_score": p.presence_score, "presence_threshold": p.presence_threshold}
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -110,6 +110,8 @@ def validate(config: ml_collections.ConfigDict, training: bool = True) -> None:
       errors.append(f"codec.sigma={config.codec.sigma!r}: must be > 0")
     if config.model.box_head and config.loss.box_weight < 0:
       errors.append(f"loss.box_weight={config.loss.box_weight!r}: must be >= 0")
+    if not 0.0 < config.predict.presence_fpr < 1.0:
+      errors.append(f"predict.presence_fpr={config.predict.presence_fpr!r}: must be in (0, 1)")
     if config.model.box_margin < 0:
       errors.append(f"model.box_margin={config.model.box_margin!r}: must be >= 0")
   except (KeyError, AttributeError) as e:
@@ -150,6 +152,24 @@ def _plain(value: Any) -> Any:
 def save(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Write the resolved config to ``<workdir>/config.json`` (atomically)."""
   files.write_json(os.path.join(workdir, CONFIG_FILE), _plain(config.to_dict()))
+
+
+def update_saved(workdir: str, values: Mapping[str, Any]) -> None:
+  """Set dotted keys (``{"predict.presence_threshold": 0.31}``) in ``<workdir>/config.json``
+  (atomically), leaving every other key as saved."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  try:
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"{path}: not a readable config ({e})") from e
+  for key, value in values.items():
+    *parents, last = key.split(".")
+    node = saved
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[last] = value
+  files.write_json(path, saved)
 
 
 def _tuples(value: Any) -> Any:

@@ -39,6 +39,7 @@ import ml_collections
 import optax
 
 from unipose_jax import (
+  calibrate,
   checkpoints,
   distributed,
   evaluate,
@@ -305,7 +306,10 @@ def train_and_evaluate(config, workdir: str, stop_after: int | None = None, devi
       run_config.check_matches(config, saved, workdir)
     if distributed.is_primary():
       run_config.save(config, workdir)
-    return _run(config, workdir, stop_after, distributed.data_mesh(devices))
+    summary = _run(config, workdir, stop_after, distributed.data_mesh(devices))
+    if distributed.is_primary():
+      calibrate.after_training(config, workdir)  # person presence of a finished run
+    return summary
   finally:
     if lock is not None:
       lock.release()
