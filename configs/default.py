@@ -93,6 +93,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 32
   c.flip_test = False
   c.num_example_images = 4  # example PNGs written by evaluation
+  c.calibrate_presence = True  # a finished training run calibrates person presence
 
   # --- predict (--mode=predict and the Predictor) -------------------------------
   c.predict = ml_collections.ConfigDict()
@@ -102,6 +103,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Person presence (unipose_jax/calibrate.py): a person is found when the presence score
   # reaches a threshold chosen for this false-positive rate on images without a person.
   c.predict.presence_fpr = 0.05
+  c.predict.presence_negatives = 200  # calibration: negative images of each kind
   # Written by calibration (end of training, --mode=calibrate); "" = not calibrated: a
   # person is then found when any joint reaches score_threshold (the old rule).
   c.predict.presence_score = ""

@@ -34,7 +34,7 @@ import numpy as np
 
 from unipose_jax import files, negatives, presence, run_config, skeleton, transforms
 
-#: Negative images of each kind (and background crops at most).
+#: Negative images of each kind (and background crops at most), unless told.
 PER_KIND = 200
 OUT_DIR = "presence"
 
@@ -260,7 +260,7 @@ def calibrate_workdir(config, workdir: str) -> dict:
     lambda images: forward(variables, images), source, input_size=d.input_size,
     batch_size=config.eval_batch_size, sigma=config.codec.sigma,
     box_head=bool(config.model.box_head), target_fpr=config.predict.presence_fpr,
-    seed=config.seed,
+    seed=config.seed, per_kind=config.predict.presence_negatives,
   )  # fmt: skip
   record["checkpoint_step"] = int(step)
   record["positives"] = f"{d.eval_source}:{d.eval_split}"
@@ -295,11 +295,13 @@ def calibrate_locked(config, workdir: str) -> dict | None:
 
 def after_training(config, workdir: str) -> dict | None:
   """Calibrate a run that reached ``num_train_steps`` (called by training, holding the
-  lock). A failure to calibrate (the evaluation data gone, a full disk) is reported in
+  lock), unless ``config.calibrate_presence`` is False. A failure to calibrate (the evaluation data gone, a full disk) is reported in
   one line and leaves the trained run as it is: it is then predicted with the old rule
   until ``--mode=calibrate`` succeeds."""
   from unipose_jax import checkpoints, datasets  # noqa: PLC0415
 
+  if not config.calibrate_presence:
+    return None
   directory = os.path.join(workdir, "checkpoints")
   with checkpoints.Checkpointer(directory, read_only=True) as ckpt:
     latest = ckpt.latest_step()

@@ -110,6 +110,7 @@ def validate(config: ml_collections.ConfigDict, training: bool = True) -> None:
       errors.append(f"codec.sigma={config.codec.sigma!r}: must be > 0")
     if config.model.box_head and config.loss.box_weight < 0:
       errors.append(f"loss.box_weight={config.loss.box_weight!r}: must be >= 0")
+    _positive(config, "predict.presence_negatives", errors)
     if not 0.0 < config.predict.presence_fpr < 1.0:
       errors.append(f"predict.presence_fpr={config.predict.presence_fpr!r}: must be in (0, 1)")
     if config.model.box_margin < 0:
