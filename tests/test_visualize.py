@@ -161,21 +161,6 @@ def test_pck_curve_png(tmp_path):
     visualize.save_pck_curve(tmp_path / "c.png", {"dark": (t, t[:-1])})
 
 
-def test_pck_curve_legend_is_off_the_curves():
-  t = np.linspace(0, 0.2, 41)
-  curves = {d: (t, np.clip(t * (3 + i), 0, 1)) for i, d in enumerate(("a", "b", "c", "dark"))}
-  fig = visualize.pck_curve_figure(curves)
-  fig.canvas.draw()
-  renderer = fig.canvas.get_renderer()
-  (ax,) = fig.axes
-  legend = fig.legends[0].get_window_extent(renderer)
-  plot = ax.get_window_extent(renderer)
-  assert [x.get_text() for x in fig.legends[0].get_texts()] == list(curves)
-  assert not legend.overlaps(plot), (legend, plot)  # the legend is outside the axes
-  figure = fig.bbox
-  assert figure.x0 <= legend.x0 and legend.x1 <= figure.x1 and figure.y0 <= legend.y0
-
-
 def test_prediction_png_is_deterministic(tmp_path):
   image = np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8)
   a = visualize.save_prediction_png(tmp_path / "a.png", image, PERSON, PERSON + 2.3, title="x")

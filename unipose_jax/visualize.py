@@ -366,23 +366,27 @@ def save_heatmap_panel(
   return save_png(path, render_heatmap_panel(image, heatmaps, **kwargs))
 
 
-def pck_curve_figure(
-  curves: Mapping[str, tuple[Any, Any]], *,
+def save_pck_curve(
+  path: PathLike, curves: Mapping[str, tuple[Any, Any]], *,
   title: str = "PCK (LSP, torso-normalised)",
   xlabel: str = "threshold (fraction of torso: left shoulder to right hip)",
   figsize: tuple[float, float] = (6.0, 4.5), dpi: int = 100,
-):  # fmt: skip
-  """The matplotlib ``Figure`` of :func:`save_pck_curve` (an Agg canvas attached): PCK (%)
-  against the normalised threshold, one line per label, the legend below the axes (off
-  the curves, whose right ends are where values are read)."""
+) -> pathlib.Path:  # fmt: skip
+  """Plot PCK (%) against the normalised threshold, one line per label.
+
+  Args:
+    path: PNG to write (atomically); the image is ``figsize * dpi`` pixels.
+    curves: ``{label: (thresholds (T,), pck (T,))}`` with pck in [0, 1], e.g.
+      one per decoder from ``metrics.pck_curve``. Drawn in insertion order.
+  """
   # Imported here so that importing this module does not load matplotlib.
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
 
   if not curves:
     raise ValueError("curves is empty: nothing to plot")
-  fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
-  FigureCanvasAgg(fig)
+  fig = Figure(figsize=figsize, dpi=dpi)
+  canvas = FigureCanvasAgg(fig)
   ax = fig.add_subplot(1, 1, 1)
   x_max = 0.0
   for label, (thresholds, values) in curves.items():
@@ -396,20 +400,8 @@ def pck_curve_figure(
   ax.set(xlim=(0.0, x_max if x_max > 0 else 1.0), ylim=(0.0, 100.0), title=title)
   ax.set(xlabel=xlabel, ylabel="PCK (%)")
   ax.grid(True, alpha=0.3)
-  fig.legend(loc="outside lower center", ncols=min(len(curves), 4), frameon=False)
-  return fig
-
-
-def save_pck_curve(path: PathLike, curves: Mapping[str, tuple[Any, Any]], **kwargs) -> pathlib.Path:
-  """Plot PCK (%) against the normalised threshold, one line per label.
-
-  Args:
-    path: PNG to write (atomically); the image is ``figsize * dpi`` pixels.
-    curves: ``{label: (thresholds (T,), pck (T,))}`` with pck in [0, 1], e.g.
-      one per decoder from ``metrics.pck_curve``. Drawn in insertion order.
-    kwargs: ``title``, ``xlabel``, ``figsize``, ``dpi`` of :func:`pck_curve_figure`.
-  """
-  fig = pck_curve_figure(curves, **kwargs)
+  ax.legend(loc="lower right")
+  fig.tight_layout()
   buffer = io.BytesIO()
-  fig.canvas.print_png(buffer)
+  canvas.print_png(buffer)
   return files.atomic_write(path, buffer.getvalue())
