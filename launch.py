@@ -54,80 +54,41 @@ flags.DEFINE_integer("process_id", None, "Several hosts: this process, 0 .. num_
 flags.DEFINE_bool("distributed_auto", False, "Several hosts: let JAX find the settings.")
 
 
-class UserError(Exception):
-  """An expected failure: printed as one message (exit code 1)."""
-
-
 class CommandLineError(Exception):
   """A bad command line: printed as one message (exit code 2)."""
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-  from unipose_jax import checkpoints, datasets, models, run_config  # noqa: PLC0415
+  """Expected failures: printed as one message (exit code 1; a bad config 2)."""
+  from unipose_jax import checkpoints, datasets, extras, media, models, run_config  # noqa: PLC0415
 
-  found = [checkpoints.CheckpointError, datasets.DatasetError, run_config.ConfigError]
-  found += [models.WeightImportError]
-  found += [UserError, FileNotFoundError, PermissionError, IsADirectoryError]
-  try:
-    from unipose_jax.predict import PredictInputError  # noqa: PLC0415
-
-    found.append(PredictInputError)
-  except ImportError:
-    pass
-  return tuple(found)
+  return (
+    checkpoints.CheckpointError, datasets.DatasetError, run_config.ConfigError, extras.MissingExtraError,
+    models.WeightImportError, media.PredictInputError, FileNotFoundError, PermissionError,
+    IsADirectoryError,
+  )  # fmt: skip
 
 
-def _config(mode: str):
-  """The config of this command: ``--config`` (checked against the run's) or the run's."""
-  from unipose_jax import run_config  # noqa: PLC0415
+def _run(mode: str):
+  """The run of this command: ``--workdir`` with ``--config`` (checked against the run's
+  ``config.json``, except when training: train checks) or with its ``config.json``."""
+  import ml_collections  # noqa: PLC0415
+
+  from unipose_jax import run as run_lib  # noqa: PLC0415
 
   given, workdir = FLAGS.config, FLAGS.workdir
-  if given is not None and type(given).__name__ == "_ErrorConfig":
-    try:
+  if given is not None and not isinstance(given, ml_collections.ConfigDict):
+    try:  # config_flags keeps a config file's loading error in a stand-in object
       given.to_dict()  # re-raises the loading error
     except Exception as e:  # noqa: BLE001
       raise CommandLineError(f"cannot load --config: {e}") from None
-  saved = run_config.load(workdir) if workdir else None
-  if given is None and saved is None:
-    where = f"{workdir}/config.json" if workdir else "a --workdir"
-    raise CommandLineError(f"--mode={mode} needs --config (no {where} to read it from)")
-  if given is not None and saved is not None and mode != "train":
-    run_config.check_matches(given, saved, workdir)
-  return given if given is not None else saved
-
-
-def _prepare() -> None:
-  from unipose_jax import datasets  # noqa: PLC0415
-
-  data_dir = FLAGS.data_dir or (FLAGS.config.data.data_dir if FLAGS.config else "data/tfds")
-  statuses = datasets.prepare(FLAGS.datasets, manual_dir=FLAGS.manual_dir, data_dir=data_dir)
-  missing = sorted(n for n, s in statuses.items() if s not in ("built", "exists"))
-  if missing:
-    raise UserError(
-      f"not prepared: {', '.join(missing)} (archives not found in {FLAGS.manual_dir}); put them "
-      f"there and run:\n  {datasets.prepare_command(data_dir, FLAGS.manual_dir)}"
-    )
-
-
-def _export(config) -> None:
-  from unipose_jax import export, files, run_config  # noqa: PLC0415
-
-  variables, step = run_config.load_variables(FLAGS.workdir)  # no checkpoint: said first
-  output = FLAGS.output or os.path.join(FLAGS.workdir, "unipose.onnx")
-  export.check_output_path(output)
-  model = run_config.build_model(config)
-  path = export.export_onnx(model, variables, output, config.data.input_size, verify=True)
-  codec = run_config.build_codec(config)
-  files.write_json(
-    f"{os.path.splitext(path)[0]}.json",
-    {"checkpoint_step": step, "input_size": config.data.input_size,
-     "heatmap_size": list(codec.heatmap_size), "sigma": config.codec.sigma,
-     "decoding": config.codec.decoding, "dark_kernel": config.codec.dark_kernel,
-     "box_head": bool(config.model.box_head)},
-  )  # fmt: skip
-  print(
-    f"wrote {path} (checkpoint {step}) and its decoding settings {os.path.splitext(path)[0]}.json"
-  )
+  if given is not None and mode == "train":
+    return run_lib.Run(given, workdir)
+  try:
+    return run_lib.Run.from_workdir(workdir, given)
+  except run_lib.NoConfigError:
+    where = os.path.join(workdir, "config.json")
+    raise CommandLineError(f"--mode={mode} needs --config (no {where} to read it from)") from None
 
 
 def main(argv) -> None:
@@ -138,10 +99,15 @@ def main(argv) -> None:
   if mode is None:
     raise CommandLineError(f"--mode is required: one of {', '.join(MODES)}")
   if mode == "prepare":
-    return _prepare()
+    from unipose_jax import modes  # noqa: PLC0415
+
+    config_dir = FLAGS.config.data.data_dir if FLAGS.config else "data/tfds"
+    return modes.prepare(FLAGS.datasets, FLAGS.manual_dir, FLAGS.data_dir or config_dir)
   if FLAGS.workdir is None:
     raise CommandLineError(f"--mode={mode} needs --workdir")
-  config = _config(mode)
+  if mode == "predict" and not FLAGS.inputs:
+    raise CommandLineError("--mode=predict needs --inputs=photo.jpg,folder/,clip.mp4")
+  run = _run(mode)
   from unipose_jax import distributed  # noqa: PLC0415  (before anything touches a device)
 
   distributed.initialize(
@@ -150,25 +116,18 @@ def main(argv) -> None:
   if mode == "train":
     from unipose_jax import train  # noqa: PLC0415
 
-    train.train_and_evaluate(config, FLAGS.workdir, stop_after=FLAGS.stop_after)
-  elif mode == "eval":
-    from unipose_jax import evaluate  # noqa: PLC0415
+    train.train_and_evaluate(run.config, FLAGS.workdir, stop_after=FLAGS.stop_after)
+    return None
+  from unipose_jax import modes  # noqa: PLC0415
 
-    evaluate.evaluate_checkpoint(config, FLAGS.workdir)
+  if mode == "eval":
+    modes.evaluate_checkpoint(run)
   elif mode == "predict":
-    if not FLAGS.inputs:
-      raise CommandLineError("--mode=predict needs --inputs=photo.jpg,folder/,clip.mp4")
-    from unipose_jax import predict  # noqa: PLC0415
-
-    items = predict.collect_inputs(FLAGS.inputs)  # every input checked before compiling
-    predictor = predict.Predictor.from_workdir(FLAGS.workdir, config=config)
-    predict.run(items, predictor, FLAGS.output or os.path.join(FLAGS.workdir, "predict"))
+    modes.predict_inputs(run, FLAGS.inputs, FLAGS.output)
   elif mode == "export":
-    _export(config)
+    modes.export_checkpoint(run, FLAGS.output)
   elif mode == "calibrate":
-    from unipose_jax import calibrate  # noqa: PLC0415
-
-    calibrate.calibrate_locked(config, FLAGS.workdir)
+    modes.calibrate_presence(run)
   return None
 
 
@@ -230,13 +189,15 @@ def run() -> None:
   except SystemExit:
     raise
   except Exception as e:
+    from unipose_jax import preemption, run_config  # noqa: PLC0415
+
     if isinstance(e, CommandLineError) and not FLAGS.debug:
       _exit(f"error: {e}", EXIT_USAGE)
-    if type(e).__name__ == "Preempted":  # train.Preempted: stopped by a signal, saved
+    if isinstance(e, preemption.Preempted):  # stopped by a signal, checkpoint saved
       _exit(f"pre-empted: {e}", e.exit_code)
     if FLAGS.debug or not isinstance(e, _expected_errors()):
       raise
-    _exit(f"error: {e}", EXIT_USAGE if type(e).__name__ == "ConfigError" else EXIT_ERROR)
+    _exit(f"error: {e}", EXIT_USAGE if isinstance(e, run_config.ConfigError) else EXIT_ERROR)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import dark_reference as ref  # noqa: E402
-from hardware import describe_device  # noqa: E402
+from hardware import describe_device, parse_args  # noqa: E402
 
 from unipose_jax.codecs import DECODINGS, ENCODINGS, HeatmapCodec  # noqa: E402
 
@@ -138,17 +138,21 @@ def bench_eval_step(codec: HeatmapCodec, batch: int, repeats: int, device: str):
   except Exception as err:  # the model package is developed separately
     print(json.dumps(dict(**common, skipped=f"unipose_jax.models unavailable: {err!r}")))
     return
+  from unipose_jax import inference
+
   model = UniPose(num_joints=14)
-  images = jnp.zeros((batch, *codec.input_size, 3), jnp.float32)
-  variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, train=False))(images[:1])
+  images = jnp.zeros((batch, *codec.input_size, 3), jnp.uint8)
+  variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, train=False))(
+    images[:1].astype(jnp.float32)
+  )
 
   @jax.jit
-  def forward(v, x):
-    return model.apply(v, x, train=False)
+  def forward(v, x):  # the evaluation's forward pass: normalise, network, joint maps
+    return inference.predict_heatmaps(v, x, model=model, flip_test=False)
 
   @jax.jit
   def forward_decode(v, x):
-    return codec.decode(model.apply(v, x, train=False)[..., 1:], "dark")
+    return codec.decode(forward(v, x), "dark")
 
   for fn in (forward, forward_decode):
     jax.block_until_ready(fn(variables, images))
@@ -175,7 +179,7 @@ def main(argv=None):
   parser.add_argument(
     "--eval-batch", type=int, default=64, help="batch of the optional GPU eval-step section"
   )
-  args = parser.parse_args(argv)
+  args = parse_args(parser, argv, {"batches": "1,2", "repeats": 1, "eval_batch": 2})
   codec = HeatmapCodec(input_size=(368, 368), heatmap_size=(46, 46), sigma=3.0)
   device = describe_device()
   bench_codec(codec, [int(b) for b in args.batches.split(",")], args.joints, args.repeats, device)

@@ -81,3 +81,16 @@ def flops_of(lowered) -> float | None:
   if not cost or "flops" not in cost:
     return None
   return float(cost["flops"])
+
+
+def parse_args(parser, argv, tiny: dict):
+  """``parser.parse_args(argv)`` with a ``--tiny`` flag: the benchmark's tiny mode, a run of
+  seconds with a tiny network and few repeats (``tiny`` gives its settings; flags given
+  explicitly still win). The test suite runs every benchmark this way
+  (tests/test_benchmarks.py); its numbers measure nothing."""
+  parser.add_argument("--tiny", action="store_true", help=f"tiny mode for the tests: {tiny}")
+  args = parser.parse_args(argv)
+  if args.tiny:
+    parser.set_defaults(**tiny)
+    args = parser.parse_args(argv)
+  return args

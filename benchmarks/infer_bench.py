@@ -56,30 +56,27 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
-from hardware import describe_device  # noqa: E402
+from hardware import describe_device, parse_args  # noqa: E402
 
+from tests import torch_twin as twin_lib  # noqa: E402
 from unipose_jax.deploy import onnx_runner  # noqa: E402
 from unipose_jax.export import export_onnx  # noqa: E402
 from unipose_jax.models import (  # noqa: E402
   IMAGENET_MEAN,
   IMAGENET_STD,
-  UniPose,  # noqa: E402
+  UniPose,
+  load_original_unipose,
   normalize,
 )
-
-try:  # the twin may move to tests/torch_twin.py
-  from tests import torch_twin as twin_lib  # noqa: E402
-except ImportError:
-  from tests import test_model_parity_torch as twin_lib  # noqa: E402
 
 THREADS = os.cpu_count() or 1
 torch.set_num_threads(THREADS)  # the twin's module sets 1 for the parity tests
 
 #: depth -> (torch block, Flax block name, stage sizes, width, (wasp, low, decoder) widths)
 SPECS = {
-  "101": (twin_lib.TBottleneck, "Bottleneck", (3, 4, 23, 3), 64, (256, 48, 256)),
-  "50": (twin_lib.TBottleneck, "Bottleneck", (3, 4, 6, 3), 64, (256, 48, 256)),
-  "tiny": (twin_lib.TBottleneck, "Bottleneck", (1, 1, 1, 1), 8, (16, 8, 16)),
+  "101": (twin_lib.Bottleneck, "Bottleneck", (3, 4, 23, 3), 64, (256, 48, 256)),
+  "50": (twin_lib.Bottleneck, "Bottleneck", (3, 4, 6, 3), 64, (256, 48, 256)),
+  "tiny": (twin_lib.Bottleneck, "Bottleneck", (1, 1, 1, 1), 8, (16, 8, 16)),
 }
 
 
@@ -87,15 +84,20 @@ def build(depth: str, input_size: int, seed: int = 0):
   """The twin (eval mode), the Flax module and its variables holding the twin's weights."""
   import functools
 
-  from unipose_jax.models import resnet
+  from unipose_jax.models import BasicBlock, Bottleneck, ResNet  # noqa: PLC0415
 
   block_t, block_f, layers, width, (wasp, low, dec) = SPECS[depth]
-  twin = twin_lib.TUniPose(block_t, layers, width, 16, wasp, low, dec, num_joints=14)
-  twin_lib._randomise(twin, seed)
+  twin = twin_lib.UniPoseTwin(
+    14, block=block_t, layers=layers, width=width, output_stride=16, wasp_planes=wasp,
+    low_planes=low, decoder_planes=dec,
+  )  # fmt: skip
+  twin_lib.randomise_(twin, seed)
   model = UniPose(
     num_joints=14,
     backbone=functools.partial(
-      resnet.ResNet, stage_sizes=layers, block_cls=getattr(resnet, block_f)
+      ResNet,
+      stage_sizes=layers,
+      block_cls={"Bottleneck": Bottleneck, "BasicBlock": BasicBlock}[block_f],
     ),
     backbone_width=width,
     wasp_features=wasp,
@@ -106,7 +108,8 @@ def build(depth: str, input_size: int, seed: int = 0):
     lambda x: model.init(jax.random.key(0), x, train=False),
     jax.ShapeDtypeStruct((1, input_size, input_size, 3), jnp.float32),
   )
-  return twin, model, twin_lib._to_flax(twin, abstract)
+  variables, _ = load_original_unipose(twin.state_dict(), abstract)  # the twin's weights
+  return twin, model, variables
 
 
 def _sig(value: float, digits: int = 4) -> float:
@@ -129,8 +132,9 @@ def runners(twin, model, variables, onnx_path):
     return model.apply(v, normalize(images), train=False)
 
   ort_run = onnx_runner(onnx_path, threads=THREADS)
-  t_mean = torch.from_numpy(np.asarray(IMAGENET_MEAN) * 255.0).view(1, 3, 1, 1)
-  t_inv = torch.from_numpy(1.0 / (np.asarray(IMAGENET_STD) * 255.0)).view(1, 3, 1, 1)
+  t_mean = torch.tensor(np.asarray(IMAGENET_MEAN) * 255.0, dtype=torch.float32).view(1, 3, 1, 1)
+  t_inv = torch.tensor(1.0 / (np.asarray(IMAGENET_STD) * 255.0), dtype=torch.float32)
+  t_inv = t_inv.view(1, 3, 1, 1)
 
   def torch_fwd(images):
     with torch.inference_mode():
@@ -153,7 +157,7 @@ def main(argv=None):
   p.add_argument("--batch", default="1,8", help="comma-separated batch sizes")
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--paths", default="jax,onnxruntime,torch")
-  args = p.parse_args(argv)
+  args = parse_args(p, argv, {"depth": "tiny", "input_size": 64, "batch": "1", "repeats": 1})
   paths = args.paths.split(",")
   twin, model, variables = build(args.depth, args.input_size)
   device = describe_device()

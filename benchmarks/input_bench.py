@@ -44,7 +44,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from hardware import describe_device  # noqa: E402
+from hardware import describe_device, parse_args  # noqa: E402
 
 KEEPS_UP = 1.2
 
@@ -175,7 +175,10 @@ def main(argv=None) -> None:
     help="images/s of the step measured elsewhere in the same run (train_bench): used for "
     "ratio_vs_step instead of compiling the step again",
   )  # fmt: skip
-  a = p.parse_args(argv)
+  a = parse_args(p, argv, {
+    "pipeline_config": "smoke", "train_sources": "synthetic/small", "batch": 4, "workers": "0",
+    "seconds": 0.2, "warmup": 1, "step_rate": 1000.0,  # train_bench's tiny mode compiles steps
+  })  # fmt: skip
 
   pipe_cfg = load_config(a.pipeline_config)
   if a.train_sources:

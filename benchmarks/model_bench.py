@@ -46,10 +46,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from hardware import describe_device, flops_of, is_oom, peak_flops  # noqa: E402
+from hardware import describe_device, flops_of, is_oom, parse_args, peak_flops  # noqa: E402
 
+from unipose_jax import inference  # noqa: E402
 from unipose_jax.codecs import HeatmapCodec  # noqa: E402
-from unipose_jax.models import UniPose, UniPoseTiny, heatmap_size, normalize  # noqa: E402
+from unipose_jax.models import UniPose, UniPoseTiny, heatmap_size  # noqa: E402
 
 
 def random_variables(model, input_shape, seed=0):
@@ -105,8 +106,8 @@ def dark_share_of_eval(model, variables, input_size, batch, repeats) -> dict:
     encoding="unbiased", decoding="dark",
   )  # fmt: skip
 
-  def heatmaps(v, images):
-    return model.apply(v, normalize(images, model.dtype), train=False)[..., 1:].astype(jnp.float32)
+  def heatmaps(v, images):  # the evaluation's forward pass
+    return inference.predict_heatmaps(v, images, model=model, flip_test=False)
 
   fwd = jax.jit(heatmaps)
   fwd_dark = jax.jit(lambda v, images: codec.decode(heatmaps(v, images)))
@@ -239,7 +240,9 @@ def main(argv=None):
     "--dark_share_only", action="store_true",
     help="only the evaluation step with and without DARK decoding (two compilations, not four)",
   )  # fmt: skip
-  args = p.parse_args(argv)
+  args = parse_args(p, argv, {
+    "backbone_depth": "tiny", "input_size": 64, "batch_sizes": "2", "repeats": 1,
+  })  # fmt: skip
   batches = [int(b) for b in args.batch_sizes.split(",")]
   dtypes = [d.strip() for d in args.dtype.split(",")]
 

@@ -2,7 +2,7 @@
 
 The network of ``--config`` (default ``lsp_cpu``: ResNet-18 at 128 px) with random
 weights runs through :class:`unipose_jax.predict.Predictor` exactly as
-``launch.py --mode=predict`` runs it (``evaluate.predict_heatmaps`` jitted, the
+``launch.py --mode=predict`` runs it (``inference.predict_heatmaps`` jitted, the
 config's ``flip_test`` and decoder). Random weights give random scores, so the score
 threshold is set to ``-inf`` here: every joint is visible and the second pass always
 runs (on real photos it runs whenever a person is found).
@@ -14,7 +14,7 @@ Prints one JSON object per line:
                  baseline ratio ``two_pass_over_one_pass`` (its median over pass 1's,
                  same run, same image)
   predict_video  a synthetic --frames-frame mp4v video of --width x --height through
-                 ``predict.predict_video`` (decode, two passes, drawing, encoding,
+                 ``media.predict_video`` (decode, two passes, drawing, encoding,
                  JSON lines): frames_per_s, and ``frames_per_s_over_two_pass_bound``,
                  its frames/s over 1 / (two-pass median): the share of the time that
                  is the network and its geometry
@@ -48,9 +48,10 @@ import cv2  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from hardware import describe_device  # noqa: E402
+from hardware import describe_device, parse_args  # noqa: E402
 
-from unipose_jax import evaluate, predict, run_config  # noqa: E402
+from unipose_jax import inference, media, predict  # noqa: E402
+from unipose_jax.run import Run  # noqa: E402
 
 
 def _sig(value: float, digits: int = 4) -> float:
@@ -58,26 +59,14 @@ def _sig(value: float, digits: int = 4) -> float:
 
 
 def build_predictor(config, seed: int = 0) -> predict.Predictor:
-  """The Predictor of ``from_workdir``, on randomly initialised variables."""
-  model = run_config.build_model(config)
+  """The Predictor of ``Predictor.from_run``, on randomly initialised variables."""
+  run = Run(config)
+  model = run.model()
   size = config.data.input_size
   variables = model.init(jax.random.key(seed), jnp.zeros((1, size, size, 3)), train=False)
-  flip_test = bool(config.flip_test)
-
-  @jax.jit
-  def heatmaps(v, images):
-    return evaluate.predict_heatmaps(v, images, model=model, flip_test=flip_test)
-
-  return predict.Predictor(
-    lambda images: heatmaps(variables, images),
-    input_size=size,
-    codec=run_config.build_codec(config),
-    box_head=bool(config.model.box_head),
-    decoding=config.codec.decoding,
-    score_threshold=-np.inf,
-    second_pass=True,
-    crop_margin=config.predict.crop_margin,
-  )
+  heatmaps = inference.heatmap_fn(model, variables, flip_test=bool(config.flip_test))
+  settings = {**run.predictor_settings(), "score_threshold": -np.inf, "second_pass": True}
+  return predict.Predictor(heatmaps, **settings)
 
 
 def timed(fn, repeats: int) -> float:
@@ -111,7 +100,9 @@ def main(argv=None):
   p.add_argument("--height", type=int, default=480)
   p.add_argument("--repeats", type=int, default=9)
   p.add_argument("--frames", type=int, default=48)
-  args = p.parse_args(argv)
+  args = parse_args(p, argv, {
+    "config": "smoke", "width": 96, "height": 64, "repeats": 1, "frames": 2,
+  })  # fmt: skip
 
   config = importlib.import_module(f"configs.{args.config}").get_config()
   predictor = build_predictor(config)
@@ -137,9 +128,9 @@ def main(argv=None):
   with tempfile.TemporaryDirectory() as tmp:
     src = os.path.join(tmp, "synthetic.mp4")
     synthetic_video(src, args.frames, args.width, args.height)
-    (item,) = predict.collect_inputs([src])
+    (item,) = media.collect_inputs([src])
     with contextlib.redirect_stdout(sys.stderr):  # its progress lines: stdout is JSON only
-      out = predict.predict_video(item, predictor, os.path.join(tmp, "out"))
+      out = media.predict_video(item, predictor, os.path.join(tmp, "out"))
   rate = out["frames"] / out["seconds"]
   row = {
     "name": "predict_video",

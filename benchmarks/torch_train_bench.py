@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch_twin  # noqa: E402
-from hardware import cpu_model  # noqa: E402
+from hardware import cpu_model, parse_args  # noqa: E402
 
 LAYERS = {"50": (3, 4, 6, 3), "101": (3, 4, 23, 3), "152": (3, 8, 36, 3)}
 MEAN = (0.485, 0.456, 0.406)
@@ -148,7 +148,10 @@ def main(argv=None) -> None:
   p.add_argument("--compile", action="store_true", help="torch.compile the model")
   p.add_argument("--no_channels_last", action="store_true")
   p.add_argument("--cpu", action="store_true", help="run on the CPU even if CUDA is present")
-  a = p.parse_args(argv)
+  a = parse_args(p, argv, {
+    "backbone_depth": "tiny", "input_size": 64, "batch_sizes": "2", "steps": 1, "warmup": 1,
+    "cpu": True,
+  })  # fmt: skip
   cuda = torch.cuda.is_available() and not a.cpu
   device = torch.device("cuda" if cuda else "cpu")
   torch.backends.cudnn.benchmark = True

@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from hardware import describe_device, flops_of, is_oom, peak_flops  # noqa: E402
+from hardware import describe_device, flops_of, is_oom, parse_args, peak_flops  # noqa: E402
 
 from unipose_jax import distributed, train  # noqa: E402
 
@@ -135,7 +135,9 @@ def main(argv=None) -> None:
   p.add_argument("--backbone_depth", type=int, default=0, help="override model.backbone_depth")
   p.add_argument("--input_size", type=int, default=0, help="override data.input_size")
   p.add_argument("--peak_tflops", type=float, default=0.0, help="peak of one device (TFLOP/s)")
-  a = p.parse_args(argv)
+  a = parse_args(p, argv, {
+    "config": "smoke", "input_size": 32, "batch_sizes": "8", "steps": 1,
+  })  # fmt: skip
   batches = [int(b) for b in a.batch_sizes.split(",")]
   rows = []
   for dtype in a.dtype.split(","):

@@ -12,6 +12,10 @@ import pathlib
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import contextlib  # noqa: E402
+import fcntl  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 
@@ -68,3 +72,110 @@ def tiny_network(config, input_size: int = 32):
   config.model.decoder_features = 16
   config.codec.sigma = 1.5
   return config
+
+
+# ----------------------------------------------------------------------------- shared runs
+
+SMALL = "synthetic/small"  # 64x64 images, 128 train / 32 test
+
+
+@contextlib.contextmanager
+def once_per_session(tmp_path_factory, name):
+  """A folder shared by the whole test session, ``(folder, True)`` for whoever must fill it.
+
+  Under pytest-xdist the workers share one base temporary folder: the first worker to
+  take the lock fills it, the others wait and then read what it wrote.
+  """
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent
+  root = pathlib.Path(base) / name
+  with open(f"{root}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      done = root / "done"
+      fill = not done.exists()
+      if fill:
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+      yield root, fill
+      if fill:
+        done.touch()
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def launch(*args, timeout=300, **popen):
+  """``launch.py *args`` in the repository root with 2 fake devices: a finished
+  ``CompletedProcess`` (text), or with ``popen`` keywords a running ``Popen``."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONUNBUFFERED="1")
+  cmd = [sys.executable, str(REPO_ROOT / "launch.py"), *args]
+  if popen:
+    return subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, text=True, **popen)
+  return subprocess.run(
+    cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+  )
+
+
+def small_flags(data_dir, workdir, steps):
+  """The smoke config on the small synthetic set at 32 px, logging every step."""
+  return [
+    "--config=configs/smoke.py",
+    f"--workdir={workdir}",
+    f"--config.data.data_dir={data_dir}",
+    f"--config.data.train_sources=('{SMALL}',)",
+    f"--config.data.eval_source={SMALL}",
+    "--config.data.input_size=32",
+    "--config.batch_size=4",
+    "--config.eval_batch_size=8",
+    f"--config.num_train_steps={steps}",
+    "--config.log_every=1",
+    "--config.checkpoint_every=1000",
+  ]
+
+
+@pytest.fixture(scope="session")
+def small_data_dir(tmp_path_factory) -> str:
+  """The small synthetic set, prepared once per test session (read-only)."""
+  from unipose_jax import datasets
+
+  with once_per_session(tmp_path_factory, "small_tfds") as (root, fill):
+    if fill:
+      datasets.prepare([SMALL], manual_dir=None, data_dir=str(root), log=lambda *a, **k: None)
+  return str(root)
+
+
+#: The shared run's settings besides small_flags: a box head, DARK's kernel size left at
+#: 0 ("the default", resolved when saved and exported), checkpoints at steps 2 and 4.
+TRAINED_RUN_FLAGS = (
+  "--config.model.box_head=True",
+  "--config.codec.dark_kernel=0",
+  "--config.checkpoint_every=2",
+)
+TRAINED_RUN_STEPS = 4
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> pathlib.Path:
+  """A finished tiny training run, trained once per test session by ``launch.py
+  --mode=train`` (:data:`TRAINED_RUN_FLAGS`, 4 steps, final evaluation) on a data folder
+  that held nothing (the synthetic set is built on first use). Its console output is in
+  ``<run>/../train.log``.
+
+  Shared by the test modules and xdist workers: never write into it; copy it first
+  (:func:`copy_of`).
+  """
+  with once_per_session(tmp_path_factory, "trained_run") as (root, fill):
+    workdir = root / "run"
+    if fill:
+      flags = small_flags(str(root / "fresh_tfds"), workdir, TRAINED_RUN_STEPS)
+      r = launch("--mode=train", *flags, *TRAINED_RUN_FLAGS)
+      (root / "train.log").write_text(r.stdout + r.stderr)
+      assert r.returncode == 0, r.stdout + r.stderr
+  return workdir
+
+
+def copy_of(run: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
+  """A private copy of a shared run folder (checkpoints, config, logs) at ``target``."""
+  shutil.copytree(run, target)
+  return target

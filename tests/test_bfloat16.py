@@ -3,7 +3,7 @@
 A small UniPose (configs/smoke.py narrowed as tests/test_train.py's ``small_config``, 64x64
 input, 8x8 heatmaps, no dropout) from one initialisation, on the same batches. The step
 is written here from the parts train.train_step is made of (models.normalize, the codec's
-targets, losses.heatmap_mse, optax), and prediction as evaluate.predict_heatmaps does it
+targets, losses.heatmap_mse, optax), and prediction as inference.predict_heatmaps does it
 (normalise, apply, drop the background map): this file imports neither train nor evaluate,
 so it does not depend on the rest of the training stack. Parameters stay float32 in both;
 bfloat16 is the compute dtype only.
@@ -27,8 +27,9 @@ import pytest
 from conftest import tiny_network
 
 from configs import smoke
-from unipose_jax import losses, run_config
+from unipose_jax import inference, losses
 from unipose_jax.models import normalize
+from unipose_jax.run import Run
 
 SIZE = 64
 BATCH = 8
@@ -82,19 +83,14 @@ def make_step(model, codec, tx):
 
 
 def make_predict(model):
-  @jax.jit
-  def predict(variables, images):
-    out = model.apply(variables, normalize(images, model.dtype), train=False)
-    return out[..., 1:].astype(jnp.float32)
-
-  return predict
+  return jax.jit(functools.partial(inference.predict_heatmaps, model=model, flip_test=False))
 
 
 @pytest.fixture(scope="module")
 def setup():
-  m32 = run_config.build_model(small_config("float32"))
-  m16 = run_config.build_model(small_config("bfloat16"))
-  codec = run_config.build_codec(small_config("float32"))
+  m32 = Run(small_config("float32")).model()
+  m16 = Run(small_config("bfloat16")).model()
+  codec = Run(small_config("float32")).codec
   assert m16.dtype == jnp.bfloat16 and m32.dtype == jnp.float32
   variables = jax.jit(functools.partial(m32.init, train=False))(
     jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3), jnp.float32)
@@ -103,6 +99,7 @@ def setup():
   return m32, m16, codec, variables, tx
 
 
+@pytest.mark.slow
 def test_bfloat16_training_loss_tracks_float32(setup):
   m32, m16, codec, variables, tx = setup
   batches = [dot_batch(i) for i in range(3)]
@@ -124,6 +121,7 @@ def test_bfloat16_training_loss_tracks_float32(setup):
   assert not np.array_equal(runs["bf16"], runs["f32"])
 
 
+@pytest.mark.slow
 def test_bfloat16_evaluation_decodes_the_float32_keypoints(setup):
   m32, m16, codec, variables, tx = setup
   train_batches = [dot_batch(i) for i in range(4)]

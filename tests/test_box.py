@@ -126,6 +126,7 @@ def _round_trip(codec: HeatmapCodec, encoding: str, decoding: str):
   return np.asarray(points), np.asarray(decoded)
 
 
+@pytest.mark.slow
 def test_round_trip_unbiased_dark_is_sub_hundredth_pixel():
   codec = HeatmapCodec(encoding="unbiased", decoding="dark")  # configs/dark_lsp_box.py
   points, decoded = _round_trip(codec, "unbiased", "dark")
@@ -133,6 +134,7 @@ def test_round_trip_unbiased_dark_is_sub_hundredth_pixel():
   np.testing.assert_allclose(box_lib.box_from_points(decoded), BOXES, rtol=0, atol=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoding", ["argmax", "dark"])
 def test_round_trip_quantized_lands_on_the_grid_point(decoding):
   # The quantized target peaks at the heatmap node nearest to each point; argmax and
@@ -146,6 +148,7 @@ def test_round_trip_quantized_lands_on_the_grid_point(decoding):
   np.testing.assert_allclose(box, np.asarray(box_lib.box_from_points(expected)), atol=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoding", ["unbiased", "quantized"])
 @pytest.mark.parametrize("decoding", DECODINGS)
 def test_round_trip_every_decoder_within_half_a_stride(encoding, decoding):
@@ -232,6 +235,7 @@ def _numpy_box_summary(pred, gt, mask):
   }
 
 
+@pytest.mark.slow
 def test_box_counts_merge_and_summary_equal_numpy():
   pred, gt, mask = _random_boxes(50, 0)
   kp_pred = np.random.default_rng(1).uniform(0, 100, (50, K, 2)).astype(np.float32)
@@ -258,6 +262,7 @@ def test_box_counts_merge_and_summary_equal_numpy():
     metrics.merge_counts(plain, merged)
 
 
+@pytest.mark.slow
 def test_box_counts_mask_ignores_nan_and_empty_is_nan():
   pred, gt, mask = _random_boxes(6, 3)
   mask[:] = [True, True, False, True, False, False]

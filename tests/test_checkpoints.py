@@ -27,7 +27,6 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from unipose_jax import run_config
 from unipose_jax.checkpoints import (
   Checkpointer,
   CheckpointError,
@@ -36,6 +35,7 @@ from unipose_jax.checkpoints import (
   WorkdirLock,
   WorkdirLockedError,
 )
+from unipose_jax.run import Run
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
@@ -97,6 +97,7 @@ def save_steps(directory, steps, **kwargs) -> None:
 # ----------------------------------------------------------------------------- round trips
 
 
+@pytest.mark.slow
 def test_round_trip_with_and_without_target(tmp_path):
   state = make_state(0)
   metrics = {"dark/pck@0.2": np.float32(0.8125), "loss": 0.25}
@@ -214,6 +215,7 @@ def test_missing_step_empty_directory_read_only_and_bad_arguments(tmp_path):
     Checkpointer(tmp_path, max_to_keep=0)
 
 
+@pytest.mark.slow
 def test_a_target_that_does_not_match_is_an_error_not_damage(tmp_path):
   with Checkpointer(tmp_path) as ckpt:
     ckpt.save(1, make_state(0), None)
@@ -353,6 +355,7 @@ _RESTORER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_another_process_restores_what_this_one_saved(tmp_path):
   save_steps(tmp_path, (5,))
   out = subprocess.run(
@@ -437,6 +440,7 @@ _CRASHING_SAVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_crash_during_save_leaves_previous_checkpoint_latest(tmp_path):
   directory, marker = tmp_path / "ckpt", tmp_path / "marker"
   proc = subprocess.Popen(
@@ -499,6 +503,7 @@ def _hold(workdir, then: str = "hold") -> subprocess.Popen:
   return proc
 
 
+@pytest.mark.slow
 def test_workdir_lock_between_processes(tmp_path, capsys):
   proc = _hold(tmp_path)
   try:
@@ -527,17 +532,48 @@ def test_workdir_lock_between_processes(tmp_path, capsys):
     proc.wait(timeout=30)
     proc.stdout.close()
     proc.stderr.close()
+  assert not (tmp_path / ".lock").exists()  # a clean release leaves no file behind
   lock = WorkdirLock(tmp_path).acquire()
   lock.release()
   assert "stale" not in capsys.readouterr().out
+  assert not (tmp_path / ".lock").exists()
+
+
+def test_lock_of_a_file_removed_by_its_releaser_is_not_kept(tmp_path):
+  """A process that opened .lock just before the holder released (and removed) it must not
+  believe it holds the lock of the vanished file while a third process locks the new one."""
+  first = WorkdirLock(tmp_path).acquire()
+  late = WorkdirLock(tmp_path)
+  stale_fd = os.open(late.path, os.O_RDWR)  # opened before the release...
+  first.release()
+  real_open = os.open
+  calls = []
+
+  def open_once_stale(path, flags, mode=0o777):
+    calls.append(path)
+    return stale_fd if len(calls) == 1 else real_open(path, flags, mode)
+
+  try:
+    os.open = open_once_stale  # ...and locked after it: acquire must notice and reopen
+    late.acquire()
+  finally:
+    os.open = real_open
+  assert len(calls) == 2 and (tmp_path / ".lock").exists()
+  with pytest.raises(WorkdirLockedError):  # the file at the path is the one held
+    WorkdirLock(tmp_path).acquire()
+  late.release()
 
 
 # ----------------------------------------------------------------------------- load_variables
 
 
 def test_load_variables(tmp_path):
+  from configs import smoke
+
+  run = Run(smoke.get_config(), str(tmp_path / "run"))
+  assert run.best_metric == "dark/pck@0.2"
   with pytest.raises(CheckpointError) as info:
-    run_config.load_variables(str(tmp_path / "run"))
+    run.load_variables()
   checkpoints_dir = tmp_path / "run" / "checkpoints"
   assert str(info.value) == (
     f"no checkpoint in {checkpoints_dir}: train first "
@@ -546,7 +582,7 @@ def test_load_variables(tmp_path):
   with Checkpointer(checkpoints_dir) as ckpt:
     for step in (1, 2):
       ckpt.save(step, make_state(step), None)
-  variables, step = run_config.load_variables(str(tmp_path / "run"))
+  variables, step = run.load_variables()
   assert step == 2 and set(variables) == {"params", "batch_stats"}
   assert_bit_equal(variables["params"], make_state(2).params)
-  assert run_config.load_variables(str(tmp_path / "run"), step=1)[1] == 1
+  assert run.load_variables(step=1)[1] == 1

@@ -208,6 +208,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pair", list(EXPECTED), ids=lambda p: "-".join(p))
 def test_round_trip_error_table(error_table, pair):
   table, _ = error_table
@@ -218,6 +219,7 @@ def test_round_trip_error_table(error_table, pair):
   )
 
 
+@pytest.mark.slow
 def test_quantized_decoders_return_the_rounded_centre():
   rng = np.random.default_rng(3)
   truth = uniform_points(rng, CODEC, (4, 50))
@@ -228,6 +230,7 @@ def test_quantized_decoders_return_the_rounded_centre():
     assert np.abs(err).max() < 1e-4, decoding
 
 
+@pytest.mark.slow
 def test_upsample_equals_argmax_of_full_resize():
   """decode_upsample (candidate pixels only) == argmax of jax.image.resize 'linear', also non-integer stride."""
   rng = np.random.default_rng(4)
@@ -249,6 +252,7 @@ def test_upsample_equals_argmax_of_full_resize():
 # ----------------------------------------------------------------------------- noisy maps
 
 
+@pytest.mark.slow
 def test_dark_beats_shift_and_argmax_on_noisy_maps():
   """400 maps, one joint, Gaussian noise std 0.05 and a second peak of height 0.5.
 
@@ -283,6 +287,7 @@ def realistic_heatmaps(rng, codec, batch, joints):
   return (heat + rng.normal(-0.01, 0.03, heat.shape)).astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sigma", [2.0, 3.0, 4.5])
 def test_decoders_agree_with_numpy_reference(sigma):
   """DARK agrees to 1e-4 heatmap px (measured <= 2e-5); the other decoders exactly."""
@@ -296,6 +301,7 @@ def test_decoders_agree_with_numpy_reference(sigma):
     np.testing.assert_allclose(got, want, atol=tol, rtol=0, err_msg=decoding)
 
 
+@pytest.mark.slow
 def test_dark_custom_kernel_agrees_with_reference():
   codec = HeatmapCodec(sigma=3.0, dark_kernel=11, dark_sigma=2.0)
   assert codec.dark_kernel_size == 11 and codec.dark_kernel_sigma == 2.0
@@ -311,6 +317,7 @@ def test_dark_custom_kernel_agrees_with_reference():
 # ----------------------------------------------------------------------------- degenerate maps
 
 
+@pytest.mark.slow
 def test_degenerate_maps_never_give_nan():
   heat = np.zeros((46, 46, 6), np.float32)
   heat[..., 1] = 0.7  # constant
@@ -362,6 +369,7 @@ def test_dark_clips_the_step_to_the_pixel():
 # ----------------------------------------------------------------------------- dtypes, jit, vmap, shapes
 
 
+@pytest.mark.slow
 def test_bfloat16_heatmaps_decode_like_their_float32_values():
   rng = np.random.default_rng(8)
   truth = uniform_points(rng, CODEC, (2, 4)).clip(1, 44)
@@ -377,6 +385,7 @@ def test_bfloat16_heatmaps_decode_like_their_float32_values():
   assert err.max() < 0.05, err.max()
 
 
+@pytest.mark.slow
 def test_every_decoder_jit_matches_op_by_op_and_vmap():
   rng = np.random.default_rng(9)
   kp = WIDE.heatmap_to_input(uniform_points(rng, WIDE, (2, 3, 4)))
@@ -396,6 +405,7 @@ def test_every_decoder_jit_matches_op_by_op_and_vmap():
   np.testing.assert_allclose(venc, heat, atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lead", [(), (5,), (2, 1, 3)], ids=["none", "batch", "three-dims"])
 def test_any_leading_shape(lead):
   rng = np.random.default_rng(10)

@@ -423,6 +423,7 @@ def _run_python(script: str, *args: str) -> subprocess.CompletedProcess:
   )
 
 
+@pytest.mark.slow
 def test_build_and_read_without_tensorflow(tmp_path):
   fake = fake_lsp.make_fake_archive(tmp_path / "manual", "lsp", 8)
   result = _run_python(
@@ -447,6 +448,7 @@ def test_build_and_read_without_tensorflow(tmp_path):
   assert np.allclose(eval(ok[0].split(")", 2)[2]), [x, y], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_killed_build_is_not_prepared_and_rebuilds(tmp_path, small_builders):
   """A build killed with SIGKILL mid-way leaves only TFDS's `incomplete.*` folder."""
   fake_lsp.make_fake_archive(tmp_path / "manual", "lsp", 8)
@@ -539,7 +541,7 @@ def test_synthetic_body_parts_have_their_colours():
   assert hits / total > 0.8, (hits, total)
 
 
-def test_synthetic_build_and_read(tmp_path):
+def test_synthetic_build_and_read(tmp_path, caplog):
   t0 = time.perf_counter()
   assert datasets.prepare("synthetic/small", data_dir=tmp_path, log=_silent) == {
     "synthetic/small": "built"
@@ -549,6 +551,7 @@ def test_synthetic_build_and_read(tmp_path):
   assert {
     s: len(datasets.data_source("synthetic/small", s, tmp_path)) for s in ("train", "test")
   } == {"train": 128, "test": 32}
+  assert not [r for r in caplog.records if "dataset_info.json" in r.getMessage()]  # muted
   source = datasets.data_source("synthetic/small", "test", tmp_path)
   example = source[7]
   expected = synthetic.make_example(small, "test", 7)
@@ -562,6 +565,59 @@ def test_synthetic_build_and_read(tmp_path):
   restored = pickle.loads(pickle.dumps(source))
   assert len(restored) == 32
   np.testing.assert_array_equal(restored[7]["image"], example["image"])
+
+
+def _damage(path: pathlib.Path, how: str) -> None:
+  data = bytearray(path.read_bytes())
+  if how == "bit_flip":  # one bit inside the first chunk's data (the file's end is padding)
+    data[200] ^= 0x10
+  elif how == "truncated":
+    data = data[: len(data) // 2]
+  else:
+    data = b""
+  path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["bit_flip", "truncated", "empty"])
+def test_damaged_prepared_dataset_is_named_and_prepare_rebuilds_it(tmp_path, how):
+  datasets.prepare("synthetic/small", data_dir=tmp_path, log=_silent)
+  before = [e["image"] for e in datasets.data_source("synthetic/small", "test", tmp_path)]
+  shard = next(tmp_path.glob("synthetic/small/*/synthetic-test.array_record-*"))
+  _damage(shard, how)
+  with pytest.raises(datasets.DatasetError) as e:
+    source = datasets.data_source("synthetic/small", "test", tmp_path)
+    for i in range(len(source)):
+      source[i]
+  message = str(e.value)
+  assert "'synthetic/small' is damaged" in message and str(shard) in message, message
+  assert "--mode=prepare" in message and len(message.splitlines()) == 1, message
+  with pytest.raises(datasets.DatasetError, match=shard.name):  # a batch read names it too
+    datasets.data_source("synthetic/small", "test", tmp_path).__getitems__(range(32))
+
+  lines = []
+  assert datasets.prepare("synthetic/small", data_dir=tmp_path, log=lines.append) == {
+    "synthetic/small": "built"
+  }
+  assert any("is damaged" in line and shard.name in line for line in lines), lines
+  after = [e["image"] for e in datasets.data_source("synthetic/small", "test", tmp_path)]
+  assert len(after) == 32 and all(np.array_equal(a, b) for a, b in zip(before, after))
+  # Intact now: the next prepare reads every file back and reuses it.
+  assert datasets.prepare("synthetic/small", data_dir=tmp_path, log=_silent) == {
+    "synthetic/small": "exists"
+  }
+
+
+def test_damaged_dataset_without_its_archive_is_kept(tmp_path, small_builders):
+  fake_lsp.make_fake_archive(tmp_path / "manual", "lsp", 8)
+  datasets.prepare("lsp", manual_dir=tmp_path / "manual", data_dir=tmp_path / "tfds", log=_silent)
+  shard = next((tmp_path / "tfds").glob("lsp/*/lsp-test.array_record-*"))
+  _damage(shard, "truncated")
+  lines = []
+  status = datasets.prepare(
+    "lsp", manual_dir=tmp_path / "empty", data_dir=tmp_path / "tfds", log=lines.append
+  )
+  assert status == {"lsp": "missing"} and shard.exists()  # not deleted without a way to rebuild
+  assert any("is damaged" in line for line in lines), lines
 
 
 # -- the real archives --------------------------------------------------------------------

@@ -94,6 +94,7 @@ def test_heatmaps_match_jax_dynamic_batch(tiny):
     assert error < 1e-4
 
 
+@pytest.mark.slow
 def test_numpy_decoding_matches_jax_path_on_non_square_image(tiny):
   model, variables, path = tiny
   image = np.random.default_rng(2).integers(0, 256, (90, 53, 3), dtype=np.uint8)
@@ -111,6 +112,7 @@ def test_numpy_decoding_matches_jax_path_on_non_square_image(tiny):
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_numpy_decoders_match_codec():
   rng = np.random.default_rng(3)
   codec = HeatmapCodec((368, 368), (46, 46), sigma=3.0)
@@ -132,6 +134,7 @@ def test_numpy_decoders_match_codec():
     deploy.decode_heatmaps(heatmaps, 368, decoding="upsample")
 
 
+@pytest.mark.slow
 def test_other_architectures_export(tmp_path):
   """Basic blocks, output stride 8, one projection, non-square input, 2 extra output maps."""
   model = UniPose(
@@ -173,6 +176,7 @@ def test_variables_that_do_not_fit_are_rejected(tmp_path, tiny):
     export_onnx(model, extra, tmp_path / "x.onnx", S)
 
 
+@pytest.mark.slow
 def test_deploy_imports_no_jax():
   code = "import sys, unipose_jax.deploy; assert 'jax' not in sys.modules, 'jax imported'"
   subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from unipose_jax import geometry as geo
 from unipose_jax import input_pipeline as ip
 from unipose_jax import skeleton
 from unipose_jax import transforms as tr
@@ -71,17 +72,17 @@ def test_invert_compose_apply_agree_with_homogeneous_matrices():
   pts = rng.normal(size=(5, 2)) * 10
   a3 = np.vstack([a, [0, 0, 1]])
   b3 = np.vstack([b, [0, 0, 1]])
-  np.testing.assert_allclose(tr.compose_affines(a, b), (a3 @ b3)[:2], atol=1e-12)
-  np.testing.assert_allclose(tr.invert_affine(a), np.linalg.inv(a3)[:2], atol=1e-10)
+  np.testing.assert_allclose(geo.compose_affines(a, b), (a3 @ b3)[:2], atol=1e-12)
+  np.testing.assert_allclose(geo.invert_affine(a), np.linalg.inv(a3)[:2], atol=1e-10)
   homo = np.hstack([pts, np.ones((5, 1))])
-  np.testing.assert_allclose(tr.apply_affine_to_points(a, pts), homo @ a.T, atol=1e-12)
+  np.testing.assert_allclose(geo.apply_affine_to_points(a, pts), homo @ a.T, atol=1e-12)
   # batched inverse
   batch = rng.normal(size=(4, 2, 3))
-  inv = tr.invert_affine(batch)
+  inv = geo.invert_affine(batch)
   for i in range(4):
-    np.testing.assert_allclose(tr.compose_affines(batch[i], inv[i]), np.eye(3)[:2], atol=1e-10)
+    np.testing.assert_allclose(geo.compose_affines(batch[i], inv[i]), np.eye(3)[:2], atol=1e-10)
   with pytest.raises(ValueError, match="singular"):
-    tr.invert_affine(np.zeros((2, 3)))
+    geo.invert_affine(np.zeros((2, 3)))
 
 
 def test_cv2_warp_uses_pixel_centre_convention():
@@ -91,7 +92,7 @@ def test_cv2_warp_uses_pixel_centre_convention():
   a = np.array([[2.0, 0.0, 3.0], [0.0, 2.0, 1.0]])
   out = tr.warp_image(src, a, 64)
   for j, i in [(0, 0), (5, 4), (29, 19), (13, 7)]:
-    x, y = tr.apply_affine_to_points(a, np.array([[j, i]], float))[0]
+    x, y = geo.apply_affine_to_points(a, np.array([[j, i]], float))[0]
     np.testing.assert_array_equal(out[int(y), int(x)], src[i, j])
   # half-way between two source centres is their average (bilinear)
   np.testing.assert_allclose(
@@ -128,7 +129,7 @@ def test_train_transform_moves_painted_dots_to_their_keypoints(seed):
       "image_id": np.int32(7),
     }
     out = tr.transform_train(rec, np.random.default_rng(seed), cfg=GEOM_CFG, input_size=size)
-    flipped = tr.is_flipping(out["affine"])
+    flipped = geo.is_flipping(out["affine"])
     flips.append(flipped)
     k = PERM[j] if flipped else j
     expected = out["keypoints"][k]
@@ -136,7 +137,7 @@ def test_train_transform_moves_painted_dots_to_their_keypoints(seed):
       found = _centroid(out["image"])
       assert np.linalg.norm(found - expected) < 0.3, (j, k, found, expected)
     # inverse affine takes the output keypoint back to the painted original
-    back = tr.apply_affine_to_points(out["inverse_affine"], expected[None])[0]
+    back = geo.apply_affine_to_points(out["inverse_affine"], expected[None])[0]
     np.testing.assert_allclose(back, kp[j], atol=1e-3)
   assert len(set(flips)) == 1  # same rng -> same affine for every painted image
 
@@ -144,7 +145,7 @@ def test_train_transform_moves_painted_dots_to_their_keypoints(seed):
 def test_geometry_seeds_cover_flip_and_no_flip():
   """The parametrised dot test above exercises both branches of the flip."""
   flips = {
-    tr.is_flipping(
+    geo.is_flipping(
       tr.train_affine(
         np.zeros((K, 2)) + [[30, 40]],
         np.ones(K, bool),
@@ -199,7 +200,7 @@ def test_augmentation_ranges_and_flip_rate():
     flips.append(det < 0)
     lin = a[:, :2] * ([[-1], [1]] if det < 0 else 1)
     angles.append(math.degrees(math.atan2(lin[1, 0], lin[0, 0])))
-    centre_out = tr.apply_affine_to_points(a, np.array([[30.0, 50.0]]))[0]
+    centre_out = geo.apply_affine_to_points(a, np.array([[30.0, 50.0]]))[0]
     assert np.all(np.abs(centre_out - 183.5) <= 0.05 * 368 + 1e-6)
   zooms, angles = np.array(zooms), np.array(angles)
   assert zooms.min() >= 0.7 - 1e-9 and zooms.max() <= 1.3 + 1e-9 and zooms.std() > 0.1
@@ -264,15 +265,15 @@ def test_nan_on_labeled_joint_raises_naming_image():
 def test_letterbox_round_trip_and_placement(hw):
   height, width = hw
   size = 64
-  a = tr.letterbox_affine(height, width, size)
-  inv = tr.invert_affine(a)
-  np.testing.assert_allclose(tr.compose_affines(a, inv), np.eye(3)[:2], atol=1e-12)
+  a = geo.letterbox_affine(height, width, size)
+  inv = geo.invert_affine(a)
+  np.testing.assert_allclose(geo.compose_affines(a, inv), np.eye(3)[:2], atol=1e-12)
   pts = np.random.default_rng(0).uniform(0, [width - 1, height - 1], (20, 2))
   np.testing.assert_allclose(
-    tr.apply_affine_to_points(inv, tr.apply_affine_to_points(a, pts)), pts, atol=1e-3
+    geo.apply_affine_to_points(inv, geo.apply_affine_to_points(a, pts)), pts, atol=1e-3
   )
   # the image area [-0.5, W-0.5] x [-0.5, H-0.5] maps to a centred box touching two borders
-  corners = tr.apply_affine_to_points(a, np.array([[-0.5, -0.5], [width - 0.5, height - 0.5]]))
+  corners = geo.apply_affine_to_points(a, np.array([[-0.5, -0.5], [width - 0.5, height - 0.5]]))
   r = size / max(height, width)
   np.testing.assert_allclose(corners[1] - corners[0], [r * width, r * height], atol=1e-9)
   np.testing.assert_allclose((corners[0] + corners[1]) / 2, [(size - 1) / 2] * 2, atol=1e-9)
@@ -289,11 +290,11 @@ def test_letterbox_round_trip_and_placement(hw):
 def test_eval_transform_keypoints_return_to_original():
   rec = _record(9, 73, 41)
   out = tr.transform_eval(rec, input_size=96)
-  back = tr.apply_affine_to_points(out["inverse_affine"], out["keypoints"])
+  back = geo.apply_affine_to_points(out["inverse_affine"], out["keypoints"])
   np.testing.assert_allclose(back, rec["keypoints"], atol=1e-3)
   np.testing.assert_array_equal(out["keypoints_orig"], rec["keypoints"])
   np.testing.assert_allclose(
-    tr.compose_affines(out["affine"], out["inverse_affine"]), np.eye(3)[:2], atol=1e-5
+    geo.compose_affines(out["affine"], out["inverse_affine"]), np.eye(3)[:2], atol=1e-5
   )
   np.testing.assert_array_equal(out["visible"], rec["visible"])
   assert out["image"].shape == (96, 96, 3) and out["image"].dtype == np.uint8
@@ -326,7 +327,7 @@ def test_train_batch_format_and_determinism():
   assert b["inverse_affine"].shape == (4, 2, 3) and b["image_id"].dtype == np.int32
   # each row is the per-record transform of the record it names
   for a, inv in zip(b["affine"], b["inverse_affine"]):
-    np.testing.assert_allclose(tr.compose_affines(a, inv), np.eye(3)[:2], atol=1e-4)
+    np.testing.assert_allclose(geo.compose_affines(a, inv), np.eye(3)[:2], atol=1e-4)
   _assert_batches_equal(
     take(ip.make_train_iterator([src], None, 4, 32, seed=3), 3), [b] + take(it, 2)
   )
@@ -346,6 +347,7 @@ def test_train_resume_from_json_state_in_process():
   _assert_batches_equal(take(resumed, 4), expected)
 
 
+@pytest.mark.slow
 def test_train_resume_with_workers_and_worker_count_independence():
   src = _source(10)
   kw = dict(sources=[src], mixture_weights=None, batch_size=2, input_size=24, seed=1)
@@ -429,6 +431,7 @@ def test_eval_counts_every_image_exactly_once(n, batch, shards):
   assert counts[0] == math.ceil(math.ceil(n / shards) / batch)
 
 
+@pytest.mark.slow
 def test_eval_with_worker_keeps_order():
   src = _source(7, height=12, width=9)
   plain = list(ip.make_eval_iterator(src, 2, 16))
@@ -439,7 +442,7 @@ def test_eval_with_worker_keeps_order():
     it.close()
   # the letterboxed keypoints go back to the annotation
   for b in plain:
-    back = tr.apply_affine_to_points(b["inverse_affine"], b["keypoints"])
+    back = geo.apply_affine_to_points(b["inverse_affine"], b["keypoints"])
     np.testing.assert_allclose(back, b["keypoints_orig"], atol=1e-3)
 
 
@@ -461,7 +464,7 @@ def test_real_lsp_batches(real_lsp_dir, tmp_path):
   assert e["image_id"].tolist() == [1001, 1002, 1003, 1004] and e["valid"].all()
   for i in range(4):
     np.testing.assert_allclose(e["keypoints_orig"][i], test[i]["keypoints"])
-    back = tr.apply_affine_to_points(e["inverse_affine"][i], e["keypoints"][i])
+    back = geo.apply_affine_to_points(e["inverse_affine"][i], e["keypoints"][i])
     np.testing.assert_allclose(back, test[i]["keypoints"], atol=1e-3)
 
 

@@ -1,53 +1,18 @@
-"""The command line: config overrides, SIGTERM during training, eval and predict."""
+"""The command line: config overrides, eval, predict and export of a trained run.
+
+Every test here starts ``launch.py`` processes: all are marked slow.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import TRAINED_RUN_FLAGS, TRAINED_RUN_STEPS, copy_of, launch, small_flags
 from PIL import Image
 
-from unipose_jax import datasets
-
-SMALL = "synthetic/small"
-
-
-def launch(*args, timeout=300, **popen):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONUNBUFFERED="1")
-  cmd = [sys.executable, str(REPO_ROOT / "launch.py"), *args]
-  if popen:
-    return subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, text=True, **popen)
-  return subprocess.run(
-    cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
-  )
-
-
-def small_flags(data_dir, workdir, steps):
-  return [
-    "--config=configs/smoke.py",
-    f"--workdir={workdir}",
-    f"--config.data.data_dir={data_dir}",
-    f"--config.data.train_sources=('{SMALL}',)",
-    f"--config.data.eval_source={SMALL}",
-    "--config.data.input_size=32",
-    "--config.batch_size=4",
-    "--config.eval_batch_size=8",
-    f"--config.num_train_steps={steps}",
-    "--config.log_every=1",
-    "--config.checkpoint_every=1000",
-  ]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  d = tmp_path_factory.mktemp("tfds")
-  datasets.prepare([SMALL], manual_dir=None, data_dir=str(d), log=lambda *a, **k: None)
-  return str(d)
+pytestmark = pytest.mark.slow
 
 
 def test_unknown_config_key_is_an_error(tmp_path):
@@ -67,17 +32,13 @@ def test_mode_is_required():
   assert r.returncode != 0 and "mode" in r.stderr
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-  """A finished 4-step training run (the config travels in its config.json), on a data
-  folder that holds nothing yet: the synthetic set is built on first use."""
-  root = tmp_path_factory.mktemp("cli")
-  workdir, fresh = root / "run", root / "fresh_tfds"
-  r = launch("--mode=train", *small_flags(str(fresh), workdir, 4))
-  assert r.returncode == 0, r.stdout + r.stderr
-  assert "building the synthetic dataset" in r.stdout and datasets.is_prepared(SMALL, str(fresh))
-  assert json.loads((workdir / "config.json").read_text())["num_train_steps"] == 4
-  return workdir
+def test_the_shared_run_built_its_data_and_saved_its_resolved_config(trained_run):
+  log = (trained_run.parent / "train.log").read_text()
+  assert "building the synthetic dataset" in log  # the data folder held nothing
+  saved = json.loads((trained_run / "config.json").read_text())
+  assert saved["num_train_steps"] == TRAINED_RUN_STEPS
+  # Given as 0 ("the default"); saved as the size used: 2 * ceil(3 * sigma 2.0) + 1.
+  assert saved["codec"]["dark_kernel"] == 13 and saved["codec"]["sigma"] == 2.0
 
 
 def _images(tmp_path):
@@ -88,12 +49,18 @@ def _images(tmp_path):
   return good
 
 
-def test_eval_and_predict_read_the_runs_config(run_dir, tmp_path):
+def test_eval_and_predict_read_the_runs_config(trained_run, tmp_path):
+  run_dir = copy_of(trained_run, tmp_path / "run")
   r = launch("--mode=eval", f"--workdir={run_dir}")  # no --config: config.json is used
   assert r.returncode == 0, r.stderr
-  result = json.loads((run_dir / "eval" / "checkpoint_4" / "eval_metrics.json").read_text())
+  out = run_dir / "eval" / "checkpoint_4"
+  result = json.loads((out / "eval_metrics.json").read_text())
   assert set(result) == {"argmax", "shift", "upsample", "dark"}
   assert 0.0 <= result["dark"]["pck@0.2"] <= 1.0
+  assert result["dark"]["num_boxes"] == 32  # the shared run has a box head
+  assert {p.name for p in out.iterdir()} >= {"predictions.csv", "boxes.csv", "pck_curve.png"}
+  # The console table is the file's numbers (written once, printed once).
+  assert f"dark       {result['dark']['pck@0.2']:8.4f}" in r.stdout, r.stdout
 
   good = _images(tmp_path)
   bad = tmp_path / "broken.jpg"
@@ -109,6 +76,7 @@ def test_eval_and_predict_read_the_runs_config(run_dir, tmp_path):
   for p, path in zip(predictions, good):
     assert len(p["keypoints"]) == 14 and len(p["scores"]) == 14
     assert (out_dir / f"{path.stem}_pose.png").read_bytes()[:4] == b"\x89PNG"
+  assert "predicting with checkpoint 4 of" in r.stdout
 
   # The Python API reads the same run and gives the command line's answer.
   from unipose_jax import Predictor
@@ -129,18 +97,23 @@ def data_dir_of(run_dir):
   return json.loads((run_dir / "config.json").read_text())["data"]["data_dir"]
 
 
-def test_export_reproduces_predict_with_the_numpy_decoder(run_dir, tmp_path):
+def test_export_reproduces_predict_with_the_numpy_decoder(trained_run, tmp_path):
   from unipose_jax import deploy
 
+  run_dir = copy_of(trained_run, tmp_path / "run")
   onnx_path = tmp_path / "m.onnx"
   r = launch("--mode=export", f"--workdir={run_dir}", f"--output={onnx_path}")
   assert r.returncode == 0, r.stderr
   settings = json.loads(onnx_path.with_suffix(".json").read_text())
-  assert settings["checkpoint_step"] == 4 and settings["input_size"] == 32
+  # The run's config says dark_kernel=0 ("the default"); the file holds what the codec uses.
+  assert settings == {
+    "checkpoint_step": 4, "input_size": 32, "heatmap_size": [4, 4], "sigma": 2.0,
+    "decoding": "dark", "dark_kernel": 13, "dark_sigma": 2.0, "box_head": True,
+  }  # fmt: skip
 
   good = _images(tmp_path)
   out_dir = tmp_path / "pred"
-  r = launch("--mode=predict", *small_flags(data_dir_of(run_dir), run_dir, 4),
+  r = launch("--mode=predict", *small_flags(data_dir_of(run_dir), run_dir, 4), *TRAINED_RUN_FLAGS,
              "--config.predict.second_pass=False", f"--inputs={good[0]},{good[1]}",
              f"--output={out_dir}")  # fmt: skip
   assert r.returncode == 0, r.stderr
@@ -150,17 +123,46 @@ def test_export_reproduces_predict_with_the_numpy_decoder(run_dir, tmp_path):
     keypoints, scores = deploy.predict(
       deploy.onnx_runner(onnx_path), [image], settings["input_size"],
       decoding=settings["decoding"], sigma=settings["sigma"], dark_kernel=settings["dark_kernel"],
+      dark_sigma=settings["dark_sigma"],
     )  # fmt: skip
+    assert keypoints.shape == (1, 14 + 5, 2)  # the joints, then the 5 box points
     np.testing.assert_allclose(keypoints[0, :14], np.asarray(p["keypoints"]), atol=2e-3)
     np.testing.assert_allclose(scores[0, :14], np.asarray(p["scores"]), atol=1e-4)
 
 
-def test_export_errors_name_the_path(tmp_path, run_dir):
+def test_export_errors_name_the_path(tmp_path, trained_run):
+  run_dir = trained_run  # nothing is written: both commands fail before
   r = launch("--mode=export", f"--workdir={tmp_path / 'nothing'}", "--config=configs/smoke.py")
   assert r.returncode == 1 and "no checkpoint" in r.stderr and "Traceback" not in r.stderr
   missing = tmp_path / "no_such_folder" / "m.onnx"
   r = launch("--mode=export", f"--workdir={run_dir}", f"--output={missing}")
   assert r.returncode == 1 and str(missing.parent) in r.stderr and "Traceback" not in r.stderr
+
+
+def test_export_without_the_onnx_extra_is_one_line(trained_run, tmp_path):
+  """Without onnx installed (its import blocked), export names the extra to install."""
+  import subprocess
+  import sys
+
+  from conftest import REPO_ROOT
+
+  block = (
+    "import runpy, sys; sys.modules['onnx'] = None; sys.argv = sys.argv[1:]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+  )
+  out = tmp_path / "m.onnx"
+  r = subprocess.run(
+    [sys.executable, "-c", block, str(REPO_ROOT / "launch.py"), "--mode=export",
+     f"--workdir={trained_run}", f"--output={out}"],
+    capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+  )  # fmt: skip
+  errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+  assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+  assert errors == [
+    "error: ONNX export and running an exported file needs onnx, which is not installed "
+    "(import of onnx halted; None in sys.modules); install it with: pip install 'unipose_jax[onnx]'"
+  ], r.stderr
+  assert not out.exists()
 
 
 TWIN_FLAGS = [
@@ -171,7 +173,7 @@ TWIN_FLAGS = [
 ]  # fmt: skip
 
 
-def test_eval_of_an_original_unipose_pth(data_dir, tmp_path):
+def test_eval_of_an_original_unipose_pth(small_data_dir, tmp_path):
   torch = pytest.importorskip("torch", reason="needs torch to write the .pth")
   import torch_twin
 
@@ -179,7 +181,7 @@ def test_eval_of_an_original_unipose_pth(data_dir, tmp_path):
                                 low_planes=8, decoder_planes=16)  # fmt: skip
   torch.save(torch_twin.randomise_(twin, 3).state_dict(), tmp_path / "lsp_model.pth")
   workdir = tmp_path / "table1"
-  flags = [*small_flags(data_dir, workdir, 1), *TWIN_FLAGS]
+  flags = [*small_flags(small_data_dir, workdir, 1), *TWIN_FLAGS]
   r = launch("--mode=eval", *flags, f"--config.model.init_from={tmp_path / 'lsp_model.pth'}")
   assert r.returncode == 0, r.stdout + r.stderr
   assert "unused" in r.stdout and "decoder.conv2.weight" in r.stdout

@@ -88,6 +88,7 @@ def _parity(block_t, block_f, layers, width, output_stride, heads, hw, seed, bat
 SMALL_HEADS = (16, 8, 16)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output_stride", [16, 8])
 @pytest.mark.parametrize("hw", [(64, 64), (97, 75)])
 def test_parity_small_bottleneck(output_stride, hw):
@@ -103,6 +104,7 @@ def test_parity_small_bottleneck(output_stride, hw):
   )
 
 
+@pytest.mark.slow
 def test_parity_small_basic_block():
   _parity(torch_twin.BasicBlock, BasicBlock, (2, 1, 1, 2), 8, 16, SMALL_HEADS, (81, 66), seed=3)
 
@@ -125,6 +127,7 @@ def test_parity_resnet101_full_width():
   assert sum(p.numel() for p in twin.parameters()) == torch_twin.ORIGINAL_NUM_PARAMETERS
 
 
+@pytest.mark.slow
 def test_resize_matches_torch_interpolate():
   from unipose_jax.models import resize_bilinear_align_corners
 

@@ -11,12 +11,9 @@ processes (one configured by flags, one by environment variables) and with one, 
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import fcntl
 import json
 import os
-import pathlib
 import shutil
 import socket
 import subprocess
@@ -27,20 +24,17 @@ import jax
 import multiprocess_worker as worker
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, once_per_session
 
 from configs import smoke
-from unipose_jax import checkpoints, datasets, distributed
+from unipose_jax import checkpoints, distributed
 
-SMALL = "synthetic/small"  # 128 train / 32 test images
 TIMEOUT_S = 420
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  d = tmp_path_factory.mktemp("tfds")
-  datasets.prepare([SMALL], manual_dir=None, data_dir=str(d), log=lambda *a, **k: None)
-  return str(d)
+def data_dir(small_data_dir):
+  return small_data_dir
 
 
 def _free_port() -> int:
@@ -119,35 +113,9 @@ def _cache_env(tmp_path_factory):
   return {"UNIPOSE_TEST_JAX_CACHE": str(tmp_path_factory.mktemp("mp_jax_cache"))}
 
 
-@contextlib.contextmanager
-def _once_per_session(tmp_path_factory, name):
-  """A folder shared by the whole test session, ``(folder, True)`` for whoever must fill it.
-
-  Under pytest-xdist the workers share one base temporary folder: the first worker to
-  take the lock runs the processes, the others wait and then read what it wrote.
-  """
-  base = tmp_path_factory.getbasetemp()
-  if os.environ.get("PYTEST_XDIST_WORKER"):
-    base = base.parent
-  root = pathlib.Path(base) / name
-  with open(f"{root}.lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-      done = root / "done"
-      fill = not done.exists()
-      if fill:
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-      yield root, fill
-      if fill:
-        done.touch()
-    finally:
-      fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 @pytest.fixture(scope="module")
 def trained(data_dir, tmp_path_factory):
-  with _once_per_session(tmp_path_factory, "multiprocess_trained") as (root, fill):
+  with once_per_session(tmp_path_factory, "multiprocess_trained") as (root, fill):
     workdir, out = root / "run", root / "out"
     if fill:
       out.mkdir()
@@ -172,7 +140,7 @@ def trained(data_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def followed_up(trained, data_dir, tmp_path_factory):
-  with _once_per_session(tmp_path_factory, "multiprocess_followed_up") as (root, fill):
+  with once_per_session(tmp_path_factory, "multiprocess_followed_up") as (root, fill):
     workdir = trained["workdir"]
     one_eval, resumed = root / "one_eval", root / "resumed"
     if fill:
@@ -225,6 +193,7 @@ def _load(path):
     return {k: f[k] for k in f.files}
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_process_with_all_devices(trained):
   out = trained["out"]
   ref, p0, p1 = (_load(out / f"params_{n}.npz") for n in ("reference", 0, 1))
@@ -255,6 +224,7 @@ def test_two_processes_train_like_one_process_with_all_devices(trained):
   assert [r["step"] for r in lines if "loss" in r] == list(range(1, worker.STEPS + 1))
 
 
+@pytest.mark.slow
 def test_evaluation_with_two_processes_equals_one_process(trained, followed_up):
   step = worker.STEPS
   in_training = json.loads((trained["workdir"] / "eval_metrics.json").read_text())
@@ -284,6 +254,7 @@ def test_evaluation_with_two_processes_equals_one_process(trained, followed_up):
     assert (out / name).read_bytes()[:4] == b"\x89PNG", name
 
 
+@pytest.mark.slow
 def test_two_process_checkpoint_continues_in_one_process(trained, followed_up):
   resumed = followed_up["resumed"]
   assert f"resumed from {resumed} at step {worker.STEPS}" in followed_up["resume_log"]

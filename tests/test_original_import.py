@@ -122,6 +122,7 @@ FORMS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", list(FORMS))
 def test_loads_every_form_with_parity(form, twin, flax_model, tmp_path):
   if importlib.util.find_spec("model") is not None:
@@ -160,6 +161,7 @@ def test_whole_model_walk_equals_state_dict(twin, tmp_path):
   assert source.startswith("the given module (whole module") and list(live) == list(ref)
 
 
+@pytest.mark.slow
 def test_legacy_whole_model_needs_allow_pickle(twin, flax_model, tmp_path):
   if importlib.util.find_spec("model") is not None:
     pytest.skip("a real 'model' package is importable here; the original's classes would resolve")
@@ -295,6 +297,7 @@ def test_unreadable_inputs(flax_model, tmp_path, monkeypatch):
     load_original_unipose(path, abstract)
 
 
+@pytest.mark.slow
 def test_full_resnet101_key_names():
   """The original LSP model's exact state dict (47,546,799 parameters) fills UniPose101."""
   twin = torch_twin.UniPoseTwin()
@@ -335,3 +338,62 @@ def test_to_original_input():
   out = np.asarray(to_original_input(jnp.asarray(ours, jnp.float32)))
   assert out.dtype == np.float32
   np.testing.assert_allclose(out, original, rtol=0, atol=1e-5)
+
+
+def _chain(depth: int) -> torch.nn.Module:
+  root = cur = torch.nn.Module()
+  for _ in range(depth):
+    child = torch.nn.Module()
+    cur._modules["c"] = child
+    cur = child
+  return root
+
+
+def test_crafted_module_trees_are_refused_in_words(flax_model, tmp_path):
+  """A whole module that contains itself, or is 3000 levels deep, is one message, no recursion."""
+  _, abstract, _ = flax_model
+  loop = torch.nn.Module()
+  loop._modules["again"] = loop
+  torch.save(loop, tmp_path / "cyclic.pth")
+  with pytest.raises(
+    ValueError, match=r"cyclic\.pth.*module tree is cyclic: 'again' contains itself"
+  ):
+    load_original_unipose(tmp_path / "cyclic.pth", abstract)
+  limit = sys.getrecursionlimit()
+  sys.setrecursionlimit(100_000)  # pickling 3000 levels recurses; loading must not
+  try:
+    torch.save(_chain(3000), tmp_path / "deep.pth")
+  finally:
+    sys.setrecursionlimit(limit)
+  with pytest.raises(ValueError, match=r"deep\.pth.*nested deeper than 64 levels"):
+    load_original_unipose(tmp_path / "deep.pth", abstract)
+
+
+def test_declared_sizes_are_checked_before_reading(twin, flax_model, tmp_path):
+  """A small file that declares a 256 MiB zip entry is refused before it is inflated."""
+  import zipfile
+
+  _, abstract, apply = flax_model
+  path = tmp_path / "bomb.pth"
+  torch.save(twin.state_dict(), path)
+  with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as z:
+    with z.open("bomb/data/999", "w", force_zip64=True) as f:
+      for _ in range(256):
+        f.write(bytes(1 << 20))
+  assert path.stat().st_size < 2 << 20
+  with pytest.raises(
+    ValueError,
+    match=r"bomb\.pth' declares an entry 'bomb/data/999' of 256\.0 MiB.*refused before reading",
+  ):
+    load_original_unipose(path, abstract)
+  # The same state without the extra entry loads (the limits leave room for real files).
+  torch.save({"state_dict": twin.state_dict(), "optimizer": twin.state_dict()}, path)
+  variables, _ = load_original_unipose(path, abstract)
+  assert _relative_error(twin, variables, apply) < 1e-4
+
+
+def test_messages_name_types_with_their_article(flax_model, tmp_path):
+  _, abstract, _ = flax_model
+  torch.save(3, tmp_path / "int.pth")
+  with pytest.raises(ValueError, match=r"int\.pth' holds an int, not a state dict"):
+    load_original_unipose(tmp_path / "int.pth", abstract)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unipose_jax import predict, skeleton, visualize
+from unipose_jax import media, predict, skeleton, visualize
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.models import heatmap_size
 
@@ -206,6 +206,7 @@ def test_crop_at_the_image_border_is_padded_and_still_exact():
   assert err.max() < 0.1, err
 
 
+@pytest.mark.slow
 def test_box_head_box_is_reported_from_the_second_pass(photo):
   predictor = stub_predictor(box_head=True)
   lo, hi = TRUTH.min(0), TRUTH.max(0)
@@ -244,8 +245,8 @@ def test_no_person_found(tmp_path, capsys):
   blank = np.zeros((480, 640, 3), np.uint8)
   cv2.imwrite(str(tmp_path / "empty.png"), blank)
   predictor = stub_predictor()
-  items = predict.collect_inputs([str(tmp_path / "empty.png")])
-  records = predict.run(items, predictor, str(tmp_path / "out"))["images"]
+  items = media.collect_inputs([str(tmp_path / "empty.png")])
+  records = media.predict_all(items, predictor, str(tmp_path / "out"))["images"]
   assert len(predictor.heatmap_fn.inputs) == 1  # no second pass
   assert records[0]["person_found"] is False and records[0]["box"] is None
   assert records[0]["visible"] == [False] * K and len(records[0]["keypoints"]) == K
@@ -264,7 +265,7 @@ def test_no_person_found(tmp_path, capsys):
 def test_prediction_json_and_overlay_of_a_photo(tmp_path, photo):
   Image.fromarray(photo).save(tmp_path / "person.png")
   predictor = stub_predictor()
-  records = predict.run(predict.collect_inputs([str(tmp_path)]), predictor, str(tmp_path / "o"))
+  records = media.predict_all(media.collect_inputs([str(tmp_path)]), predictor, str(tmp_path / "o"))
   rec = records["images"][0]
   assert rec["person_found"] is True and rec["passes"] == 2
   assert rec["joint_names"] == list(skeleton.JOINT_NAMES)
@@ -296,18 +297,62 @@ def test_bad_inputs_name_the_file(tmp_path):
     str(tmp_path / "notes.txt"): "not an image or a video",
   }
   for path, fault in cases.items():
-    with pytest.raises(predict.PredictInputError) as e:
-      predict.collect_inputs([path])
+    with pytest.raises(media.PredictInputError) as e:
+      media.collect_inputs([path])
     assert str(e.value) == f"bad input:\n  {path}: {fault}" or (
       str(e.value).startswith(f"bad input:\n  {path}: {fault}")
     ), str(e.value)
   # All at once: one message listing every one.
-  with pytest.raises(predict.PredictInputError, match="5 bad inputs") as e:
-    predict.collect_inputs(list(cases))
+  with pytest.raises(media.PredictInputError, match="5 bad inputs") as e:
+    media.collect_inputs(list(cases))
   for path in cases:
     assert path in str(e.value)
 
 
+def _png_declaring(path, width: int, height: int) -> None:
+  """A small valid PNG whose IHDR then claims ``width x height`` (a "pixel bomb" header)."""
+  import struct
+  import zlib
+
+  cv2.imwrite(str(path), np.zeros((8, 8, 3), np.uint8))
+  data = bytearray(path.read_bytes())
+  ihdr = 8 + 8  # signature, chunk length + type
+  data[ihdr : ihdr + 8] = struct.pack(">II", width, height)
+  data[ihdr + 13 : ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4 : ihdr + 13])))
+  path.write_bytes(bytes(data))
+
+
+def test_huge_images_links_and_loops_are_refused_in_one_line(tmp_path):
+  _png_declaring(tmp_path / "bomb.png", 20000, 20000)
+  with pytest.raises(media.PredictInputError) as e:
+    media.collect_inputs([str(tmp_path / "bomb.png")])
+  assert str(e.value) == (
+    f"bad input:\n  {tmp_path / 'bomb.png'}: 20000x20000 = 400 MP is over the limit of 120 MP "
+    "(--config.predict.max_pixels; raise it to read this file)"
+  )
+  with pytest.raises(media.PredictInputError, match="400 MP is over"):
+    media.read_image(str(tmp_path / "bomb.png"))
+  cv2.imwrite(str(tmp_path / "small.png"), np.zeros((100, 200, 3), np.uint8))
+  assert media.read_image(str(tmp_path / "small.png")).shape == (100, 200, 3)
+  with pytest.raises(
+    media.PredictInputError, match=r"200x100 = 0\.02 MP is over the limit of 0\.01 MP"
+  ):
+    media.collect_inputs([str(tmp_path / "small.png")], max_pixels=10_000)
+  write_video(tmp_path / "clip.mp4", [np.zeros((64, 96, 3), np.uint8)] * 2)
+  with pytest.raises(media.PredictInputError, match=r"clip\.mp4: frames of 96x64 = 0\.00614 MP"):
+    media.collect_inputs([str(tmp_path / "clip.mp4")], max_pixels=1000)
+  os.symlink(tmp_path / "loop_b.jpg", tmp_path / "loop_a.jpg")
+  os.symlink(tmp_path / "loop_a.jpg", tmp_path / "loop_b.jpg")
+  os.symlink(tmp_path / "gone.jpg", tmp_path / "broken.jpg")
+  with pytest.raises(media.PredictInputError) as e:
+    media.collect_inputs([str(tmp_path / "loop_a.jpg"), str(tmp_path / "broken.jpg")])
+  assert f"{tmp_path / 'loop_a.jpg'}: a loop of symbolic links" in str(e.value)
+  assert f"{tmp_path / 'broken.jpg'}: a broken symbolic link (to {tmp_path / 'gone.jpg'})" in str(
+    e.value
+  )
+
+
+@pytest.mark.slow
 def test_bad_inputs_are_refused_before_jax_is_imported_and_lazy_package_import(tmp_path):
   (tmp_path / "x.jpg").write_text("not a picture")
   code = (
@@ -316,8 +361,11 @@ def test_bad_inputs_are_refused_before_jax_is_imported_and_lazy_package_import(t
     "assert 'cv2' not in sys.modules and 'jax' not in sys.modules\n"
     "from unipose_jax import Predictor, predict\n"
     "assert Predictor is predict.Predictor\n"
-    f"try:\n  predict.collect_inputs([{str(tmp_path / 'x.jpg')!r}])\n"
-    "except predict.PredictInputError as e:\n  print('refused:', e)\n"
+    "assert not any(m in sys.modules for m in ('grain', 'unipose_jax.evaluate',"
+    " 'unipose_jax.visualize')), 'the predictor needs neither evaluation nor drawing'\n"
+    "from unipose_jax import media\n"
+    f"try:\n  media.collect_inputs([{str(tmp_path / 'x.jpg')!r}])\n"
+    "except media.PredictInputError as e:\n  print('refused:', e)\n"
     "assert 'jax' not in sys.modules, 'collect_inputs must not need JAX'\n"
   )
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -333,7 +381,7 @@ def test_folders_are_sorted_and_names_unique(tmp_path):
     (tmp_path / sub).mkdir(exist_ok=True)
     cv2.imwrite(str(tmp_path / sub / name), img)
   (tmp_path / "a" / "readme.txt").write_text("skipped in a folder")
-  items = predict.collect_inputs(
+  items = media.collect_inputs(
     [str(tmp_path / "a"), str(tmp_path / "b" / "x.png"), str(tmp_path / "a" / "b.png")]
   )
   got = [(os.path.relpath(i.path, tmp_path), i.kind, i.name) for i in items]
@@ -357,13 +405,14 @@ def write_video(path, frames, fps=10.0):
   writer.release()
 
 
+@pytest.mark.slow
 def test_video_round_trip(tmp_path, capsys):
   truths = [figure_at(100.0 + 7.5 * i, 40.0 + 2.0 * i) for i in range(12)]
   frames = [render(t, 480, 272, sigma=5.0) for t in truths]
   write_video(tmp_path / "clip.mp4", frames)
-  items = predict.collect_inputs([str(tmp_path / "clip.mp4")])
+  items = media.collect_inputs([str(tmp_path / "clip.mp4")])
   assert [(i.kind, i.name) for i in items] == [("video", "clip")]
-  summary = predict.predict_video(items[0], stub_predictor(), str(tmp_path / "out"))
+  summary = media.predict_video(items[0], stub_predictor(), str(tmp_path / "out"))
   assert summary["frames"] == 12 and summary["fps"] == pytest.approx(10.0)
   cap = cv2.VideoCapture(str(tmp_path / "out" / "clip_pose.mp4"))
   n, size = 0, None
@@ -400,25 +449,25 @@ def cap_fps(path):
 
 
 def test_progress_line():
-  assert predict._progress("v.mp4", 50, 200, 10.0) == "v.mp4: frame 50/200, 5.0 frames/s, ETA 30 s"
-  assert predict._progress("v.mp4", 5, 0, 1.0) == "v.mp4: frame 5, 5.0 frames/s"
+  assert media._progress("v.mp4", 50, 200, 10.0) == "v.mp4: frame 50/200, 5.0 frames/s, ETA 30 s"
+  assert media._progress("v.mp4", 5, 0, 1.0) == "v.mp4: frame 5, 5.0 frames/s"
 
 
 # ----------------------------------------------------------------------------- a real network
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("box_head", [False, True])
 def test_predictor_with_a_tiny_real_network(box_head):
   from conftest import tiny_network
 
   from configs import smoke
-  from unipose_jax import run_config
   from unipose_jax.models import normalize
+  from unipose_jax.run import Run
 
   c = tiny_network(smoke.get_config())
   c.model.box_head = box_head
-  model = run_config.build_model(c)
-  codec = run_config.build_codec(c)
+  model, codec = Run(c).model(), Run(c).codec
   variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
 
   @jax.jit

@@ -183,6 +183,7 @@ _TWO_PROCESS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_any_process_across_two_processes():
   """Process 1 alone is signalled: both processes see True; nobody: both see False."""
   with socket.socket() as s:

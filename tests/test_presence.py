@@ -239,21 +239,19 @@ def test_the_stored_calibration_is_read_back(tmp_path):
 # ----------------------------------------------------------------------------- a trained model
 
 
-SMALL = "synthetic/small"
+SMALL = "synthetic/small"  # 64 px, 128 train / 32 test images
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def smoke_run(tmp_path_factory, small_data_dir):
   """A tiny network trained 150 steps on synthetic/small (64 px); training calibrates it."""
   from conftest import tiny_network
 
   from configs import smoke
-  from unipose_jax import datasets, train
+  from unipose_jax import train
 
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
-  datasets.prepare([SMALL], manual_dir=None, data_dir=data_dir, log=lambda *a, **k: None)
   c = tiny_network(smoke.get_config(), 64)
-  c.data.data_dir, c.data.train_sources, c.data.eval_source = data_dir, (SMALL,), SMALL
+  c.data.data_dir, c.data.train_sources, c.data.eval_source = small_data_dir, (SMALL,), SMALL
   c.batch_size, c.eval_batch_size, c.num_train_steps = 16, 32, 150
   c.checkpoint_every, c.log_every, c.num_example_images = 150, 50, 0
   c.predict.presence_negatives = 50
@@ -268,7 +266,7 @@ def test_training_calibrates_and_predict_tells_a_figure_from_grey_and_noise(
 ):
   from PIL import Image
 
-  from unipose_jax import predict
+  from unipose_jax import media, predict
   from unipose_jax.datasets import synthetic
 
   rec = json.loads(open(os.path.join(smoke_run, "presence", "calibration.json")).read())
@@ -293,7 +291,7 @@ def test_training_calibrates_and_predict_tells_a_figure_from_grey_and_noise(
   predictor = predict.Predictor.from_workdir(smoke_run)
   assert predictor.presence_score == rec["score"]
   out = tmp_path / "out"
-  records = predict.run(predict.collect_inputs([str(folder)]), predictor, str(out))["images"]
+  records = media.predict_all(media.collect_inputs([str(folder)]), predictor, str(out))["images"]
   printed = capsys.readouterr().out
   by_name = {os.path.basename(r["input"]): r for r in records}
   for name in ("grey.png", "noise.png"):
@@ -330,10 +328,8 @@ def test_an_uncalibrated_run_falls_back_to_any_visible_joint(smoke_run, tmp_path
 @pytest.mark.slow
 def test_calibrate_command_restores_the_calibration(smoke_run, tmp_path):
   import shutil
-  import subprocess
-  import sys
 
-  from conftest import REPO_ROOT
+  from conftest import launch
 
   from unipose_jax import checkpoints
 
@@ -344,11 +340,10 @@ def test_calibrate_command_restores_the_calibration(smoke_run, tmp_path):
   saved["predict"].update(presence_score="", presence_threshold=0.0, presence_step=-1)
   (run / "config.json").write_text(json.dumps(saved))
   shutil.rmtree(run / "presence")
-  cmd = [sys.executable, str(REPO_ROOT / "launch.py"), "--mode=calibrate", f"--workdir={run}"]
   with checkpoints.WorkdirLock(str(run)):  # a trainer holds the run: refused, one line
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    r = launch("--mode=calibrate", f"--workdir={run}")
   assert r.returncode == 1 and "Traceback" not in r.stderr and "in use by" in r.stderr, r.stderr
-  r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+  r = launch("--mode=calibrate", f"--workdir={run}")
   assert r.returncode == 0, r.stderr
   assert f"person presence: {want['score']} >= " in r.stdout
   got = run_config.load(str(run)).predict

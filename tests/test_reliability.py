@@ -1,7 +1,9 @@
 """Failure modes seen from the command line, with real processes: bad configs and keys, a
-second trainer, pre-emption's exit code and delay, prepare's exit code, smoke without
-prepare, one metrics row per step after a resume (smoke without prepare: test_launch's
-run_dir)."""
+second trainer, pre-emption's exit code and delay, prepare's exit code, damaged and
+missing checkpoints, one metrics row per step after a resume, a full disk.
+
+All but the first test start processes or train: marked slow.
+"""
 
 from __future__ import annotations
 
@@ -15,19 +17,18 @@ import subprocess
 import time
 
 import cv2
+import jax
 import numpy as np
 import pytest
-from test_launch import SMALL, launch, small_flags
+from conftest import copy_of, launch, small_flags
 
 from configs import smoke
-from unipose_jax import datasets, run_config, train
+from unipose_jax import run_config, train
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  d = tmp_path_factory.mktemp("tfds")
-  datasets.prepare([SMALL], manual_dir=None, data_dir=str(d), log=lambda *a, **k: None)
-  return str(d)
+def data_dir(small_data_dir):
+  return small_data_dir
 
 
 def _wait_for_rows(proc, metrics, rows: int, timeout: float = 240) -> None:
@@ -44,7 +45,7 @@ def _steps(metrics) -> list[int]:
   return [json.loads(line)["step"] for line in metrics.read_text().splitlines() if '"loss"' in line]
 
 
-def test_every_bad_key_in_one_message_before_anything_is_built(tmp_path):
+def test_every_bad_key_in_one_message():
   c = smoke.get_config()
   c.checkpoint_every, c.log_every, c.num_train_steps = 0, 0, 0
   c.codec.decoding = "nope"
@@ -52,6 +53,10 @@ def test_every_bad_key_in_one_message_before_anything_is_built(tmp_path):
     run_config.validate(c)
   for key in ("checkpoint_every=0", "log_every=0", "num_train_steps=0", "codec.decoding='nope'"):
     assert key in str(e.value)
+
+
+@pytest.mark.slow
+def test_every_bad_key_on_the_command_line_before_anything_is_built(tmp_path):
   r = launch(
     "--mode=train", "--config=configs/smoke.py", f"--workdir={tmp_path / 'w'}",
     "--config.checkpoint_every=0", "--config.log_every=0",
@@ -61,6 +66,7 @@ def test_every_bad_key_in_one_message_before_anything_is_built(tmp_path):
   assert "Traceback" not in r.stderr and not (tmp_path / "w" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_unknown_key_suggests_the_nearest_and_debug_shows_tracebacks(tmp_path):
   r = launch("--mode=train", "--config=configs/smoke.py", f"--workdir={tmp_path}",
              "--config.optimizer.learnin_rate=1")  # fmt: skip
@@ -76,6 +82,7 @@ def test_unknown_key_suggests_the_nearest_and_debug_shows_tracebacks(tmp_path):
   assert r.returncode != 0 and "Traceback" in r.stderr
 
 
+@pytest.mark.slow
 def test_prepare_fails_when_a_requested_dataset_is_missing_and_names_the_given_paths(tmp_path):
   manual, out = tmp_path / "my archives", tmp_path / "my_tfds"
   manual.mkdir()
@@ -86,6 +93,7 @@ def test_prepare_fails_when_a_requested_dataset_is_missing_and_names_the_given_p
   assert "--manual_dir=data " not in text
 
 
+@pytest.mark.slow
 def test_second_trainer_is_refused_and_sigterm_exits_143_within_the_bound(data_dir, tmp_path):
   workdir = tmp_path / "run"
   flags = [*small_flags(data_dir, workdir, 100000), "--config.stop_check_every=2"]
@@ -120,13 +128,9 @@ def _truncate_largest_file(folder) -> None:
   biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
 
 
-def test_eval_predict_and_resume_fall_back_past_a_damaged_checkpoint(data_dir, tmp_path):
-  from test_train import small_config
-
-  cfg = small_config(data_dir)
-  cfg.num_train_steps, cfg.checkpoint_every, cfg.log_every = 4, 2, 1
-  workdir = tmp_path / "run"
-  train.train_and_evaluate(cfg, str(workdir))  # checkpoints 2 and 4 (4 is the best)
+@pytest.mark.slow
+def test_eval_predict_and_resume_fall_back_past_a_damaged_checkpoint(trained_run, tmp_path):
+  workdir = copy_of(trained_run, tmp_path / "run")  # checkpoints 2 and 4 (4 is the best)
   _truncate_largest_file(workdir / "checkpoints" / "4" / "state")
 
   r = launch("--mode=eval", f"--workdir={workdir}")
@@ -144,26 +148,26 @@ def test_eval_predict_and_resume_fall_back_past_a_damaged_checkpoint(data_dir, t
 
   # Training resumes from step 2, sets the damaged step aside and finishes again; the
   # metrics rows of steps 3 and 4 written before are replaced, not doubled.
+  cfg = run_config.load(str(workdir))
   cfg.num_train_steps = 6
-  train.train_and_evaluate(cfg, str(workdir))
+  train.train_and_evaluate(cfg, str(workdir), devices=jax.devices()[:2])  # as trained: 2
   assert [p.name.split("-")[0] for p in (workdir / "checkpoints" / "damaged").iterdir()] == ["4"]
   assert _steps(workdir / "metrics.jsonl") == [1, 2, 3, 4, 5, 6]
   assert os.path.exists(workdir / "config.json")
 
 
-def test_no_intact_checkpoint_is_one_message(data_dir, tmp_path):
-  from test_train import small_config
-
-  cfg = small_config(data_dir)
-  cfg.num_train_steps, cfg.checkpoint_every = 2, 2
-  workdir = tmp_path / "run"
-  train.train_and_evaluate(cfg, str(workdir))
-  shutil.rmtree(workdir / "checkpoints" / "2" / "state")
+@pytest.mark.slow
+def test_no_intact_checkpoint_is_one_message(trained_run, tmp_path):
+  workdir = copy_of(trained_run, tmp_path / "run")
+  for step in ("2", "4"):
+    shutil.rmtree(workdir / "checkpoints" / step / "state")
   r = launch("--mode=eval", f"--workdir={workdir}")
   assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-  assert "no intact checkpoint" in r.stderr.lower() and "2" in r.stderr, r.stderr
+  assert "no intact checkpoint" in r.stderr.lower(), r.stderr
+  assert "4 (" in r.stderr and "2 (" in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_training_at_the_failed_save(data_dir, tmp_path, monkeypatch):
   import errno
 

@@ -1,4 +1,5 @@
-"""Training: parallel forms agree, resume is exact, the smoke run learns, files are written."""
+"""Training: parallel forms agree, resume is exact, the smoke run learns, files are written,
+the learning rate is logged. Everything that trains is marked slow."""
 
 from __future__ import annotations
 
@@ -10,19 +11,16 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_network
+from conftest import SMALL, TRAINED_RUN_STEPS, tiny_network
 
 from configs import smoke
 from unipose_jax import checkpoints, datasets, distributed, evaluate, train
-
-SMALL = "synthetic/small"  # 64x64 images, 128 train / 32 test
+from unipose_jax.run import Run
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  d = tmp_path_factory.mktemp("tfds")
-  datasets.prepare([SMALL], manual_dir=None, data_dir=str(d), log=lambda *a, **k: None)
-  return str(d)
+def data_dir(small_data_dir):
+  return small_data_dir
 
 
 def small_config(data_dir, **top):
@@ -59,6 +57,7 @@ def _random_batch(n, size, seed=0):
   }
 
 
+@pytest.mark.slow
 def test_jit_pmap_and_single_device_give_the_same_update(data_dir):
   assert jax.device_count() == 8
   batch = _random_batch(16, 32)
@@ -103,6 +102,7 @@ def test_jit_pmap_and_single_device_give_the_same_update(data_dir):
       assert worst <= 2e-6 * scale, f"{name} {tree}: max |diff| {worst:.3g} (scale {scale:.3g})"
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact_and_restores_on_fewer_devices(data_dir, tmp_path):
   cfg = small_config(data_dir)
   straight, resumed, fewer = (str(tmp_path / n) for n in ("straight", "resumed", "fewer"))
@@ -131,6 +131,7 @@ def test_resume_is_bit_exact_and_restores_on_fewer_devices(data_dir, tmp_path):
   assert steps == [2, 4, 6]
 
 
+@pytest.mark.slow
 def test_smoke_training_learns_and_writes_results(data_dir, tmp_path):
   cfg = small_config(data_dir)
   cfg.data.input_size = 64
@@ -144,8 +145,10 @@ def test_smoke_training_learns_and_writes_results(data_dir, tmp_path):
   mesh = distributed.data_mesh()
   model, codec, tx, _, _ = train.build_trainer(cfg, mesh)
   untrained = train.create_train_state(model, tx, cfg.seed, cfg.data.input_size)
-  before = evaluate.Evaluator.from_config(cfg, model, codec, mesh).run(
-    distributed.replicate(untrained.variables, mesh), str(tmp_path / "untrained"), write_files=False
+  before = (
+    evaluate.Evaluator.from_run(Run(cfg), mesh, model)
+    .run(distributed.replicate(untrained.variables, mesh), examples=False)
+    .summary
   )
 
   summary = train.train_and_evaluate(cfg, workdir)
@@ -211,9 +214,8 @@ def _numpy_box_maps(keypoints, weights, size, heat, sigma):
   return maps, w
 
 
+@pytest.mark.slow
 def test_box_head_loss_adds_the_box_maps_mse(data_dir):
-  import functools
-
   from unipose_jax.models import normalize
 
   cfg = small_config(data_dir)
@@ -224,11 +226,14 @@ def test_box_head_loss_adds_the_box_maps_mse(data_dir):
   batch = _random_batch(4, 32, seed=3)
   batch["weights"][1, 2:] = 0  # two joints only: still a box
   batch["weights"][2, 1:] = 0  # one joint: no box
-  losses = {}
-  for w in (0.0, 2.0):
-    step = functools.partial(train.train_step, model=model, tx=tx, codec=codec,
-                             background_weight=cfg.loss.background_weight, box_weight=w)  # fmt: skip
-    losses[w] = float(jax.jit(step)(state, batch)[1]["loss"])
+
+  @jax.jit  # one compilation: the box weight is traced
+  def loss_of(state, batch, w):
+    out = train.train_step(state, batch, model=model, tx=tx, codec=codec,
+                           background_weight=cfg.loss.background_weight, box_weight=w)  # fmt: skip
+    return out[1]["loss"]
+
+  losses = {w: float(loss_of(state, batch, w)) for w in (0.0, 2.0)}
   heatmaps, _ = model.apply(
     state.variables, normalize(batch["image"], model.dtype), train=True,
     rngs={"dropout": jax.random.key(0)}, mutable=["batch_stats"],
@@ -241,19 +246,19 @@ def test_box_head_loss_adds_the_box_maps_mse(data_dir):
   assert losses[2.0] - losses[0.0] == pytest.approx(2.0 * expected, rel=1e-4)
 
 
-def test_box_head_run_reports_box_metrics(data_dir, tmp_path):
-  cfg = small_config(data_dir, num_train_steps=3)
-  cfg.model.box_head = True
-  summary = train.train_and_evaluate(cfg, str(tmp_path / "box"))
+@pytest.mark.slow
+def test_box_head_run_reports_box_metrics(trained_run):
+  summary = json.load(open(trained_run / "eval_metrics.json"))  # the shared run has a box head
   for dec in ("argmax", "dark"):
     assert {"box_iou", "box_iou>=0.5", "box_centre_error", "num_boxes"} <= set(summary[dec])
     assert summary[dec]["num_boxes"] == 32 and 0 <= summary[dec]["box_iou"] <= 1
-  saved = json.load(open(tmp_path / "box" / "eval_metrics.json"))
-  assert saved["dark"]["box_iou"] == pytest.approx(summary["dark"]["box_iou"])
+  out = trained_run / "eval" / f"step_{TRAINED_RUN_STEPS}"
+  assert json.load(open(out / "eval_metrics.json")) == summary
   # boxes.csv re-scores to the JSON: IoU against the annotated joints' extent, by hand.
+  data_dir = json.load(open(trained_run / "config.json"))["data"]["data_dir"]
   source = datasets.data_source(SMALL, "test", data_dir)
   gt = {int(source[i]["image_id"]): source[i]["keypoints"] for i in range(len(source))}
-  rows = list(csv.DictReader(open(tmp_path / "box" / "eval" / "step_3" / "boxes.csv")))
+  rows = list(csv.DictReader(open(out / "boxes.csv")))
   assert len(rows) == 4 * 32
   ious = []
   for r in rows:
@@ -265,3 +270,53 @@ def test_box_head_run_reports_box_metrics(data_dir, tmp_path):
     union = (x1 - x0) * (y1 - y0) + (gx1 - gx0) * (gy1 - gy0) - inter
     ious.append(inter / union if union > 0 else 0.0)
   assert np.mean(ious) == pytest.approx(summary["dark"]["box_iou"], abs=1e-4)
+
+
+def _tensorboard_scalars(folder) -> dict[str, dict[int, float]]:
+  """``{tag: {step: value}}`` of the scalar events in a TensorBoard folder, read by hand:
+  TFRecord framing (length u64, its crc u32, data, crc u32) around ``Event`` protos."""
+  import struct
+
+  from tensorboardX.proto import event_pb2
+
+  out: dict[str, dict[int, float]] = {}
+  for path in sorted(folder.rglob("events.out.tfevents.*")):
+    data, i = path.read_bytes(), 0
+    while i < len(data):
+      (length,) = struct.unpack("<Q", data[i : i + 8])
+      event = event_pb2.Event.FromString(data[i + 12 : i + 12 + length])
+      i += 12 + length + 4
+      for v in event.summary.value:
+        out.setdefault(v.tag, {})[event.step] = v.simple_value
+  return out
+
+
+@pytest.mark.slow
+def test_learning_rate_is_logged_with_the_loss(trained_run):
+  # The smoke schedule: linear warm-up from 0 to 3e-3 over 20 steps (then cosine). The
+  # row of step s holds the rate of its own update, the schedule at s - 1 updates done.
+  expected = {s: 3e-3 * (s - 1) / 20 for s in range(1, TRAINED_RUN_STEPS + 1)}
+  rows = [json.loads(line) for line in open(trained_run / "metrics.jsonl")]
+  logged = {r["step"]: r["learning_rate"] for r in rows if "loss" in r}
+  assert logged.keys() == expected.keys()
+  for step, lr in expected.items():
+    assert logged[step] == pytest.approx(lr, rel=1e-6, abs=1e-12), step
+  events = _tensorboard_scalars(trained_run / "tensorboard")
+  assert events["learning_rate"].keys() == expected.keys()
+  for step, lr in expected.items():
+    assert events["learning_rate"][step] == pytest.approx(lr, rel=1e-6, abs=1e-12), step
+  assert events["loss"].keys() == expected.keys()
+
+
+def test_make_optimizer_schedules():
+  cfg = small_config("unused").optimizer
+  cfg.schedule, cfg.learning_rate, cfg.decay_every, cfg.decay_factor = "step", 1e-3, 10, 0.5
+  _, lr = train.make_optimizer(cfg, 100)
+  # Steps: x 0.5 at every multiple of 10 updates (the original's x 0.333 every 13275).
+  assert [float(lr(s)) for s in (0, 9, 10, 19, 25)] == pytest.approx(
+    [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4]
+  )
+  cfg.schedule, cfg.warmup_steps = "cosine", 4
+  _, lr = train.make_optimizer(cfg, 104)
+  assert [float(lr(s)) for s in (0, 2, 4)] == pytest.approx([0.0, 5e-4, 1e-3])
+  assert float(lr(104)) == pytest.approx(1e-5)  # cosine down to 1 % of the peak

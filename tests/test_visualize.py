@@ -6,11 +6,12 @@ import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from unipose_jax import skeleton, visualize
+from unipose_jax import charts, skeleton, visualize
 
 # A standing person in a 100 x 100 frame: joints well apart, (x, y) pixels.
 PERSON = np.array(
@@ -150,15 +151,30 @@ def test_heatmap_panel_bad_input(tmp_path):
 
 def test_pck_curve_png(tmp_path):
   t = np.linspace(0, 0.2, 41)
-  curves = {"dark": (t, np.clip(t * 6, 0, 1)), "argmax": (t, np.clip(t * 4, 0, 1))}
-  a = visualize.save_pck_curve(tmp_path / "a.png", curves, dpi=50)
-  b = visualize.save_pck_curve(tmp_path / "b.png", curves, dpi=50)
-  assert _read(a).shape == (225, 300, 3)  # figsize (6, 4.5) * 50 dpi
+  curves = {"dark": (t, np.clip(t * 6, 0, 1)), "argmax": (t, np.clip(t * 4, 0, 0.8))}
+  a = charts.save_pck_curve(tmp_path / "a.png", curves, dpi=50)
+  b = charts.save_pck_curve(tmp_path / "b.png", curves, dpi=50)
+  assert _read(a).shape == (225, 375, 3)  # figsize (7.5, 4.5) * 50 dpi
   assert a.read_bytes() == b.read_bytes()  # deterministic
   with pytest.raises(ValueError, match="empty"):
-    visualize.save_pck_curve(tmp_path / "c.png", {})
+    charts.save_pck_curve(tmp_path / "c.png", {})
   with pytest.raises(ValueError, match="dark"):
-    visualize.save_pck_curve(tmp_path / "c.png", {"dark": (t, t[:-1])})
+    charts.save_pck_curve(tmp_path / "c.png", {"dark": (t, t[:-1])})
+
+
+def test_pck_curve_legend_is_off_the_data_and_gives_the_end_values():
+  """The legend lies right of the axes (it used to sit on the curves' right ends)."""
+  t = np.linspace(0, 0.2, 41)
+  curves = {"dark": (t, np.clip(t * 6, 0, 1)), "argmax": (t, np.clip(t * 4, 0, 0.8))}
+  fig = charts.pck_curve_figure(curves)
+  renderer = fig.canvas.get_renderer()
+  (ax,) = fig.axes
+  legend, plot = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+  assert legend.x0 >= plot.x1 and legend.x1 <= fig.bbox.x1  # beside the axes, inside the PNG
+  assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+    "dark  100.0 % at 0.2",
+    "argmax  80.0 % at 0.2",
+  ]
 
 
 def test_prediction_png_is_deterministic(tmp_path):
@@ -186,11 +202,12 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
   assert oct(os.stat(target).st_mode & 0o777) == oct(0o644)
 
 
+@pytest.mark.slow
 def test_no_pyplot_and_no_global_backend_change(tmp_path):
   code = (
     "import sys, numpy as np, matplotlib\n"
-    "from unipose_jax import visualize\n"
-    f"visualize.save_pck_curve({str(tmp_path / 'c.png')!r}, {{'a': ([0, 0.2], [0, 1])}}, dpi=20)\n"
+    "from unipose_jax import charts\n"
+    f"charts.save_pck_curve({str(tmp_path / 'c.png')!r}, {{'a': ([0, 0.2], [0, 1])}}, dpi=20)\n"
     "assert 'matplotlib.pyplot' not in sys.modules\n"
   )
   subprocess.run(
@@ -215,10 +232,44 @@ def test_draw_prediction_visible_joints_box_and_banner():
   assert not found[:14, 70:].any()  # no banner when a person is found
   lost = visualize.draw_prediction(black, PERSON, np.zeros(14, bool), person_found=False)
   np.testing.assert_array_equal(lost[1, 98], visualize.BANNER_COLOR)
-  assert (lost[:14] == 255).all(-1).any()  # white text on the band
+  assert (lost[:14] >= 200).all(-1).any()  # white text on the band
   assert not lost[20:].any()  # no joint drawn
   labelled = visualize.draw_prediction(black, PERSON, visible, scores=np.full(14, 0.5))
-  assert (labelled[:14, :60] == 255).all(-1).any() and not (found[:14, :60] == 255).all(-1).any()
+  assert (labelled[:14, :60] >= 200).all(-1).any() and not (found[:14, :60] >= 200).all(-1).any()
+  np.testing.assert_array_equal(labelled[1, 98], visualize.LABEL_COLOR)
+
+
+@pytest.mark.parametrize("height, width", [(512, 512), (100, 100), (2000, 3000), (400, 60)])
+@pytest.mark.parametrize("found", [True, False])
+def test_overlay_banner_is_drawn_once_inside_the_image(monkeypatch, height, width, found):
+  """Each line of the banner is one putText call whose text box lies inside the image and
+  inside the band (the old banner drew a black and a white copy of different widths)."""
+  calls = []
+  real = visualize.cv2.putText
+
+  def put_text(img, text, org, font, scale, color, thickness, *args):
+    calls.append((text, org, scale, thickness))
+    return real(img, text, org, font, scale, color, thickness, *args)
+
+  monkeypatch.setattr(visualize.cv2, "putText", put_text)
+  image = np.zeros((height, width, 3), np.uint8)
+  visible = np.ones(skeleton.NUM_JOINTS, bool)
+  visible[:2] = False
+  scores = np.full(skeleton.NUM_JOINTS, 0.28)
+  out = visualize.draw_prediction(image, PERSON, visible, person_found=found, scores=scores)
+  text = "12/14 joints, mean score 0.28" if found else "no person found"
+  assert " ".join(c[0] for c in calls) == text  # every word once, nothing drawn twice
+  if width >= 200:
+    assert len(calls) == 1  # one line where it fits
+  band_color = visualize.LABEL_COLOR if found else visualize.BANNER_COLOR
+  band = int(np.argmin((out[:, -1] == band_color).all(-1)))  # rows of the band
+  assert band >= 12
+  for line, (x, y), scale, thickness in calls:
+    (w, h), base = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    assert 0 <= x and x + w <= width and 0 <= y - h and y + base <= band, (line, x, y, w, h)
+    assert scale >= 0.35 and h >= 7  # legible: capitals at least 7 px tall
+  if height >= 512:
+    assert calls[0][2] >= min(height, width) / 600 * 0.99  # grows with the image
 
 
 def test_prediction_png_draws_the_box_scaled(tmp_path):

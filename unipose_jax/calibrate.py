@@ -32,7 +32,8 @@ from collections.abc import Callable, Iterable, Iterator
 import jax
 import numpy as np
 
-from unipose_jax import files, negatives, presence, run_config, skeleton, transforms
+from unipose_jax import files, geometry, negatives, presence, run_config, skeleton, transforms
+from unipose_jax import run as run_lib
 
 #: Negative images of each kind (and background crops at most), unless told.
 PER_KIND = 200
@@ -48,9 +49,7 @@ def letterbox_batches(
   n = 0
   for image in images:
     h, w = image.shape[:2]
-    batch[n] = transforms.warp_image(
-      image, transforms.letterbox_affine(h, w, input_size), input_size
-    )
+    batch[n] = transforms.warp_image(image, geometry.letterbox_affine(h, w, input_size), input_size)
     n += 1
     if n == batch_size:
       yield batch.copy(), n
@@ -233,34 +232,28 @@ def calibrate(
   return record, pos, neg, kinds
 
 
-def calibrate_workdir(config, workdir: str) -> dict:
-  """Calibrate a run's best checkpoint and store the result (see the module doc).
+def calibrate_run(run) -> dict:
+  """Calibrate a ``run.Run``'s best checkpoint and store the result (the module doc).
 
   Returns the calibration record (``calibration.json``'s content).
   """
-  from unipose_jax import evaluate  # noqa: PLC0415  (the forward pass; inference after #18)
+  from unipose_jax import inference  # noqa: PLC0415
 
-  model = run_config.build_model(config)
-  variables, step = run_config.load_variables(workdir)
-  variables = jax.device_put(variables)
-  flip_test = bool(config.flip_test)
-
-  @jax.jit
-  def forward(v, images):
-    return evaluate.predict_heatmaps(v, images, model=model, flip_test=flip_test)
-
+  config, workdir = run.config, run.workdir
+  variables, step = run.load_variables()
+  forward = inference.heatmap_fn(run.model(), variables, flip_test=bool(config.flip_test))
   d = config.data
-  source = run_config.data_source(d.eval_source, d.eval_split, d.data_dir)
+  source = run_lib.data_source(d.eval_source, d.eval_split, d.data_dir)
   print(
     f"calibrating person presence of checkpoint {step} of {workdir}: positives "
     f"{d.eval_source}:{d.eval_split} ({len(source)} images), negatives built here",
     flush=True,
   )
   record, pos, neg, kinds = calibrate(
-    lambda images: forward(variables, images), source, input_size=d.input_size,
-    batch_size=config.eval_batch_size, sigma=config.codec.sigma,
-    box_head=bool(config.model.box_head), target_fpr=config.predict.presence_fpr,
-    seed=config.seed, per_kind=config.predict.presence_negatives,
+    forward, source, input_size=d.input_size, batch_size=config.eval_batch_size,
+    sigma=run.codec.sigma, box_head=bool(config.model.box_head),
+    target_fpr=config.predict.presence_fpr, seed=config.seed,
+    per_kind=config.predict.presence_negatives,
   )  # fmt: skip
   record["checkpoint_step"] = int(step)
   record["positives"] = f"{d.eval_source}:{d.eval_split}"
@@ -281,38 +274,25 @@ def calibrate_workdir(config, workdir: str) -> dict:
   return record
 
 
-def calibrate_locked(config, workdir: str) -> dict | None:
-  """``--mode=calibrate``: :func:`calibrate_workdir` holding the work directory's lock
-  (refused while a trainer holds it); the primary process only."""
-  from unipose_jax import checkpoints, distributed  # noqa: PLC0415
-
-  run_config.validate(config, training=False)
-  if not distributed.is_primary():
-    return None
-  with checkpoints.WorkdirLock(workdir):
-    return calibrate_workdir(config, workdir)
-
-
-def after_training(config, workdir: str) -> dict | None:
-  """Calibrate a run that reached ``num_train_steps`` (called by training, holding the
-  lock), unless ``config.calibrate_presence`` is False. A failure to calibrate (the evaluation data gone, a full disk) is reported in
-  one line and leaves the trained run as it is: it is then predicted with the old rule
-  until ``--mode=calibrate`` succeeds."""
+def after_training(run) -> dict | None:
+  """Calibrate a ``run.Run`` that reached ``num_train_steps`` (called by training, holding
+  the lock), unless ``config.calibrate_presence`` is False. A failure to calibrate (the
+  evaluation data gone, a full disk) is reported in one line and leaves the trained run
+  as it is: it is then predicted with the old rule until ``--mode=calibrate`` succeeds."""
   from unipose_jax import checkpoints, datasets  # noqa: PLC0415
 
-  if not config.calibrate_presence:
+  if not run.config.calibrate_presence:
     return None
-  directory = os.path.join(workdir, "checkpoints")
-  with checkpoints.Checkpointer(directory, read_only=True) as ckpt:
+  with run.checkpointer(read_only=True) as ckpt:
     latest = ckpt.latest_step()
-  if latest is None or latest < config.num_train_steps:
+  if latest is None or latest < run.config.num_train_steps:
     return None
   try:
-    return calibrate_workdir(config, workdir)
+    return calibrate_run(run)
   except (OSError, ValueError, datasets.DatasetError, checkpoints.CheckpointError) as e:
     print(
       f"person presence NOT calibrated ({type(e).__name__}: {e}); the run is trained and "
-      f"saved; calibrate it with: python launch.py --mode=calibrate --workdir={workdir}",
+      f"saved; calibrate it with: python launch.py --mode=calibrate --workdir={run.workdir}",
       flush=True,
     )
     return None

@@ -328,17 +328,26 @@ class WorkdirLock:
 
   def acquire(self) -> WorkdirLock:
     os.makedirs(self.workdir, exist_ok=True)
-    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-      h = _holder(fd)
+    while True:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError:
+        h = _holder(fd)
+        os.close(fd)
+        raise WorkdirLockedError(
+          f"{self.workdir} is in use by another trainer: host {h.get('host', '?')}, "
+          f"pid {h.get('pid', '?')}, started {h.get('start', '?')}; "
+          "stop it or use another --workdir"
+        ) from None
+      # A holder that released (and removed the file) between our open and our flock has
+      # left us the lock of a file no longer at the path: open the path again.
+      try:
+        if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+          break
+      except FileNotFoundError:
+        pass
       os.close(fd)
-      raise WorkdirLockedError(
-        f"{self.workdir} is in use by another trainer: host {h.get('host', '?')}, "
-        f"pid {h.get('pid', '?')}, started {h.get('start', '?')}; "
-        "stop it or use another --workdir"
-      ) from None
     if (old := _holder(fd)).get("pid"):  # its process died: the kernel dropped its flock
       print(f"taking over a stale lock of pid {old['pid']} in {self.workdir}", flush=True)
     me = {"host": socket.gethostname(), "pid": os.getpid(),
@@ -349,8 +358,13 @@ class WorkdirLock:
     return self
 
   def release(self) -> None:
+    """Removes ``.lock`` (still holding it, so no one can take a file about to vanish),
+    then drops the flock. A killed holder leaves the file: the next one takes it over."""
     if self._fd is not None:
-      os.ftruncate(self._fd, 0)  # an empty file is a free lock, not a stale one
+      try:
+        os.unlink(self.path)
+      except OSError:  # a read-only or vanished work directory: an empty file is a free lock
+        os.ftruncate(self._fd, 0)
       os.close(self._fd)  # closing drops the flock
       self._fd = None
 

@@ -4,7 +4,7 @@ Imports NumPy and OpenCV only (``onnxruntime`` lazily, in :func:`onnx_runner`),
 so a service that ships the ONNX file of ``unipose_jax.export`` needs neither
 JAX nor Flax. The maths is the project's:
 
-* preprocessing is ``transforms.letterbox_affine`` + ``transforms.warp_image``
+* preprocessing is ``geometry.letterbox_affine`` + ``transforms.warp_image``
   (bilinear, mean-colour border): the whole image, aspect ratio kept, centred
   in the ``S x S`` network input;
 * decoding reproduces ``unipose_jax.codecs`` (``"argmax"`` and ``"dark"``)
@@ -27,12 +27,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from unipose_jax.transforms import (
-  apply_affine_to_points,
-  invert_affine,
-  letterbox_affine,
-  warp_image,
-)
+from unipose_jax.geometry import apply_affine_to_points, invert_affine, letterbox_affine
+from unipose_jax.skeleton import split_maps
+from unipose_jax.transforms import warp_image
 
 #: Decodings implemented here (the codec also has "shift" and "upsample").
 DECODINGS: tuple[str, ...] = ("argmax", "dark")
@@ -47,7 +44,7 @@ LOG_EPS: float = 1e-10
 def letterbox(image: np.ndarray, input_size: int) -> tuple[np.ndarray, np.ndarray]:
   """uint8 (H, W, 3) RGB of any size -> (uint8 (S, S, 3) network input, (2, 3) affine).
 
-  The affine maps original pixels to input pixels (``transforms.letterbox_affine``).
+  The affine maps original pixels to input pixels (``geometry.letterbox_affine``).
   """
   image = np.asarray(image)
   if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -244,7 +241,9 @@ def onnx_runner(path, threads: int | None = None) -> Callable[[np.ndarray], np.n
   all cores). The session is its ``.session`` attribute."""
   import os
 
-  import onnxruntime as ort
+  from unipose_jax import extras
+
+  ort = extras.require("onnxruntime", "onnx")
 
   options = ort.SessionOptions()
   options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -272,12 +271,15 @@ def predict(
   """Keypoints of uint8 RGB images of any sizes, in their original pixels.
 
   ``run`` maps a uint8 (N, S, S, 3) batch to (N, h, w, C) heatmaps (e.g.
-  :func:`onnx_runner`). Returns ``(keypoints (N, C - 1, 2), scores (N, C - 1))``
-  float32 for heatmap channels ``1..C-1`` (the K joints in ``skeleton`` order, then
-  any extra maps); the background channel 0 is dropped.
+  :func:`onnx_runner`), laid out as ``skeleton.split_maps`` reads them. Returns
+  ``(keypoints (N, C - 1, 2), scores (N, C - 1))`` float32 for heatmap channels
+  ``1..C-1`` (the K joints in ``skeleton`` order, then the 5 box points of a box head);
+  the background channel 0 is dropped. The decoding arguments are those of an export's
+  settings file (``dark_kernel`` and ``dark_sigma`` resolved).
   """
   inputs, affines = zip(*(letterbox(image, input_size) for image in images))
-  heatmaps = np.asarray(run(np.stack(inputs)))[..., 1:]
+  _, joints, box = split_maps(np.asarray(run(np.stack(inputs))))
+  heatmaps = joints if box is None else np.concatenate([joints, box], axis=-1)
   keypoints, scores = decode_heatmaps(
     heatmaps,
     input_size,

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-_INSTALL_HINT = "ONNX export needs the onnx extra: pip install 'unipose_jax[onnx]'"
+from unipose_jax import extras
 
 
 def _input_hw(input_size) -> tuple[int, int]:
@@ -90,16 +90,13 @@ def export_onnx(
   Raises:
     FileNotFoundError, PermissionError, IsADirectoryError: on a bad ``path`` (named),
       before any work is done.
-    ImportError: without the ``onnx`` package.
+    extras.MissingExtraError: without the ``onnx`` package (one line, the install command).
   """
   path = check_output_path(path)
   hw = _input_hw(input_size)
-  try:
-    import onnx
+  onnx = extras.require("onnx", "onnx")
+  from unipose_jax import onnx_graph  # noqa: PLC0415 (imports onnx)
 
-    from unipose_jax import onnx_graph
-  except ImportError as e:
-    raise ImportError(f"{_INSTALL_HINT} ({e})") from e
   proto = onnx_graph.build_unipose_graph(model, variables, hw)
   try:
     onnx.save_model(proto, str(path))
@@ -115,9 +112,10 @@ def export_onnx(
 def max_relative_error(path, model, variables, input_size, batch: int = 2, seed: int = 0) -> float:
   """``max |onnx - jax| / max |jax|`` of the heatmaps of ``batch`` random uint8 images."""
   import jax
-  import onnxruntime as ort
 
   from unipose_jax.models import normalize
+
+  ort = extras.require("onnxruntime", "onnx")
 
   h, w = _input_hw(input_size)
   images = np.random.default_rng(seed).integers(0, 256, (batch, h, w, 3), dtype=np.uint8)

@@ -1,5 +1,4 @@
-"""Logging without TensorFlow: TensorBoard events + metrics.jsonl, clu training metrics,
-console progress.
+"""Logging without TensorFlow: TensorBoard events + metrics.jsonl, console progress.
 
 * :class:`MetricWriter` has the methods of clu's ``MetricWriter`` interface (write_scalars,
   write_images, write_texts, write_histograms, write_hparams, flush, close) on tensorboardX
@@ -9,8 +8,6 @@ console progress.
   first drops every row of a later step (rows written after the checkpoint the run resumes
   from, which the run will write again) and has TensorBoard purge those steps, so each
   step appears once: the run's true history.
-* :class:`TrainMetrics`: the training loss and gradient norm as a ``clu.metrics.Collection``
-  of averages, built inside the jitted step and merged on the device between reports.
 * :class:`ReportProgress`: a periodic progress hook in the manner of clu's, printing step,
   images/s and ETA.
 
@@ -23,19 +20,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import flax
 import jax
-from clu import metrics as clu_metrics
 
 from unipose_jax import files
-
-
-@flax.struct.dataclass
-class TrainMetrics(clu_metrics.Collection):
-  """Mean loss and gradient norm over the steps since the last report."""
-
-  loss: clu_metrics.Average.from_output("loss")
-  grad_norm: clu_metrics.Average.from_output("grad_norm")
 
 
 def _truncate_jsonl(path: str, last_step: int) -> int:

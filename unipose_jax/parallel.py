@@ -19,7 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from unipose_jax import distributed
-from unipose_jax.metric_writers import TrainMetrics
+from unipose_jax.metrics import TrainMetrics
 
 PMAP_AXIS = "batch"
 TRAIN_KEYS = ("image", "keypoints", "weights")

@@ -7,7 +7,7 @@ pixels (the extreme joint or box-corner positions, not pixel edges).
 How one image is read (:class:`Predictor`):
 
 1. First pass: the whole image is letterboxed into the ``S x S`` network input
-   (:func:`transforms.letterbox_affine`, aspect kept, :data:`transforms.BORDER_RGB`
+   (:func:`geometry.letterbox_affine`, aspect kept, :data:`transforms.BORDER_RGB`
    padding), the heatmaps are decoded (``codec.decode``) and the points are mapped back
    through the inverse affine. A joint is *visible* when its score (the heatmap maximum)
    is ``>= score_threshold``. A person is found when the presence score of these
@@ -18,7 +18,7 @@ How one image is read (:class:`Predictor`):
    found, keypoints and scores are still returned, ``visible`` is all False, ``box`` is
    None, and there is no second pass.
 2. Second pass (``second_pass``, a person found): a square around the box centre with
-   side ``crop_margin * max(box width, box height)`` (at least ``MIN_CROP_FRACTION``
+   side ``crop_margin * max(box width, box height)`` (at least ``geometry.MIN_CROP_FRACTION``
    of the image's longer side, so a single visible joint still gives a sensible crop)
    is resampled to ``S x S`` (outside the image: ``BORDER_RGB``). The crop stays centred
    on the person even at the image border, as in training (person-centred crops). The
@@ -29,40 +29,20 @@ How one image is read (:class:`Predictor`):
 Both passes warp with ``cv2.warpAffine`` (:func:`transforms.warp_image`), whose sampling
 follows the pixel-centre convention exactly, so the inverse affine is exact.
 
-Files (:func:`run`): ``<name>_pose.png`` overlays and one ``predictions.json`` for the
-images, ``<name>_pose.mp4`` and ``<name>_pose.jsonl`` (one JSON object per frame) per
-video; all written atomically (``unipose_jax.files``). Every input is checked by
-:func:`collect_inputs` before a model is built.
+The files of ``--mode=predict`` (overlays, ``predictions.json``, videos) are written by
+:mod:`unipose_jax.media`, which also checks every input before a model is built.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import pathlib
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-import cv2
 import numpy as np
 
-from unipose_jax import files, skeleton, transforms, visualize
-from unipose_jax.media import (  # noqa: F401 (part of predict's API, used by launch.py)
-  IMAGE_EXTENSIONS,
-  VIDEO_EXTENSIONS,
-  Item,
-  PredictInputError,
-  collect_inputs,
-  read_image,
-)
-
-#: The second-pass crop is at least this share of the image's longer side.
-MIN_CROP_FRACTION = 0.1
-#: Video progress is printed at most this often (seconds).
-PROGRESS_EVERY_S = 2.0
-
+from unipose_jax import geometry, skeleton, transforms
 
 # ----------------------------------------------------------------------------- results
 
@@ -120,36 +100,11 @@ class Prediction:
 
 def _box_of(points: np.ndarray) -> np.ndarray:
   """``(4,)`` box of the box head's 5 decoded points ``(5, 2)``, as evaluation computes it
-  (:func:`codecs.box.box_from_points`; imported here, not at module import, so that input
-  checks run before JAX is imported)."""
+  (:func:`codecs.box.box_from_points`; imported here, not at module import, so that
+  importing this module imports no JAX)."""
   from unipose_jax.codecs import box as box_lib  # noqa: PLC0415
 
   return np.asarray(box_lib.box_from_points(np.asarray(points, np.float32)[None]))[0]
-
-
-def joint_extent(keypoints: np.ndarray, visible: np.ndarray) -> np.ndarray | None:
-  """``(4,)`` ``x0, y0, x1, y1`` of the visible joints ``(K, 2)``, or None if none is."""
-  if not np.any(visible):
-    return None
-  pts = np.asarray(keypoints, np.float64)[np.asarray(visible, bool)]
-  return np.concatenate([pts.min(0), pts.max(0)])
-
-
-def crop_affine(box: np.ndarray, height: int, width: int, input_size: int, margin: float):
-  """Affine (2, 3) original -> input of the second pass's square crop.
-
-  Centre ``c`` of ``box``; side ``d = max(margin * max(box w, box h), MIN_CROP_FRACTION *
-  max(H, W), 1)``. The crop's area ``[c - d/2, c + d/2]`` maps onto the input's pixel area
-  ``[-0.5, S - 0.5]``: ``x_in = (S / d) (x - c_x) + (S - 1) / 2`` (same in y), the
-  convention of :func:`transforms.train_affine`.
-  """
-  box = np.asarray(box, np.float64)
-  centre = (box[:2] + box[2:]) / 2.0
-  side = margin * float(np.max(box[2:] - box[:2]))
-  side = max(side, MIN_CROP_FRACTION * max(height, width), 1.0)
-  zoom = input_size / side
-  offset = (input_size - 1) / 2.0 - zoom * centre
-  return np.array([[zoom, 0.0, offset[0]], [0.0, zoom, offset[1]]])
 
 
 # ----------------------------------------------------------------------------- the predictor
@@ -213,38 +168,24 @@ class Predictor:
 
   @classmethod
   def from_workdir(cls, workdir: str, config=None) -> Predictor:
-    """The predictor of a run: its config (``<workdir>/config.json`` when ``config`` is
-    None), its best (else newest) checkpoint, ``flip_test`` and the ``predict`` settings."""
-    import jax  # noqa: PLC0415
+    """The predictor of a run folder: its config (``<workdir>/config.json`` when ``config``
+    is None; a given one must match its network), see :meth:`from_run`."""
+    from unipose_jax.run import Run  # noqa: PLC0415  (JAX: imported on use)
 
-    from unipose_jax import evaluate, run_config  # noqa: PLC0415
+    return cls.from_run(Run.from_workdir(workdir, config))
 
-    if config is None:
-      config = run_config.load(workdir)
-      if config is None:
-        raise FileNotFoundError(f"{workdir}/{run_config.CONFIG_FILE} not found: not a run folder")
-    model = run_config.build_model(config)
-    codec = run_config.build_codec(config)
-    variables, step = run_config.load_variables(workdir)
-    variables = jax.device_put(variables)
-    flip_test = bool(config.flip_test)
+  @classmethod
+  def from_run(cls, run) -> Predictor:
+    """The predictor of a ``run.Run``: its best (else newest) intact checkpoint, its
+    ``flip_test`` and ``predict`` settings (``Run.predictor_settings``)."""
+    from unipose_jax import inference  # noqa: PLC0415
 
-    @jax.jit
-    def heatmaps(v, images):
-      return evaluate.predict_heatmaps(v, images, model=model, flip_test=flip_test)
-
-    predictor = cls(
-      lambda images: heatmaps(variables, images),
-      input_size=config.data.input_size,
-      codec=codec,
-      num_joints=skeleton.NUM_JOINTS,
-      box_head=bool(config.model.box_head),
-      decoding=config.codec.decoding,
-      score_threshold=config.predict.score_threshold,
-      second_pass=config.predict.second_pass,
-      crop_margin=config.predict.crop_margin,
-      **presence_settings(config, workdir, step),
-    )
+    variables, step = run.load_variables()
+    heatmaps = inference.heatmap_fn(run.model(), variables, flip_test=bool(run.config.flip_test))
+    predictor = cls(heatmaps, **run.predictor_settings())
+    note = presence_note(run.config, run.workdir, step)
+    if note:
+      print(note, flush=True)
     predictor.checkpoint_step = step
     passes = "two passes" if predictor.second_pass else "one pass"
     person = (
@@ -253,8 +194,8 @@ class Predictor:
       else "person: any visible joint"
     )
     print(
-      f"predicting with checkpoint {step} of {workdir} ({config.data.input_size} px input, "
-      f"{passes}, {config.codec.decoding} decoding, score threshold "
+      f"predicting with checkpoint {step} of {run.workdir} ({predictor.input_size} px input, "
+      f"{passes}, {predictor.decoding} decoding, score threshold "
       f"{predictor.score_threshold:g}, {person})",
       flush=True,
     )
@@ -270,16 +211,19 @@ class Predictor:
     points, scores = self._decode(maps)
     points = np.asarray(points, np.float64)[0]
     scores = np.asarray(scores, np.float64)[0]
-    points = transforms.apply_affine_to_points(transforms.invert_affine(affine), points)
-    k = self.num_joints
-    kp, sc = points[:k], scores[:k]
+    points = geometry.apply_affine_to_points(geometry.invert_affine(affine), points)
+    _, kp, box_points = skeleton.split_maps(
+      points, background=False, num_joints=self.num_joints, axis=-2
+    )
+    sc = skeleton.split_maps(scores, background=False, num_joints=self.num_joints)[1]
     visible = sc >= self.score_threshold
     if self.box_head:
-      if points.shape[0] < k + skeleton.NUM_BOX_POINTS:
-        raise ValueError(f"box_head needs {k} + 5 heatmaps, got {points.shape[0]}")
-      box = _box_of(points[k : k + skeleton.NUM_BOX_POINTS]) if visible.any() else None
+      if box_points is None:
+        raise ValueError(f"box_head needs {self.num_joints} + 5 heatmaps, got {len(points)}")
+      box = _box_of(box_points) if visible.any() else None
     else:
-      box = joint_extent(kp, visible)
+      box, count = geometry.joint_extent(kp, visible)
+      box = box if count else None
     return kp, sc, visible, box, presence
 
   def _check(self, image: np.ndarray) -> np.ndarray:
@@ -292,8 +236,9 @@ class Predictor:
     """The letterboxed whole-image pass alone (step 1 of the module doc)."""
     image = self._check(image)
     h, w = image.shape[:2]
-    affine = transforms.letterbox_affine(h, w, self.input_size)
-    kp, sc, visible, box, presence = self._pass(image, affine)
+    kp, sc, visible, box, presence = self._pass(
+      image, geometry.letterbox_affine(h, w, self.input_size)
+    )
     if presence is None:
       found = bool(visible.any())
     else:
@@ -311,147 +256,26 @@ class Predictor:
     ):  # no person found, or one without a visible joint: nothing to crop
       return first
     h, w = image.shape[:2]
-    affine = crop_affine(first.box, h, w, self.input_size, self.crop_margin)
+    affine = geometry.crop_affine(first.box, h, w, self.input_size, self.crop_margin)
     kp, sc, visible, box, _ = self._pass(image, affine)
     box = first.box if box is None else box
     return Prediction(kp, sc, visible, box, True, passes=2, presence=first.presence)
 
 
-def presence_settings(config, workdir: str, step: int) -> dict[str, Any]:
-  """The Predictor's ``presence_score``/``presence_threshold`` of a run's config, with a
-  printed note when the run has no calibration (the old rule then applies) or was
-  calibrated on another checkpoint than ``step``."""
+def presence_note(config, workdir: str, step: int) -> str | None:
+  """A note when a run has no person-presence calibration (the old rule then applies) or
+  was calibrated on another checkpoint than ``step``; None when all is well."""
   p = config.predict
   if not p.presence_score:
-    print(
+    return (
       f"note: {workdir} has no person-presence calibration (config.json has no "
       'predict.presence_score): a person is "found" whenever any joint scores >= '
       f"{p.score_threshold:g}, which says little. Calibrate it with: python launch.py "
-      f"--mode=calibrate --workdir={workdir}",
-      flush=True,
+      f"--mode=calibrate --workdir={workdir}"
     )
-    return {}
   if p.presence_step != step:
-    print(
+    return (
       f"note: person presence was calibrated on checkpoint {p.presence_step}, predicting "
-      f"with {step}; recalibrate with --mode=calibrate",
-      flush=True,
+      f"with {step}; recalibrate with: python launch.py --mode=calibrate --workdir={workdir}"
     )
-  return {"presence_score": p.presence_score, "presence_threshold": p.presence_threshold}
-
-
-# ----------------------------------------------------------------------------- outputs
-
-
-def overlay(image: np.ndarray, pred: Prediction) -> np.ndarray:
-  """The picture written for a prediction: :func:`visualize.draw_prediction`."""
-  return visualize.draw_prediction(
-    image, pred.keypoints, pred.visible, pred.box, pred.person_found, pred.scores
-  )
-
-
-def predict_images(items: Sequence[Item], predictor: Callable, out_dir: str) -> list[dict]:
-  """Predict every image item: ``<name>_pose.png`` overlays and ``predictions.json`` (a
-  list of ``{"input": path, **Prediction.to_json()}`` in item order) in ``out_dir``;
-  one printed line per image. Returns that list."""
-  records = []
-  for item in items:
-    if item.kind != "image":
-      continue
-    image = read_image(item.path)
-    start = time.perf_counter()
-    pred = predictor(image)
-    seconds = time.perf_counter() - start
-    target = visualize.save_png(
-      os.path.join(out_dir, f"{item.name}_pose.png"), overlay(image, pred)
-    )
-    records.append({"input": item.path, **pred.to_json()})
-    print(f"{item.path}: {pred.summary()} ({seconds:.2f} s) -> {target}", flush=True)
-  if records:
-    path = files.write_json(os.path.join(out_dir, "predictions.json"), records)
-    print(f"wrote {path} ({len(records)} images)", flush=True)
-  return records
-
-
-def _progress(path: str, done: int, total: int, elapsed: float) -> str:
-  rate = done / elapsed if elapsed > 0 else 0.0
-  line = f"{path}: frame {done}" + (f"/{total}" if total > 0 else "") + f", {rate:.1f} frames/s"
-  if total > 0 and rate > 0:
-    line += f", ETA {max(total - done, 0) / rate:.0f} s"
-  return line
-
-
-def predict_video(item: Item, predictor: Callable, out_dir: str) -> dict[str, Any]:
-  """Predict every frame of a video item.
-
-  Writes ``<name>_pose.mp4`` (the overlays; mp4v, the input's fps and frame size) and
-  ``<name>_pose.jsonl`` (one line per frame: ``{"frame": i, "time_s": i / fps,
-  **Prediction.to_json()}``) in ``out_dir``, both atomically (a temporary file renamed
-  when the video is done). Prints progress (frames done/total, frames/s, ETA) at most
-  every :data:`PROGRESS_EVERY_S` seconds, and a final line. Returns ``{"frames", "fps",
-  "video", "jsonl", "seconds"}``.
-  """
-  cap = cv2.VideoCapture(item.path)
-  if not cap.isOpened():
-    raise PredictInputError(f"{item.path}: not a readable video (OpenCV cannot open it)")
-  fps = float(cap.get(cv2.CAP_PROP_FPS))
-  fps = fps if np.isfinite(fps) and fps > 0 else 25.0
-  total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-  os.makedirs(out_dir, exist_ok=True)
-  video_path = os.path.join(out_dir, f"{item.name}_pose.mp4")
-  jsonl_path = os.path.join(out_dir, f"{item.name}_pose.jsonl")
-  tmp_video = os.path.join(out_dir, f".{item.name}_pose.{os.getpid()}.tmp.mp4")
-  state = {"frames": 0, "writer": None}
-  start = last = time.perf_counter()
-
-  def frames_to(jsonl) -> None:
-    nonlocal last
-    while True:
-      ok, frame = cap.read()
-      if not ok or frame is None:
-        return
-      image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-      if state["writer"] is None:
-        size = (image.shape[1], image.shape[0])
-        state["writer"] = cv2.VideoWriter(tmp_video, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-        if not state["writer"].isOpened():
-          raise PredictInputError(f"{video_path}: cannot write a video here (OpenCV, mp4v)")
-      pred = predictor(image)
-      state["writer"].write(cv2.cvtColor(overlay(image, pred), cv2.COLOR_RGB2BGR))
-      i = state["frames"]
-      record = {"frame": i, "time_s": round(i / fps, 4), **pred.to_json()}
-      jsonl.write((files.json_text(record, indent=None) + "\n").encode("utf-8"))
-      state["frames"] = i + 1
-      now = time.perf_counter()
-      if now - last >= PROGRESS_EVERY_S:
-        last = now
-        print(_progress(item.path, i + 1, total, now - start), flush=True)
-
-  try:
-    files.atomic_write(jsonl_path, frames_to)
-    if state["writer"] is None:
-      raise PredictInputError(f"{item.path}: not a readable video (no frame could be decoded)")
-    state["writer"].release()
-    state["writer"] = None
-    os.replace(tmp_video, video_path)
-  finally:
-    cap.release()
-    if state["writer"] is not None:
-      state["writer"].release()
-    pathlib.Path(tmp_video).unlink(missing_ok=True)
-  seconds = time.perf_counter() - start
-  n = state["frames"]
-  print(
-    f"{item.path}: {n} frames in {seconds:.1f} s ({n / max(seconds, 1e-9):.1f} frames/s) "
-    f"-> {video_path}, {jsonl_path}",
-    flush=True,
-  )
-  return {"frames": n, "fps": fps, "video": video_path, "jsonl": jsonl_path, "seconds": seconds}
-
-
-def run(items: Sequence[Item], predictor: Callable, out_dir: str) -> dict[str, Any]:
-  """Predict all ``items`` into ``out_dir``: the images (:func:`predict_images`), then each
-  video (:func:`predict_video`). Returns ``{"images": records, "videos": summaries}``."""
-  images = predict_images(items, predictor, out_dir)
-  videos = [predict_video(item, predictor, out_dir) for item in items if item.kind == "video"]
-  return {"images": images, "videos": videos}
+  return None

@@ -1,19 +1,18 @@
-"""A run's config: checked, saved with the run, and turned into a model, a codec and data.
-
-The one place that reads ``config.model``/``config.codec``/``config.data`` and builds
-objects from them; train, evaluate and predict share it and pass plain arguments down.
+"""A run's config: checked, saved with the run, loaded back, compared.
 
 * :func:`validate` checks every key before anything is built and raises one
   :class:`ConfigError` listing every bad key.
 * :func:`save` writes the resolved config to ``<workdir>/config.json``; :func:`load`
-  reads it back (eval and predict need no ``--config``); :func:`check_matches` refuses a
-  given config whose model or codec differs from the run's, naming the keys.
+  reads it back (eval and predict need no ``--config``), taking keys it lacks from the
+  package's defaults (:mod:`unipose_jax.config_defaults`); :func:`check_matches` refuses
+  a given config whose model or codec differs from the run's, naming the keys.
+
+What a config builds (model, codec, data, checkpoints) is :mod:`unipose_jax.run`'s.
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -22,9 +21,7 @@ from typing import Any
 import jax.numpy as jnp
 import ml_collections
 
-from unipose_jax import datasets, files, skeleton
-from unipose_jax.codecs import HeatmapCodec
-from unipose_jax.models import Bottleneck, ResNet, UniPose, heatmap_size
+from unipose_jax import config_defaults, files
 from unipose_jax.models.unipose import HEATMAP_STRIDE
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -184,7 +181,8 @@ def _tuples(value: Any) -> Any:
 def load(workdir: str, defaults: ml_collections.ConfigDict | None = None):
   """The config a run saved, or None when ``<workdir>/config.json`` does not exist.
 
-  Keys a later version added are taken from ``defaults`` (the current default config).
+  Keys a later version added are taken from ``defaults`` (default: the package's
+  :func:`config_defaults.get_config`), so old work directories load.
   """
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
@@ -195,9 +193,7 @@ def load(workdir: str, defaults: ml_collections.ConfigDict | None = None):
   except (OSError, ValueError) as e:
     raise ConfigError(f"{path}: not a readable config ({e})") from e
   if defaults is None:
-    from configs import default  # noqa: PLC0415
-
-    defaults = default.get_config()
+    defaults = config_defaults.get_config()
   config = ml_collections.ConfigDict(defaults.to_dict())
   config.update(saved)
   return config
@@ -233,82 +229,3 @@ def check_matches(given: ml_collections.ConfigDict, saved: ml_collections.Config
       f"--config differs from the run's {os.path.join(workdir, CONFIG_FILE)} in keys its "
       "checkpoint depends on:\n  " + "\n  ".join(diff) + "\n(leave out --config to use the run's)"
     )
-
-
-# ----------------------------------------------------------------------------- builders
-
-
-def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None = None) -> UniPose:
-  """``UniPose`` of ``config.model`` (plain arguments from here on)."""
-  cfg = config.model
-  backbone = None
-  if cfg.stage_sizes:  # a custom (small) bottleneck ResNet instead of a standard depth
-    backbone = functools.partial(ResNet, stage_sizes=tuple(cfg.stage_sizes), block_cls=Bottleneck)
-  return UniPose(
-    num_joints=skeleton.NUM_JOINTS,
-    box_head=bool(cfg.box_head),
-    backbone_depth=cfg.backbone_depth,
-    backbone=backbone,
-    output_stride=cfg.output_stride,
-    backbone_width=cfg.backbone_width,
-    wasp_features=cfg.wasp_features,
-    wasp_rates=tuple(cfg.wasp_rates) or None,
-    low_level_features=cfg.low_level_features,
-    decoder_features=cfg.decoder_features,
-    wasp_dropout=cfg.wasp_dropout,
-    decoder_dropouts=tuple(cfg.decoder_dropout),
-    dtype=DTYPES[cfg.dtype],
-    bn_axis_name=bn_axis_name,
-  )
-
-
-def build_codec(config: ml_collections.ConfigDict) -> HeatmapCodec:
-  """The heatmap codec: the square input and the model's heatmap size for it."""
-  size = config.data.input_size
-  side = heatmap_size(size)
-  return HeatmapCodec(
-    input_size=(size, size),
-    heatmap_size=(side, side),
-    sigma=config.codec.sigma,
-    encoding=config.codec.encoding,
-    decoding=config.codec.decoding,
-    dark_kernel=config.codec.dark_kernel or None,
-  )
-
-
-def eval_decodings(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """Every configured evaluation decoder, the checkpoint-selecting one included."""
-  names = tuple(config.codec.eval_decodings)
-  return names if config.codec.decoding in names else names + (config.codec.decoding,)
-
-
-def data_source(name: str, split: str, data_dir: str):
-  """A random-access source of a prepared dataset; the synthetic set (no download) is
-  built on first use."""
-  if name.split("/")[0] == "synthetic" and not datasets.is_prepared(name, data_dir):
-    print(f"building the synthetic dataset in {data_dir} (first use)", flush=True)
-    datasets.prepare([name], manual_dir=None, data_dir=data_dir)
-  return datasets.data_source(name, split, data_dir)
-
-
-def load_variables(workdir: str, step: int | None = None) -> tuple[dict, int]:
-  """Model variables ``{"params", "batch_stats"}`` (host arrays) of a run's checkpoint,
-  and its step.
-
-  Default: the best checkpoint by the run's selection metric (``<decoding>/pck@0.2`` of
-  its saved config), else the newest intact one. Raises ``checkpoints.CheckpointError``
-  when there is none (or ``step`` is missing or damaged).
-  """
-  from unipose_jax import checkpoints  # noqa: PLC0415
-
-  directory = os.path.join(workdir, "checkpoints")
-  saved = load(workdir)
-  best = f"{saved.codec.decoding}/pck@0.2" if saved is not None else None
-  with checkpoints.Checkpointer(directory, best_metric=best, read_only=True) as ckpt:
-    if not ckpt.all_steps():
-      raise checkpoints.CheckpointError(
-        f"no checkpoint in {directory}: train first (launch.py --mode=train --workdir={workdir})"
-      )
-    restored = ckpt.restore(step=step, prefer_best=step is None)
-  state = restored.state
-  return {"params": state["params"], "batch_stats": state["batch_stats"]}, restored.step

@@ -87,3 +87,52 @@ BOX_FLIP_PERMUTATION.setflags(write=False)
 def is_left(joint: int) -> bool:
   """Whether joint index ``joint`` is on the person's left side."""
   return JOINT_NAMES[joint].startswith("left_")
+
+
+# ----------------------------------------------------------------------------- channel layout
+# The network's output channels, in order: the background map, the NUM_JOINTS joint maps
+# and, with UniPose's box head, the NUM_BOX_POINTS box maps. The one owner of that layout.
+
+
+def num_maps(num_joints: int = NUM_JOINTS, box_head: bool = False) -> int:
+  """Output channels: background + ``num_joints`` joints (+ the 5 box points)."""
+  return num_joints + 1 + (NUM_BOX_POINTS if box_head else 0)
+
+
+def split_maps(maps, *, background: bool = True, num_joints: int = NUM_JOINTS, axis: int = -1):
+  """Splits ``maps`` along the channel ``axis`` by the layout above.
+
+  Works on NumPy and JAX arrays alike (slicing only): on heatmaps ``(..., h, w, C)`` and,
+  with ``axis=-2``, on decoded points ``(..., C, 2)``.
+
+  Args:
+    maps: the channels; with ``background=False`` channel 0 (background) is already gone.
+    background: whether ``maps`` starts with the background channel.
+    num_joints: ``K``.
+    axis: the channel axis.
+
+  Returns:
+    ``(background, joints, box)``: the background channel kept as an axis of size 1 (None
+    when ``background=False``), the ``K`` joint channels, and the 5 box channels or None
+    when there are none.
+
+  Raises:
+    ValueError: when the channel count is neither ``K`` nor ``K + 5`` (after the
+      background).
+  """
+  n = maps.shape[axis]
+  first = 1 if background else 0
+  if n - first not in (num_joints, num_joints + NUM_BOX_POINTS):
+    raise ValueError(
+      f"expected {first} + {num_joints} (+ {NUM_BOX_POINTS} box) channels on axis {axis}, "
+      f"got {n} (shape {tuple(maps.shape)})"
+    )
+  axis = axis % maps.ndim
+
+  def take(start: int, stop: int):
+    return maps[(slice(None),) * axis + (slice(start, stop),)]
+
+  bg = take(0, 1) if background else None
+  joints = take(first, first + num_joints)
+  box = take(first + num_joints, n) if n - first > num_joints else None
+  return bg, joints, box

@@ -17,9 +17,9 @@ Batches travel as uint8 and are normalised inside the step; the next two global
 batches are put on the mesh while a step runs (``distributed.prefetch_to_mesh``).
 Nothing waits for the device between log, stop-check and checkpoint steps.
 
-Stopping: SIGTERM/SIGINT set a flag that the processes agree on every
-``config.stop_check_every`` steps; the run then saves a checkpoint and raises
-:class:`Preempted` (``launch.py`` exits with :data:`EXIT_PREEMPTED`, 143).
+Stopping: SIGTERM/SIGINT set a flag (``preemption.PreemptionGuard``) that the processes
+agree on every ``config.stop_check_every`` steps; the run then saves a checkpoint and
+raises ``preemption.Preempted`` (``launch.py`` exits with 143).
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import signal
-import threading
 import time
 from typing import Any
 
@@ -45,24 +43,18 @@ from unipose_jax import (
   evaluate,
   input_pipeline,
   losses,
+  reports,
   run_config,
   skeleton,
   transforms,
 )
+from unipose_jax import run as run_lib
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.codecs import box as box_lib
 from unipose_jax.metric_writers import MetricWriter, ReportProgress
 from unipose_jax.models import normalize
 from unipose_jax.parallel import PMAP_AXIS, ParallelTrainer
-
-#: Exit status of a run stopped by a signal after saving its checkpoint (128 + SIGTERM).
-EXIT_PREEMPTED = 143
-
-
-class Preempted(Exception):  # noqa: N818 (an outcome, not a failure)
-  """The run stopped before its last step on a signal; its checkpoint is saved."""
-
-  exit_code = EXIT_PREEMPTED
+from unipose_jax.preemption import Preempted, PreemptionGuard
 
 
 @flax.struct.dataclass
@@ -89,7 +81,9 @@ class TrainState:
 def make_optimizer(cfg: ml_collections.ConfigDict, num_steps: int):
   """``(optax transformation, learning-rate schedule)`` of ``config.optimizer``."""
   if cfg.schedule == "step":
-    lr = optax.exponential_decay(cfg.learning_rate, cfg.decay_every, cfg.decay_factor, True)
+    lr = optax.exponential_decay(
+      cfg.learning_rate, cfg.decay_every, cfg.decay_factor, staircase=True
+    )  # x decay_factor at every multiple of decay_every (not a smooth decay)
   elif cfg.schedule == "cosine":
     lr = optax.warmup_cosine_decay_schedule(
       0.0, cfg.learning_rate, max(cfg.warmup_steps, 1), max(num_steps, cfg.warmup_steps + 1),
@@ -175,7 +169,6 @@ def train_step(
   if model.box_head:
     points, point_weights = box_lib.box_targets(batch["keypoints"], batch["weights"], box_margin)
     box_targets, box_weights = codec.encode(points, point_weights)
-  k1 = skeleton.NUM_JOINTS + 1
 
   def loss_fn(params):
     heatmaps, mutated = model.apply(
@@ -185,9 +178,11 @@ def train_step(
       rngs={"dropout": step_rng},
       mutable=["batch_stats"],
     )
-    loss = losses.heatmap_mse(heatmaps[..., :k1], targets, target_weights, background_weight)
+    background, joints, box = skeleton.split_maps(heatmaps)
+    pred = jnp.concatenate([background, joints], axis=-1)
+    loss = losses.heatmap_mse(pred, targets, target_weights, background_weight)
     if model.box_head:
-      loss += box_weight * losses.weighted_mse(heatmaps[..., k1:], box_targets, box_weights)
+      loss += box_weight * losses.weighted_mse(box, box_targets, box_weights)
     return loss, mutated["batch_stats"]
 
   (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -204,68 +199,21 @@ def train_step(
   return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
 
-# ----------------------------------------------------------------------------- pre-emption
-
-
-class PreemptionGuard(contextlib.AbstractContextManager):
-  """Turns SIGTERM/SIGINT into a flag (``should_stop``) so the loop can save and exit.
-
-  A second delivery of the same signal falls through to the previous handler (a second
-  Ctrl-C interrupts at once). Handlers are restored on exit; enter in the main thread.
-  Several processes: reduce the flag with ``distributed.any_process`` before acting.
-  """
-
-  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
-    self.signals, self.received = tuple(signals), None
-    self._previous: dict[int, Any] = {}
-    self._stop = threading.Event()
-
-  @property
-  def should_stop(self) -> bool:
-    return self._stop.is_set()
-
-  def _handle(self, signum, frame) -> None:
-    if self._stop.is_set() and self.received == signum:
-      previous = self._previous.get(signum, signal.SIG_DFL)
-      if callable(previous):
-        return previous(signum, frame)
-      if previous != signal.SIG_IGN:
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-      return None
-    self.received = signum
-    self._stop.set()
-    _log(f"received signal {signum}; stopping within the next stop check, with a checkpoint")
-    return None
-
-  def __enter__(self) -> PreemptionGuard:
-    if threading.current_thread() is not threading.main_thread():
-      raise RuntimeError("PreemptionGuard must be entered in the main thread")
-    for s in self.signals:
-      self._previous[s] = signal.signal(s, self._handle)
-    return self
-
-  def __exit__(self, *exc_info) -> None:
-    for s, handler in self._previous.items():
-      signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-    self._previous.clear()
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
 def build_trainer(config: ml_collections.ConfigDict, mesh):
   """Model, codec, optimiser, learning-rate schedule and parallel trainer of a config."""
+  run = run_lib.Run(config)
   pmap = config.parallelism == "pmap"
-  model = run_config.build_model(config, bn_axis_name=PMAP_AXIS if pmap else None)
-  codec = run_config.build_codec(config)
+  model = run.model(bn_axis_name=PMAP_AXIS if pmap else None)
   tx, lr_fn = make_optimizer(config.optimizer, config.num_train_steps)
   step_fn = functools.partial(
-    train_step, model=model, tx=tx, codec=codec,
+    train_step, model=model, tx=tx, codec=run.codec,
     background_weight=config.loss.background_weight,
     box_weight=config.loss.box_weight, box_margin=config.model.box_margin,
   )  # fmt: skip
-  return model, codec, tx, lr_fn, ParallelTrainer(config.parallelism, mesh, step_fn)
+  return model, run.codec, tx, lr_fn, ParallelTrainer(config.parallelism, mesh, step_fn)
 
 
 def make_train_iterator(config, mesh, shard_index: int | None = None, shard_count=None):
@@ -275,7 +223,7 @@ def make_train_iterator(config, mesh, shard_index: int | None = None, shard_coun
   shard_count = jax.process_count() if shard_count is None else shard_count
   d = config.data
   return input_pipeline.make_train_iterator(
-    [run_config.data_source(n, s, d.data_dir) for n, s in zip(d.train_sources, d.train_splits)],
+    [run_lib.data_source(n, s, d.data_dir) for n, s in zip(d.train_sources, d.train_splits)],
     mixture_weights=list(d.mixture_weights),
     batch_size=distributed.per_process_batch_size(config.batch_size, mesh, shard_count),
     input_size=d.input_size,
@@ -304,25 +252,24 @@ def train_and_evaluate(config, workdir: str, stop_after: int | None = None, devi
     saved = run_config.load(workdir)
     if saved is not None:
       run_config.check_matches(config, saved, workdir)
+    run = run_lib.Run(config, workdir)  # this config names the best-checkpoint metric
     if distributed.is_primary():
-      run_config.save(config, workdir)
-    summary = _run(config, workdir, stop_after, distributed.data_mesh(devices))
+      run_config.save(run.resolved_config(), workdir)
+    summary = _train(run, stop_after, distributed.data_mesh(devices))
     if distributed.is_primary():
-      calibrate.after_training(config, workdir)  # person presence of a finished run
+      calibrate.after_training(run)  # person presence of a finished run
     return summary
   finally:
     if lock is not None:
       lock.release()
 
 
-def _run(config, workdir, stop_after, mesh):
-  model, codec, tx, _, trainer = build_trainer(config, mesh)
+def _train(run: run_lib.Run, stop_after, mesh):
+  config, workdir = run.config, run.workdir
+  model, _, tx, lr_fn, trainer = build_trainer(config, mesh)
   state = distributed.replicate(initial_variables(config, model, tx), mesh)
   train_iter = make_train_iterator(config, mesh)
-  best = f"{config.codec.decoding}/pck@0.2"
-  ckpt = checkpoints.Checkpointer(
-    os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints, best_metric=best
-  )
+  ckpt = run.checkpointer(max_to_keep=config.keep_checkpoints)
   first_step = 0
   with contextlib.ExitStack() as stack:
     stack.callback(ckpt.close)  # waits for a pending asynchronous save
@@ -334,72 +281,83 @@ def _run(config, workdir, stop_after, mesh):
     writer = MetricWriter(workdir, resume_step=first_step if first_step else None)
     stack.callback(writer.close)
     guard = stack.enter_context(PreemptionGuard())
-    evaluator = evaluate.Evaluator.from_config(config, model, codec, mesh)
-    loop = _Loop(config, workdir, trainer, ckpt, writer, evaluator, train_iter)
-    return loop.run(trainer.place(state), first_step, stop_after, guard)
-
-
-class _Loop:
-  """The step loop of one invocation (state lives on the devices throughout)."""
-
-  def __init__(self, config, workdir, trainer, ckpt, writer, evaluator, train_iter):
-    self.config, self.workdir, self.trainer = config, workdir, trainer
-    self.ckpt, self.writer, self.evaluator = ckpt, writer, evaluator
-    self.batches = trainer.batches(train_iter)
-    self.progress = ReportProgress(
-      num_train_steps=config.num_train_steps, images_per_step=config.batch_size,
-      every_steps=config.log_every, writer=writer,
+    evaluator = evaluate.Evaluator.from_run(run, mesh, model)
+    return _loop(
+      trainer.place(state), first_step, config=config, workdir=workdir, trainer=trainer,
+      batches=trainer.batches(train_iter), lr_fn=lr_fn, ckpt=ckpt, writer=writer,
+      evaluator=evaluator, stop_after=stop_after, guard=guard,
     )  # fmt: skip
 
-  def run(self, state, first_step: int, stop_after, guard) -> dict:
-    c, step, summary, metrics = self.config, first_step, {}, None
-    total = c.num_train_steps
-    self.progress(first_step)
-    while step < total:
-      state, m = self.trainer.step(state, next(self.batches))
-      metrics = m if metrics is None else metrics.merge(m)
-      step += 1
-      self.ckpt.check()  # a failed background save stops the run now
-      if step % c.log_every == 0 or step == total:
-        scalars = {k: float(v) for k, v in metrics.compute().items()}
-        metrics = None
-        self.progress.extra = {"loss": scalars["loss"]}
-        self.writer.write_scalars(step, scalars)
-      self.progress(step)
-      signalled = (step % c.stop_check_every == 0 or step == total) and distributed.any_process(
-        guard.should_stop
-      )
-      stop = signalled or (stop_after is not None and step - first_step >= stop_after)
-      eval_now = step == total or (c.eval_every > 0 and step % c.eval_every == 0)
-      canonical, eval_metrics = None, None
-      if eval_now:
-        canonical = self.trainer.canonical(state)
-        summary, eval_metrics = self._evaluate(canonical, step, final=step == total)
-      if eval_now or stop or step % c.checkpoint_every == 0:
-        canonical = canonical or self.trainer.canonical(state)
-        self.ckpt.save(step, canonical, self.batches.get_state(), metrics=eval_metrics)
-      if stop:
-        self.ckpt.wait()
-        why = "a stop signal" if signalled else f"--stop_after={stop_after}"
-        _log(f"stopped at step {step} by {why}; checkpoint saved in {self.workdir}")
-        if signalled:
-          raise Preempted(
-            f"stopped at step {step}/{total} by a signal; resume with the same command"
-          )
-        return {}
-    return summary
 
-  def _evaluate(self, state, step: int, final: bool):
-    out_dir = os.path.join(self.workdir, "eval", f"step_{step}")
-    summary = self.evaluator.run(state.variables, out_dir, write_files=final)
-    flat = {f"{dec}/{k}": v for dec, res in summary.items() for k, v in res.items() if k in SUMMARY}
-    self.writer.write_scalars(step, {f"eval/{k}": v for k, v in flat.items()})
-    if final:
-      evaluate.write_final_summary(self.workdir, summary)
-    return summary, flat
+def _loop(
+  state, first_step: int, *, config, workdir, trainer, batches, lr_fn, ckpt, writer, evaluator,
+  stop_after, guard,
+) -> dict:  # fmt: skip
+  """The step loop of one invocation (the state lives on the devices throughout).
+
+  Every ``log_every`` steps the mean loss and gradient norm since the last row and
+  ``learning_rate`` (the schedule's rate of the last update, ``lr_fn(step - 1)``) go to
+  the writer; evaluation, checkpoints and stop checks follow the config.
+  """
+  c, step, summary, metrics = config, first_step, {}, None
+  total = c.num_train_steps
+  progress = ReportProgress(
+    num_train_steps=total, images_per_step=c.batch_size, every_steps=c.log_every, writer=writer
+  )
+  progress(first_step)
+  while step < total:
+    state, m = trainer.step(state, next(batches))
+    metrics = m if metrics is None else metrics.merge(m)
+    step += 1
+    ckpt.check()  # a failed background save stops the run now
+    if step % c.log_every == 0 or step == total:
+      scalars = {k: float(v) for k, v in metrics.compute().items()}
+      scalars["learning_rate"] = float(lr_fn(step - 1))
+      metrics = None
+      progress.extra = {"loss": scalars["loss"], "lr": scalars["learning_rate"]}
+      writer.write_scalars(step, scalars)
+    progress(step)
+    signalled = (step % c.stop_check_every == 0 or step == total) and distributed.any_process(
+      guard.should_stop
+    )
+    stop = signalled or (stop_after is not None and step - first_step >= stop_after)
+    eval_now = step == total or (c.eval_every > 0 and step % c.eval_every == 0)
+    canonical, eval_metrics = None, None
+    if eval_now:
+      canonical = trainer.canonical(state)
+      summary = _evaluate(evaluator, writer, canonical, workdir, step, final=step == total)
+      eval_metrics = _flat(summary)
+    if eval_now or stop or step % c.checkpoint_every == 0:
+      canonical = canonical or trainer.canonical(state)
+      ckpt.save(step, canonical, batches.get_state(), metrics=eval_metrics)
+    if stop:
+      ckpt.wait()
+      why = "a stop signal" if signalled else f"--stop_after={stop_after}"
+      _log(f"stopped at step {step} by {why}; checkpoint saved in {workdir}")
+      if signalled:
+        raise Preempted(f"stopped at step {step}/{total} by a signal; resume with the same command")
+      return {}
+  return summary
 
 
+#: Evaluation metrics logged to TensorBoard / metrics.jsonl and saved with a checkpoint.
 SUMMARY = ("pck@0.2", "pck@0.1", "pck@0.05", "auc@0.2", "pckh@0.5", "box_iou", "box_iou>=0.5")
+
+
+def _flat(summary: dict) -> dict[str, float]:
+  """``{"<decoder>/<metric>": value}`` of the :data:`SUMMARY` metrics."""
+  return {f"{dec}/{k}": v for dec, res in summary.items() for k, v in res.items() if k in SUMMARY}
+
+
+def _evaluate(evaluator, writer, state, workdir: str, step: int, final: bool) -> dict:
+  """Evaluate at ``step``: ``eval/step_<step>/`` (every file when ``final``, else the
+  metrics), the scalars, and at the end the run's ``eval_metrics.json``."""
+  result = evaluator.run(state.variables, examples=final)
+  reports.write_eval(os.path.join(workdir, "eval", f"step_{step}"), result, all_files=final)
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in _flat(result.summary).items()})
+  if final:
+    reports.write_final_summary(workdir, result.summary)
+  return result.summary
 
 
 def _log(msg: str) -> None:

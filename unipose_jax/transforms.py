@@ -1,6 +1,7 @@
-"""Pure per-record transforms of the input pipeline: affines, augmentation, letterbox.
+"""Pure per-record transforms of the input pipeline: augmentation, letterbox, warping.
 
-Conventions (design.md section 5):
+Conventions (design.md section 5; the affine algebra, the letterbox affine and the
+person box are :mod:`unipose_jax.geometry`'s):
 
 * Keypoints are ``(x, y)`` in pixels, ``x`` along columns; integer coordinates
   are pixel centres (the pixel in row ``i``, column ``j`` has its centre at
@@ -33,6 +34,13 @@ import cv2
 import numpy as np
 
 from unipose_jax import skeleton
+from unipose_jax.geometry import (
+  apply_affine_to_points,
+  invert_affine,
+  is_flipping,
+  letterbox_affine,
+  person_box,
+)
 
 #: Border fill of warped images: the mean colour, which normalises to ~0.
 #: Fill outside the image: the ImageNet mean in 0..255 (``models.IMAGENET_MEAN`` x 255,
@@ -88,115 +96,8 @@ NO_AUGMENT = AugmentConfig(
 
 
 # ----------------------------------------------------------------------------------------------
-# Affine algebra
+# Augmentation
 # ----------------------------------------------------------------------------------------------
-
-
-def _to3(a: np.ndarray) -> np.ndarray:
-  """(..., 2, 3) -> (..., 3, 3) homogeneous matrix."""
-  a = np.asarray(a, np.float64)
-  bottom = np.broadcast_to(np.array([0.0, 0.0, 1.0]), a.shape[:-2] + (1, 3))
-  return np.concatenate([a, bottom], axis=-2)
-
-
-def compose_affines(*affines: np.ndarray) -> np.ndarray:
-  """Composition ``affines[0] o affines[1] o ...`` (the last one is applied first).
-
-  Args:
-    *affines: (2, 3) matrices.
-  Returns:
-    (2, 3) float64 matrix.
-  """
-  out = np.eye(3)
-  for a in affines:
-    out = out @ _to3(a)
-  return out[:2]
-
-
-def invert_affine(affine: np.ndarray) -> np.ndarray:
-  """Inverse of a (..., 2, 3) affine (batched), as (..., 2, 3) of the input's float dtype.
-
-  Raises:
-    ValueError: if the linear part is singular.
-  """
-  affine = np.asarray(affine)
-  dtype = affine.dtype if np.issubdtype(affine.dtype, np.floating) else np.float64
-  a = affine.astype(np.float64)
-  lin = a[..., :2]
-  det = lin[..., 0, 0] * lin[..., 1, 1] - lin[..., 0, 1] * lin[..., 1, 0]
-  if np.any(np.abs(det) < 1e-12):
-    raise ValueError("affine is singular (determinant ~0) and cannot be inverted")
-  inv_lin = (
-    np.stack(
-      [
-        np.stack([lin[..., 1, 1], -lin[..., 0, 1]], -1),
-        np.stack([-lin[..., 1, 0], lin[..., 0, 0]], -1),
-      ],
-      -2,
-    )
-    / det[..., None, None]
-  )
-  inv_t = -np.einsum("...ij,...j->...i", inv_lin, a[..., 2])
-  return np.concatenate([inv_lin, inv_t[..., None]], axis=-1).astype(dtype)
-
-
-def apply_affine_to_points(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
-  """Maps points through an affine.
-
-  Args:
-    affine: (..., 2, 3).
-    points: (..., N, 2) as (x, y); leading dims broadcast with the affine's.
-  Returns:
-    (..., N, 2) transformed points, dtype of the promoted inputs.
-  """
-  affine = np.asarray(affine)
-  points = np.asarray(points)
-  return np.einsum("...ij,...nj->...ni", affine[..., :2], points) + affine[..., None, :, 2]
-
-
-def is_flipping(affine: np.ndarray) -> bool:
-  """Whether a (2, 3) affine mirrors the image (negative determinant)."""
-  return bool(np.linalg.det(np.asarray(affine, np.float64)[:, :2]) < 0)
-
-
-def letterbox_affine(height: int, width: int, input_size: int) -> np.ndarray:
-  """Affine mapping the whole ``height x width`` image into an ``S x S`` input.
-
-  Aspect ratio is kept; the image is scaled by ``r = S / max(H, W)`` and centred,
-  the rest is padding. The image's pixel *area* ``[-0.5, W - 0.5]`` maps onto
-  ``[ox - 0.5, ox + r W - 0.5]`` with ``ox = (S - r W) / 2`` (same in y), so
-  ``x_in = r (x + 0.5) - 0.5 + ox``.
-
-  Returns:
-    (2, 3) float64 affine original -> input pixels.
-  """
-  if height <= 0 or width <= 0:
-    raise ValueError(f"image size must be positive, got {height}x{width}")
-  r = input_size / max(height, width)
-  ox = (input_size - r * width) / 2.0
-  oy = (input_size - r * height) / 2.0
-  return np.array([[r, 0.0, 0.5 * r - 0.5 + ox], [0.0, r, 0.5 * r - 0.5 + oy]])
-
-
-def person_box(
-  keypoints: np.ndarray, labeled: np.ndarray, height: int, width: int
-) -> tuple[np.ndarray, float]:
-  """Centre and extent of the labeled joints' bounding box.
-
-  Args:
-    keypoints: (K, 2) original pixels; labeled: (K,) bool.
-  Returns:
-    ``(centre (2,), extent)``: centre of the bounding box and its longer side.
-    With no labeled joint, or a degenerate box (< 1 pixel), the whole image:
-    centre of the image and ``max(H, W)``.
-  """
-  if np.any(labeled):
-    pts = keypoints[labeled]
-    lo, hi = pts.min(0), pts.max(0)
-    extent = float(np.max(hi - lo))
-    if extent >= 1.0:
-      return ((lo + hi) / 2.0).astype(np.float64), extent
-  return np.array([(width - 1) / 2.0, (height - 1) / 2.0]), float(max(height, width))
 
 
 def train_affine(

@@ -11,11 +11,10 @@ killed process, never sees a half-written file.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -32,6 +31,8 @@ PRED_COLOR: tuple[int, int, int] = (230, 40, 40)
 #: The predicted person box (amber) and the "no person found" band (dark red).
 BOX_COLOR: tuple[int, int, int] = (255, 190, 0)
 BANNER_COLOR: tuple[int, int, int] = (150, 0, 0)
+#: Background of the overlay's "n/K joints, mean score s" banner (white text on it).
+LABEL_COLOR: tuple[int, int, int] = (40, 40, 40)
 
 _SHIFT = 4  # cv2 fixed-point bits: coordinates are drawn with 1/16 px precision.
 _MAX_COORD = 1.0e4  # coordinates are clipped to +-this before drawing (cv2 overflows on huge ones).
@@ -148,9 +149,51 @@ def _text(image, text: str, origin, scale: float, color, width: int = 1) -> None
 
 
 def _put_label(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.4) -> None:
-  """White text with a black outline, baseline-left at ``origin`` (in place)."""
-  _text(image, text, origin, scale, (0, 0, 0), 3)
+  """White text on a black box fitted to it, baseline-left at ``origin`` (in place).
+
+  Drawn once: an outline made of a second, thicker copy of the text is wider than the text
+  (Hershey glyphs advance by their thickness) and the two copies drift apart.
+  """
+  (w, h), base = cv2.getTextSize(text, _FONT, scale, 1)
+  x, y = origin
+  image[max(0, y - h - 2) : y + base, max(0, x - 2) : x + w + 2] = 0
   _text(image, text, origin, scale, (255, 255, 255))
+
+
+def banner_layout(width: int, height: int, text: str) -> tuple[float, int, list[str], int, int]:
+  """``(scale, thickness, lines, line height, band height)`` of a banner across the top.
+
+  The font grows with ``min(height, width)`` (scale 0.4 up to 600 px, then in proportion)
+  and shrinks, down to 0.35 (about 8 px capitals), so that the text fits the width with a
+  6 px margin each side; what still does not fit is wrapped at spaces onto more lines.
+  """
+  scale = max(0.4, min(height, width) / 600)
+  thickness = max(1, int(round(1.5 * scale)))
+  room = max(1, width - 12)
+  w = cv2.getTextSize(text, _FONT, scale, thickness)[0][0]
+  if w > room:
+    scale = max(0.35, scale * room / w)
+    thickness = max(1, int(round(1.5 * scale)))
+  lines: list[str] = []
+  for word in text.split(" "):
+    joined = f"{lines[-1]} {word}" if lines else word
+    if lines and cv2.getTextSize(joined, _FONT, scale, thickness)[0][0] > room:
+      lines.append(word)
+    else:
+      lines[-1:] = [joined]
+  (_, h), base = cv2.getTextSize(text, _FONT, scale, thickness)
+  line_height = h + base + max(3, h // 3)
+  band = min(height, max(12, line_height * len(lines) + max(3, h // 3)))
+  return scale, thickness, lines, line_height, band
+
+
+def _banner(image: np.ndarray, text: str, color: tuple[int, int, int]) -> None:
+  """A ``color`` band across the top with ``text`` on it in white, each line once (in place)."""
+  scale, thickness, lines, line_height, band = banner_layout(image.shape[1], image.shape[0], text)
+  image[:band] = color
+  base = cv2.getTextSize(text, _FONT, scale, thickness)[1]
+  for i, line in enumerate(lines):
+    _text(image, line, (6, (i + 1) * line_height - base), scale, (255, 255, 255), thickness)
 
 
 def _title_bar(width: int, title: str) -> np.ndarray:
@@ -269,21 +312,18 @@ def draw_prediction(
     box: optional ``(4,)`` ``x0, y0, x1, y1`` (pixel centres), a :data:`BOX_COLOR` rectangle.
     person_found: False draws a :data:`BANNER_COLOR` band across the top saying
       "no person found" (over anything else).
-    scores: optional ``(K,)``: a top-left label "n/K joints, mean score s" (visible joints).
+    scores: optional ``(K,)``: a :data:`LABEL_COLOR` band across the top saying
+      "n/K joints, mean score s" (visible joints).
   """
   out = draw_skeleton(image, keypoints, PRED_COLOR, np.asarray(visible, bool))
   if box is not None:
     _draw_box(out, _check_box(box), max(2, _default_sizes(out)[1]))
-  scale = max(0.4, min(out.shape[:2]) / 600)
   if not person_found:
-    band = max(12, int(round(34 * scale)))
-    out[:band] = BANNER_COLOR
-    _text(out, "no person found", (6, int(round(band * 0.72))), scale, (255,) * 3, 1 + int(scale))
+    _banner(out, "no person found", BANNER_COLOR)
   elif scores is not None:
     vis = np.asarray(visible, bool)
     mean = float(np.mean(np.asarray(scores, np.float64)[vis])) if vis.any() else 0.0
-    label = f"{int(vis.sum())}/{vis.size} joints, mean score {mean:.2f}"
-    _put_label(out, label, (6, int(round(20 * scale))), scale)
+    _banner(out, f"{int(vis.sum())}/{vis.size} joints, mean score {mean:.2f}", LABEL_COLOR)
   return out
 
 
@@ -364,44 +404,3 @@ def save_heatmap_panel(
   ``(h, w, K + 1)`` (channel 0 background) belong to.
   """
   return save_png(path, render_heatmap_panel(image, heatmaps, **kwargs))
-
-
-def save_pck_curve(
-  path: PathLike, curves: Mapping[str, tuple[Any, Any]], *,
-  title: str = "PCK (LSP, torso-normalised)",
-  xlabel: str = "threshold (fraction of torso: left shoulder to right hip)",
-  figsize: tuple[float, float] = (6.0, 4.5), dpi: int = 100,
-) -> pathlib.Path:  # fmt: skip
-  """Plot PCK (%) against the normalised threshold, one line per label.
-
-  Args:
-    path: PNG to write (atomically); the image is ``figsize * dpi`` pixels.
-    curves: ``{label: (thresholds (T,), pck (T,))}`` with pck in [0, 1], e.g.
-      one per decoder from ``metrics.pck_curve``. Drawn in insertion order.
-  """
-  # Imported here so that importing this module does not load matplotlib.
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-
-  if not curves:
-    raise ValueError("curves is empty: nothing to plot")
-  fig = Figure(figsize=figsize, dpi=dpi)
-  canvas = FigureCanvasAgg(fig)
-  ax = fig.add_subplot(1, 1, 1)
-  x_max = 0.0
-  for label, (thresholds, values) in curves.items():
-    t = np.asarray(thresholds, np.float64)
-    v = np.asarray(values, np.float64)
-    if t.ndim != 1 or t.shape != v.shape:
-      raise ValueError(f"curve {label!r}: thresholds {t.shape}, values {v.shape}: need equal 1-D")
-    ax.plot(t, 100.0 * v, label=str(label), linewidth=1.5)
-    if t.size:
-      x_max = max(x_max, float(np.nanmax(t)))
-  ax.set(xlim=(0.0, x_max if x_max > 0 else 1.0), ylim=(0.0, 100.0), title=title)
-  ax.set(xlabel=xlabel, ylabel="PCK (%)")
-  ax.grid(True, alpha=0.3)
-  ax.legend(loc="lower right")
-  fig.tight_layout()
-  buffer = io.BytesIO()
-  canvas.print_png(buffer)
-  return files.atomic_write(path, buffer.getvalue())

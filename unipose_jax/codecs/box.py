@@ -26,7 +26,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from unipose_jax import skeleton
+from unipose_jax import geometry, skeleton
 
 #: A box needs at least this many labeled joints (one joint has no extent).
 MIN_BOX_JOINTS: int = 2
@@ -54,7 +54,8 @@ def _check_points(keypoints: Array, name: str) -> jnp.ndarray:
 def box_from_keypoints(
   keypoints: Array, labeled: Array, margin: float = 0.0
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """The person box of each image: the extent of its labeled joints, grown by ``margin``.
+  """The person box of each image: the extent of its labeled joints, grown by ``margin``
+  (``geometry.joint_extent``, the project's one definition of the box of joints).
 
   Args:
     keypoints: ``(B, K, 2)`` ``(x, y)`` joints in any pixel frame; unlabeled joints may
@@ -75,12 +76,8 @@ def box_from_keypoints(
   labeled = jnp.asarray(labeled)
   if labeled.shape != keypoints.shape[:2]:
     raise ValueError(f"labeled must have shape (B, K) = {keypoints.shape[:2]}, got {labeled.shape}")
-  use = labeled.astype(bool) & jnp.all(jnp.isfinite(keypoints), axis=-1)  # (B, K)
-  has_box = jnp.sum(use, axis=1) >= MIN_BOX_JOINTS
-  lo = jnp.min(jnp.where(use[..., None], keypoints, jnp.inf), axis=1)  # (B, 2)
-  hi = jnp.max(jnp.where(use[..., None], keypoints, -jnp.inf), axis=1)
-  grow = margin * (hi - lo)
-  box = jnp.concatenate([lo - grow, hi + grow], axis=-1)
+  box, count = geometry.joint_extent(keypoints, labeled, margin, xp=jnp)
+  has_box = count >= MIN_BOX_JOINTS
   return jnp.where(has_box[:, None], box, 0.0), has_box
 
 

@@ -28,15 +28,17 @@ Bad input raises :class:`DatasetError` with a message naming the file.
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from unipose_jax.datasets import archives
+from unipose_jax.datasets import archives, integrity
 from unipose_jax.datasets.archives import DatasetError
 from unipose_jax.datasets.lsp import Lsp, LspExtended
 from unipose_jax.datasets.synthetic import Synthetic, SyntheticConfig
@@ -72,6 +74,17 @@ SPLIT_SIZES: dict[str, dict[str, int]] = {
     for c in Synthetic.BUILDER_CONFIGS
   },
 }
+
+
+class _QuietVariantFolder(logging.Filter):
+  """Drops TFDS's "Variant folder ... has no dataset_info.json": before a build that folder
+  is expected to be empty, and the warning reads like an error (issue 21)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "has no dataset_info.json" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_QuietVariantFolder())
 
 _BUILDERS = {"lsp": Lsp, "lsp_extended": LspExtended, "synthetic": Synthetic}
 _MANUAL = {"lsp": archives.LSP, "lsp_extended": archives.LSP_EXTENDED}
@@ -147,9 +160,14 @@ def prepare(
   for name in _names(names):
     b = builder(name, data_dir)
     if b.is_prepared():
-      statuses[name] = "exists"
-      log(f"[{name}] already prepared in {b.data_dir}; reusing it")
-      continue
+      problems = integrity.check(b, name)
+      if not problems:
+        statuses[name] = "exists"
+        log(f"[{name}] already prepared in {b.data_dir} (every file read back); reusing it")
+        continue
+      for problem in problems:
+        log(f"[{name}] {problem}")
+    damaged = b.is_prepared()
     base, _ = _split_name(name)
     # A build killed without a chance to clean up (SIGKILL, power loss) leaves TFDS's
     # temporary folder; it is never mistaken for a dataset, but it takes space.
@@ -175,6 +193,10 @@ def prepare(
       log(f"[{name}] building from {source} into {b.data_dir} ...")
     else:
       log(f"[{name}] building into {b.data_dir} ...")
+    if damaged:
+      log(f"[{name}] removing the damaged {b.data_dir} and building it again")
+      shutil.rmtree(b.data_dir)
+      b = builder(name, data_dir)
     try:
       b.download_and_prepare(download_config=download_config)
     except DatasetError as e:
@@ -211,7 +233,15 @@ class PoseDataSource(Sequence):
       )
     if split not in b.info.splits:
       raise ValueError(f"dataset {name!r} has no split {split!r}; splits: {sorted(b.info.splits)}")
-    self._source = b.as_data_source(split=split)
+    self._builder = b
+    try:
+      self._source = b.as_data_source(split=split)
+    except (RuntimeError, OSError) as e:
+      raise integrity.damaged(name, b.data_dir, e, prepare_command(data_dir)) from None
+
+  def _damaged(self, index: int, error: BaseException) -> DatasetError:
+    path = integrity.shard_of(self._builder, self.split, index)
+    return integrity.damaged(self.name, path, error, prepare_command(self.data_dir))
 
   def __len__(self) -> int:
     return len(self._source)
@@ -239,10 +269,17 @@ class PoseDataSource(Sequence):
       raise IndexError(
         f"index {index} out of range for {self.name}:{self.split} of length {len(self)}"
       )
-    return self._convert(self._source[index])
+    try:
+      return self._convert(self._source[index])
+    except RuntimeError as e:  # Riegeli: "Corrupted Riegeli/records file: ..."
+      raise self._damaged(index, e) from None
 
   def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
-    return [self._convert(e) for e in self._source.__getitems__([int(i) for i in indices])]
+    indices = [int(i) for i in indices]
+    try:
+      return [self._convert(e) for e in self._source.__getitems__(indices)]
+    except RuntimeError as e:
+      raise self._damaged(indices[0] if indices else 0, e) from None
 
   def __getstate__(self) -> dict[str, str]:
     return {"name": self.name, "split": self.split, "data_dir": self.data_dir}

@@ -33,6 +33,7 @@ from unipose_jax.models.unipose import (
   heatmap_size,
   normalize,
   num_maps,
+  split_maps,
 )
 from unipose_jax.models.wasp import WASP, default_wasp_rates
 
@@ -58,6 +59,7 @@ __all__ = [
   "max_pool_3x3_s2",
   "normalize",
   "num_maps",
+  "split_maps",
   "original_key",
   "read_torch_state_dict",
   "WeightImportError",

@@ -51,7 +51,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import traverse_util
 
-from unipose_jax.models.torch_checkpoint import read_torch_state_dict
+from unipose_jax.models.torch_checkpoint import read_torch_state_dict, size_limits
 from unipose_jax.models.torch_import import (
   match_state_dict,
   mismatch_error,
@@ -199,7 +199,9 @@ def load_original_unipose(
       (a head of another size first, in words), or an unreadable checkpoint.
     FileNotFoundError, ImportError: no such file; a path but no torch.
   """
-  state, source = read_torch_state_dict(path_or_state_dict, allow_pickle=allow_pickle)
+  state, source = read_torch_state_dict(
+    path_or_state_dict, allow_pickle=allow_pickle, limits=size_limits(variables)
+  )
   params = variables.get("params", {})
   absent = [s for s in ("backbone", "wasp", "decoder") if s not in params]
   if absent:

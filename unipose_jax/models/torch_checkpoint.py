@@ -31,17 +31,80 @@ torch is optional: it is imported only when a path is read.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import types
 import warnings
+import zipfile
 from collections.abc import Mapping
 from typing import Any
+
+from unipose_jax.extras import MissingExtraError
 
 #: Keys under which checkpoints commonly wrap their state dict, searched in this order.
 WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "net")
 
 _DATA_PARALLEL_PREFIX = "module."
+
+#: Deepest module tree / wrapper nesting walked (ResNet-101 UniPose is 5 levels deep).
+MAX_DEPTH = 64
+
+
+def size_limits(variables: Mapping[str, Any]) -> tuple[int, int]:
+  """``(largest entry, whole file)`` in bytes that a checkpoint of ``variables`` may declare.
+
+  A tensor of the model stored as float64 is the largest a storage can honestly be; the
+  whole file may hold four times the model in float64 (the weights plus an optimiser's
+  state) and 64 MiB of pickled metadata. Checked before anything is read, so a small file
+  that declares a huge zip entry is refused without the memory it asks for.
+  """
+  sizes = [
+    math.prod(getattr(leaf, "shape", ()))
+    for tree in variables.values()
+    if isinstance(tree, Mapping)
+    for leaf in _leaves(tree)
+  ]
+  largest, total = max(sizes, default=0) * 8, sum(sizes) * 8
+  return largest + (1 << 20), 4 * total + (64 << 20)
+
+
+def _leaves(tree: Mapping[str, Any]):
+  for value in tree.values():
+    if isinstance(value, Mapping):
+      yield from _leaves(value)
+    else:
+      yield value
+
+
+def _check_declared_sizes(path: str, limits: tuple[int, int]) -> None:
+  """Refuses a file whose zip entries (or whose size, for the legacy format) are too big."""
+  largest, total = limits
+  mib = lambda n: f"{n / (1 << 20):.1f} MiB"
+  if not zipfile.is_zipfile(path):
+    size = os.path.getsize(path)
+    if size > total:
+      raise WeightImportError(
+        f"{path!r} is {mib(size)}, more than a checkpoint of this model can be ({mib(total)})"
+      )
+    return
+  try:
+    with zipfile.ZipFile(path) as z:
+      entries = [(i.filename, i.file_size) for i in z.infolist()]
+  except (zipfile.BadZipFile, OSError) as e:
+    raise WeightImportError(f"cannot read {path!r} as a torch.save file: {e}") from None
+  name, biggest = max(entries, key=lambda e: e[1], default=("", 0))
+  if biggest > largest:
+    raise WeightImportError(
+      f"{path!r} declares an entry {name!r} of {mib(biggest)}, larger than any tensor of this "
+      f"model can be ({mib(largest)} as float64); refused before reading it"
+    )
+  declared = sum(size for _, size in entries)
+  if declared > total:
+    raise WeightImportError(
+      f"{path!r} declares {mib(declared)} of data, more than a checkpoint of this model can "
+      f"hold ({mib(total)}); refused before reading it"
+    )
 
 
 class WeightImportError(ValueError):
@@ -99,7 +162,7 @@ def _import_torch(path: str) -> Any:
   try:
     import torch
   except ImportError as e:
-    raise ImportError(
+    raise MissingExtraError(
       f"reading the PyTorch checkpoint {path!r} needs torch, which is not installed; "
       "install it with `pip install unipose_jax[torch]` (or `pip install torch`), "
       "or pass a dict of numpy arrays instead of a path"
@@ -119,11 +182,13 @@ def _short(error: BaseException) -> str:
   return (reasons or lines or [type(error).__name__])[0]
 
 
-def _torch_load(path: str, allow_pickle: bool) -> tuple[Any, list[str]]:
+def _torch_load(path: str, allow_pickle: bool, limits) -> tuple[Any, list[str]]:
   """``torch.load`` in the safest way that works; returns the object and notes on how."""
   torch = _import_torch(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"PyTorch checkpoint not found: {path!r}")
+  if limits is not None:
+    _check_declared_sizes(path, limits)
   try:
     return torch.load(path, map_location="cpu", weights_only=True), []
   except pickle.UnpicklingError as e:
@@ -148,14 +213,17 @@ def _torch_load(path: str, allow_pickle: bool) -> tuple[Any, list[str]]:
   if not allow_pickle:
     raise WeightImportError(
       f"cannot read {path!r} with torch.load(weights_only=True), even with inert stubs for the "
-      f"classes it names ({failure}); if you trust the file, pass allow_pickle=True "
-      "(full unpickling, which can run code from the file), or load it in PyTorch and save "
-      "model.state_dict()"
+      f"classes it names ({failure}); load it in PyTorch and save model.state_dict() with "
+      "torch.save, or, if you trust the file, read it from Python with "
+      "load_original_unipose(..., allow_pickle=True) (full unpickling, which can run code from "
+      "the file; the command line never does that)"
     )
   try:
     with warnings.catch_warnings():
       warnings.filterwarnings("ignore", message="Couldn't retrieve source code")
       obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_stubbing_pickle)
+  except RecursionError:
+    raise WeightImportError(f"cannot read {path!r}: its objects are nested too deeply") from None
   except Exception as e:
     raise WeightImportError(f"cannot read {path!r} even by full unpickling: {_short(e)}") from e
   return obj, ["full unpickling (allow_pickle=True), unimportable classes stubbed"]
@@ -174,29 +242,48 @@ def module_state_dict(module: Any, prefix: str = "") -> dict[str, Any]:
   """``module.state_dict()`` of a live, unpickled or stubbed ``nn.Module``, from its ``__dict__``.
 
   Parameters and persistent buffers that are not ``None``, depth first, named
-  ``prefix + "a.b.name"`` as PyTorch names them.
+  ``prefix + "a.b.name"`` as PyTorch names them. A module tree that contains itself, or
+  is nested deeper than :data:`MAX_DEPTH`, is refused (a crafted file can hold either).
   """
-  d = vars(module)
   out: dict[str, Any] = {}
-  for name, p in (d.get("_parameters") or {}).items():
-    if p is not None:
-      out[prefix + name] = p
-  skip = d.get("_non_persistent_buffers_set") or set()
-  for name, b in (d.get("_buffers") or {}).items():
-    if b is not None and name not in skip:
-      out[prefix + name] = b
-  for name, child in (d.get("_modules") or {}).items():
-    if child is None:
-      continue
-    if not _is_module(child):
+  stack = [(module, prefix, ())]  # (module, its prefix, ids of the modules above it)
+  while stack:
+    m, pre, above = stack.pop()
+    if id(m) in above:
+      raise WeightImportError(f"module tree is cyclic: {pre.rstrip('.')!r} contains itself")
+    if len(above) >= MAX_DEPTH:
       raise WeightImportError(
-        f"submodule {prefix + name!r} is a {type(child).__name__}, not a module"
+        f"module tree is nested deeper than {MAX_DEPTH} levels at {pre[:80]!r}..."
       )
-    out.update(module_state_dict(child, prefix + name + "."))
+    d = vars(m)
+    for name, p in (d.get("_parameters") or {}).items():
+      if p is not None:
+        out[pre + name] = p
+    skip = d.get("_non_persistent_buffers_set") or set()
+    for name, b in (d.get("_buffers") or {}).items():
+      if b is not None and name not in skip:
+        out[pre + name] = b
+    children = []
+    for name, child in (d.get("_modules") or {}).items():
+      if child is None:
+        continue
+      if not _is_module(child):
+        raise WeightImportError(
+          f"submodule {pre + name!r} is {_a(type(child).__name__)}, not a module"
+        )
+      children.append((child, pre + name + ".", (*above, id(m))))
+    stack.extend(reversed(children))  # depth first, in definition order
   return out
 
 
-def _extract(obj: Any, where: str, notes: list[str]) -> dict[str, Any]:
+def _a(type_name: str) -> str:
+  """``"a list"``, ``"an int"``: an article and the type name (``"an eval"``, not ``"a eval"``)."""
+  return f"{'an' if type_name[:1].lower() in 'aeiou' else 'a'} {type_name}"
+
+
+def _extract(obj: Any, where: str, notes: list[str], depth: int = 0) -> dict[str, Any]:
+  if depth > MAX_DEPTH:
+    raise WeightImportError(f"holds wrappers nested deeper than {MAX_DEPTH} levels")
   if _is_module(obj):
     cls = type(obj)
     notes.append(
@@ -205,14 +292,14 @@ def _extract(obj: Any, where: str, notes: list[str]) -> dict[str, Any]:
     return module_state_dict(obj)
   if not isinstance(obj, Mapping):
     raise WeightImportError(
-      f"holds a {type(obj).__name__}{' at ' + where if where else ''}, "
+      f"holds {_a(type(obj).__name__)}{' at ' + where if where else ''}, "
       "not a state dict, a dict wrapping one, or a module"
     )
   for key in WRAPPER_KEYS:
     if key in obj and (isinstance(obj[key], Mapping) or _is_module(obj[key])):
       if not _is_module(obj[key]):
         notes.append(f"state dict under {where}[{key!r}]")
-      return _extract(obj[key], f"{where}[{key!r}]", notes)
+      return _extract(obj[key], f"{where}[{key!r}]", notes, depth + 1)
   bad = [f"{k!r} ({type(v).__name__})" for k, v in obj.items() if not _is_array(v)]
   bad += [f"{k!r} (key of type {type(k).__name__})" for k in obj if not isinstance(k, str)]
   if bad:
@@ -226,7 +313,10 @@ def _extract(obj: Any, where: str, notes: list[str]) -> dict[str, Any]:
 
 
 def read_torch_state_dict(
-  source: Mapping[str, Any] | str | os.PathLike | Any, *, allow_pickle: bool = False
+  source: Mapping[str, Any] | str | os.PathLike | Any,
+  *,
+  allow_pickle: bool = False,
+  limits: tuple[int, int] | None = None,
 ) -> tuple[dict[str, Any], str]:
   """Flat state dict and a description of its source; see the module docstring for the forms.
 
@@ -235,6 +325,8 @@ def read_torch_state_dict(
       state dict (torch tensors or numpy arrays), a wrapper dict, an ``nn.Module``.
     allow_pickle: for files that the two ``weights_only=True`` attempts cannot
       read, allow full unpickling (it can run code from the file: trusted files only).
+    limits: ``(largest entry, whole file)`` in bytes (:func:`size_limits` of the target
+      model's variables): a file declaring more is refused before it is read.
 
   Returns:
     ``(state, description)``: ``state`` maps names to the checkpoint's values as
@@ -255,7 +347,7 @@ def read_torch_state_dict(
   else:
     path = os.fspath(source)
     name = repr(path)
-    obj, notes = _torch_load(path, allow_pickle)
+    obj, notes = _torch_load(path, allow_pickle, limits)
   try:
     state = _extract(obj, "", notes)
   except ValueError as e:

@@ -33,7 +33,11 @@ import numpy as np
 from flax import traverse_util
 from flax.core import unfreeze
 
-from unipose_jax.models.torch_checkpoint import WeightImportError, read_torch_state_dict
+from unipose_jax.models.torch_checkpoint import (
+  WeightImportError,
+  read_torch_state_dict,
+  size_limits,
+)
 
 #: State-dict keys that are deliberately not imported.
 IGNORED_PREFIXES: tuple[str, ...] = ("fc.",)
@@ -214,7 +218,7 @@ def load_torchvision_resnet(
       (``fc.*`` and ``*.num_batches_tracked`` are ignored).
     ImportError: a path was given but torch is not installed.
   """
-  state, source = read_torch_state_dict(state_dict_or_path)
+  state, source = read_torch_state_dict(state_dict_or_path, limits=size_limits(variables))
   variables = {k: v for k, v in variables.items()}
   params = variables.get("params", {})
   if scope is not None and scope not in params:

@@ -11,7 +11,8 @@ stride ``HEATMAP_STRIDE`` = 8 (this module owns the stride; how heatmap pixels m
 input pixels is the codec's business, design.md section 5). Channel 0 is the
 background map, channels ``1..K`` the joints in ``unipose_jax.skeleton`` order and,
 with ``box_head``, channels ``K+1..K+5`` the person box's centre and corners
-(``skeleton.BOX_POINT_NAMES``), so ``C = K + 1 (+ 5)``. The model never sees keypoints.
+(``skeleton.BOX_POINT_NAMES``), so ``C = K + 1 (+ 5)`` (:func:`skeleton.num_maps`;
+:func:`skeleton.split_maps` splits them). The model never sees keypoints.
 
 Dropout uses the rng stream ``'dropout'``; BatchNorm statistics live in the
 ``'batch_stats'`` collection (make it mutable when ``train=True``).
@@ -26,10 +27,10 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from unipose_jax import skeleton
 from unipose_jax.models.decoder import Decoder
 from unipose_jax.models.resnet import ResNetTiny, resnet
 from unipose_jax.models.wasp import WASP, default_wasp_rates
+from unipose_jax.skeleton import num_maps, split_maps  # noqa: F401 (the channel layout)
 
 #: ImageNet channel statistics (RGB) the input images are normalised with.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -52,11 +53,6 @@ def normalize(images: jnp.ndarray, dtype: Any = jnp.float32) -> jnp.ndarray:
 def heatmap_size(input_size: int) -> int:
   """Heatmap side for an input side: ``ceil(input_size / HEATMAP_STRIDE)`` (368 -> 46)."""
   return -(-int(input_size) // HEATMAP_STRIDE)
-
-
-def num_maps(num_joints: int, box_head: bool) -> int:
-  """Output channels: background + ``num_joints`` joints (+ the 5 box points)."""
-  return num_joints + 1 + (skeleton.NUM_BOX_POINTS if box_head else 0)
 
 
 class UniPose(nn.Module):

@@ -1,0 +1,115 @@
+"""Every configuration key, with the original UniPose setting on LSP as its values.
+
+The defaults live in the package (not in the repository's ``configs/``), so that a run
+saved by an older version loads in an installed package: keys it lacks are taken from
+here (``run_config.load``). ``configs/default.py`` re-exports :func:`get_config`; the
+variants there call it and override a few keys, so that an unknown key given on the
+command line (``--config.foo=1``) is an error everywhere. Sizes are in pixels;
+``data.input_size`` is the square network input.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # --- data -----------------------------------------------------------------
+  c.data = ml_collections.ConfigDict()
+  c.data.data_dir = "data/tfds"  # where `--mode=prepare` wrote the TFDS datasets
+  c.data.train_sources = ("lsp",)  # names of datasets/splits mixed for training
+  c.data.train_splits = ("train",)
+  c.data.mixture_weights = (1.0,)
+  c.data.eval_source = "lsp"
+  c.data.eval_split = "test"
+  c.data.input_size = 368  # square network input, pixels
+  c.data.worker_count = 2  # grain worker processes (0: in the main process)
+  c.data.eval_worker_count = 0
+  # Training augmentation (input_pipeline.AugmentConfig).
+  c.data.augment = ml_collections.ConfigDict()
+  c.data.augment.margin = 1.25  # person box x margin fills the input before scaling
+  c.data.augment.scale_range = (0.7, 1.3)
+  c.data.augment.rotation_deg = 40.0
+  c.data.augment.rotation_prob = 0.6
+  c.data.augment.flip_prob = 0.5
+  c.data.augment.translate_frac = 0.05  # of the input size
+
+  # --- model ----------------------------------------------------------------
+  c.model = ml_collections.ConfigDict()
+  c.model.backbone_depth = 101
+  c.model.output_stride = 16
+  c.model.backbone_width = 64
+  c.model.stage_sizes = ()  # () = the standard sizes of backbone_depth;
+  # else bottleneck stages of these sizes (tiny nets)
+  c.model.wasp_features = 256
+  c.model.wasp_rates = ()  # cascade order; () = (18, 12, 6) at output stride 16,
+  # (36, 24, 12) at 8: scale down for small inputs
+  c.model.low_level_features = 48
+  c.model.decoder_features = 256
+  c.model.wasp_dropout = 0.5
+  c.model.decoder_dropout = (0.5, 0.1)
+  c.model.dtype = "float32"  # compute dtype; "bfloat16" on GPU/TPU
+  c.model.pretrained = ""  # torchvision ResNet .pth for the backbone, if any
+  c.model.init_from = ""  # an original UniPose .pth (bmartacho/UniPose) for the whole network
+  # UniPose's single-stage person box: 5 more maps (centre, TL, TR, BL, BR) after the joints.
+  c.model.box_head = False
+  c.model.box_margin = 0.0  # box = extent of the labeled joints, grown by this share per side
+
+  # --- heatmap codec (DARK or the baselines) ---------------------------------
+  c.codec = ml_collections.ConfigDict()
+  c.codec.sigma = 3.0  # Gaussian sigma in heatmap pixels
+  c.codec.encoding = "quantized"  # "unbiased" (DARK) | "quantized"
+  c.codec.decoding = "upsample"  # decoder selecting the best checkpoint
+  c.codec.eval_decodings = ("argmax", "shift", "upsample", "dark")
+  c.codec.dark_kernel = 0  # modulation kernel size (odd); 0 = 2*ceil(3*sigma)+1
+
+  # --- loss -----------------------------------------------------------------
+  c.loss = ml_collections.ConfigDict()
+  c.loss.background_weight = 1.0
+  c.loss.box_weight = 1.0  # weight of the 5 box maps' MSE (box_head only)
+
+  # --- optimisation -----------------------------------------------------------
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adam"  # "adam" | "adamw" | "sgd"
+  c.optimizer.learning_rate = 1e-4
+  c.optimizer.schedule = "step"  # "step" | "cosine" | "constant"
+  c.optimizer.decay_every = 13275  # step schedule: multiply by decay_factor every N steps
+  c.optimizer.decay_factor = 0.333
+  c.optimizer.warmup_steps = 0  # cosine schedule
+  c.optimizer.weight_decay = 1e-4  # adamw only
+  c.optimizer.momentum = 0.9  # sgd only
+  c.optimizer.grad_clip_norm = 0.0  # 0 = off
+
+  c.batch_size = 8  # global batch, split over every device of every host
+  c.num_train_steps = 125_000  # 1000 images / 8 per step: 125 steps an epoch -> 1000 epochs
+  c.parallelism = "jit"  # "jit" (sharded jit over a mesh) | "pmap"
+
+  # --- loop -----------------------------------------------------------------
+  c.log_every = 50
+  # Every N steps the processes agree whether a stop signal arrived (a device sync);
+  # a SIGTERM stops the run within N steps, with a checkpoint.
+  c.stop_check_every = 10
+  c.checkpoint_every = 1000
+  c.eval_every = 5000  # 0: evaluate only at the end
+  c.keep_checkpoints = 3
+  c.eval_batch_size = 32
+  c.flip_test = False
+  c.num_example_images = 4  # example PNGs written by evaluation
+  c.calibrate_presence = True  # a finished training run calibrates person presence
+
+  # --- predict (--mode=predict and the Predictor) -------------------------------
+  c.predict = ml_collections.ConfigDict()
+  c.predict.score_threshold = 0.2  # joints scoring below are not `visible` and not drawn
+  c.predict.second_pass = True  # crop the person found by the first pass and run again
+  c.predict.crop_margin = 1.25  # the crop is the box (or joint extent) times this
+  # Person presence (unipose_jax/calibrate.py): a person is found when the presence score
+  # reaches a threshold chosen for this false-positive rate on images without a person.
+  c.predict.presence_fpr = 0.05
+  c.predict.presence_negatives = 200  # calibration: negative images of each kind
+  # Written by calibration (end of training, --mode=calibrate); "" = not calibrated: a
+  # person is then found when any joint reaches score_threshold (the old rule).
+  c.predict.presence_score = ""
+  c.predict.presence_threshold = 0.0
+  c.predict.presence_step = -1  # the checkpoint calibrated
+  return c

@@ -1,0 +1,56 @@
+"""Metrics: pure functions of coordinates (never heatmaps), accumulated as sums and counts.
+
+* :mod:`~unipose_jax.metrics.keypoints`: LSP's PCK (torso) with its curve and AUC, and
+  PCKh (neck to head top); the definitions are in that module's doc.
+* :mod:`~unipose_jax.metrics.boxes`: the person box's IoU and centre error.
+* :mod:`~unipose_jax.metrics.counts`: :func:`merge_counts`, exact across batches, devices
+  and hosts.
+* :mod:`~unipose_jax.metrics.training`: :class:`TrainMetrics`, the training loss and
+  gradient norm averaged on the device.
+"""
+
+from unipose_jax.metrics.boxes import (
+  BOX_IOU_THRESHOLD,
+  MIN_BOX_DIAGONAL,
+  box_centre_errors,
+  box_counts,
+  box_iou,
+  summarize_boxes,
+)
+from unipose_jax.metrics.counts import merge_counts
+from unipose_jax.metrics.keypoints import (
+  PCK_THRESHOLDS,
+  PCKH_ALPHA,
+  REPORTED_ALPHAS,
+  area_under_curve,
+  correct_within,
+  head_lengths,
+  keypoint_counts,
+  keypoint_distances,
+  pck_curve,
+  summarize,
+  torso_lengths,
+)
+from unipose_jax.metrics.training import TrainMetrics
+
+__all__ = [
+  "BOX_IOU_THRESHOLD",
+  "MIN_BOX_DIAGONAL",
+  "PCKH_ALPHA",
+  "PCK_THRESHOLDS",
+  "REPORTED_ALPHAS",
+  "TrainMetrics",
+  "area_under_curve",
+  "box_centre_errors",
+  "box_counts",
+  "box_iou",
+  "correct_within",
+  "head_lengths",
+  "keypoint_counts",
+  "keypoint_distances",
+  "merge_counts",
+  "pck_curve",
+  "summarize",
+  "summarize_boxes",
+  "torso_lengths",
+]

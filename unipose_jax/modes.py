@@ -1,0 +1,116 @@
+"""The command line's modes besides training: prepare, eval, predict, export, calibrate.
+
+``launch.py`` parses the flags, finds the run (``run.Run``) and calls one of these with
+plain arguments; ``--mode=train`` is ``train.train_and_evaluate``. Every expected failure
+is an exception whose message names the file or key (``launch.py`` prints it in one
+line).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from unipose_jax import datasets, files, run_config
+from unipose_jax.run import Run
+
+
+def prepare(names, manual_dir: str, data_dir: str) -> None:
+  """``--mode=prepare``: build the TFDS datasets ``names`` from the archives in
+  ``manual_dir`` into ``data_dir``; ``datasets.DatasetError`` naming what is missing."""
+  statuses = datasets.prepare(names, manual_dir=manual_dir, data_dir=data_dir)
+  missing = sorted(n for n, s in statuses.items() if s not in ("built", "exists"))
+  if missing:
+    raise datasets.DatasetError(
+      f"not prepared: {', '.join(missing)} (archives not found in {manual_dir}); put them "
+      f"there and run:\n  {datasets.prepare_command(data_dir, manual_dir)}"
+    )
+
+
+def _original_variables(run: Run, model):
+  """Variables of the original UniPose ``.pth`` of ``config.model.init_from``."""
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+
+  from unipose_jax import models  # noqa: PLC0415
+
+  config = run.config
+  size = config.data.input_size
+  shapes = jax.eval_shape(
+    functools.partial(model.init, train=False), jax.random.key(0),
+    jnp.zeros((1, size, size, 3), jnp.float32),
+  )  # fmt: skip
+  template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+  variables, report = models.load_original_unipose(config.model.init_from, template)
+  print(f"loaded {config.model.init_from}: {report}", flush=True)
+  return variables
+
+
+def evaluate_checkpoint(run: Run, step: int | None = None) -> dict[str, dict[str, float]]:
+  """``--mode=eval``: the run's checkpoint (``step``, else the best, else the newest intact
+  one) or, with ``config.model.init_from`` and no checkpoint folder, an original UniPose
+  ``.pth``, evaluated with every configured decoder; the files go to
+  ``<workdir>/eval/<checkpoint_N | original_NAME>/`` (``reports.write_eval``) and the table
+  to the console. Returns ``{decoder: summary}``."""
+  from unipose_jax import distributed, evaluate, reports  # noqa: PLC0415
+
+  config = run.config
+  run_config.validate(config, training=False)
+  mesh = distributed.data_mesh()
+  model = run.model()
+  if config.model.init_from and not os.path.isdir(run.checkpoint_dir):
+    variables = _original_variables(run, model)
+    name = "original_" + os.path.splitext(os.path.basename(config.model.init_from))[0]
+  else:
+    how = "best, else newest intact" if step is None else "as asked"
+    variables, step = run.load_variables(step)
+    if distributed.is_primary():
+      print(f"evaluating checkpoint {step} of {run.workdir} ({how})")
+    name = f"checkpoint_{step}"
+  variables = distributed.replicate(variables, mesh)
+  result = evaluate.Evaluator.from_run(run, mesh, model).run(variables)
+  reports.write_eval(os.path.join(run.workdir, "eval", name), result)
+  reports.print_summary(result.summary)
+  return result.summary
+
+
+def predict_inputs(run: Run, inputs, output: str | None) -> dict:
+  """``--mode=predict``: every input checked first (``media.collect_inputs``), then the
+  run's ``Predictor`` over all of them into ``output`` (default ``<workdir>/predict``)."""
+  from unipose_jax import media  # noqa: PLC0415
+  from unipose_jax.predict import Predictor  # noqa: PLC0415
+
+  items = media.collect_inputs(inputs)  # every input checked before compiling
+  predictor = Predictor.from_run(run)
+  return media.predict_all(items, predictor, output or os.path.join(run.workdir, "predict"))
+
+
+def export_checkpoint(run: Run, output: str | None) -> str:
+  """``--mode=export``: the run's best intact checkpoint to ONNX (``output``, default
+  ``<workdir>/unipose.onnx``), checked against JAX, and its decoding settings
+  (``Run.export_settings``, resolved) beside it as ``<name>.json``. Returns the path."""
+  from unipose_jax import export  # noqa: PLC0415
+
+  variables, step = run.load_variables()  # no checkpoint: said first
+  output = output or os.path.join(run.workdir, "unipose.onnx")
+  export.check_output_path(output)
+  path = export.export_onnx(run.model(), variables, output, run.config.data.input_size, verify=True)
+  settings = f"{os.path.splitext(path)[0]}.json"
+  files.write_json(settings, run.export_settings(step))
+  print(f"wrote {path} (checkpoint {step}) and its decoding settings {settings}")
+  return str(path)
+
+
+def calibrate_presence(run: Run) -> dict | None:
+  """``--mode=calibrate``: person presence of the run's best checkpoint
+  (``calibrate.calibrate_run``), holding the work directory's lock (refused with
+  ``checkpoints.WorkdirLockedError`` while a trainer holds it); primary process only.
+  Returns the calibration record."""
+  from unipose_jax import calibrate, checkpoints, distributed  # noqa: PLC0415
+
+  run_config.validate(run.config, training=False)
+  if not distributed.is_primary():
+    return None
+  with checkpoints.WorkdirLock(run.workdir):
+    return calibrate.calibrate_run(run)

@@ -1,0 +1,98 @@
+"""The files and console lines of an evaluation (``evaluate.Evaluator.run`` only measures).
+
+Written into an evaluation's folder by :func:`write_eval`:
+
+* ``eval_metrics.json``: ``{decoder: flat metrics}`` (``metrics.summarize``);
+* ``predictions.csv``: decoder, image_id, joint, joint_name, x, y, score (original-image
+  pixels, 0-based pixel centres);
+* with a box head ``boxes.csv``: decoder, image_id, x0, y0, x1, y1 (same pixels);
+* ``pck_curve.png`` (every decoder) and ``example_<i>.png`` / ``heatmaps_0.png``.
+
+:func:`print_summary` prints one line per decoder; :func:`write_final_summary` also
+writes a run's final ``<workdir>/eval_metrics.json``. Only the primary process writes
+or prints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from unipose_jax import charts, distributed, files, metrics, skeleton, visualize
+
+EVAL_METRICS_FILE = "eval_metrics.json"
+
+
+def write_eval(out_dir: str, result, all_files: bool = True) -> None:
+  """The files of an ``evaluate.EvalResult`` in ``out_dir``: ``eval_metrics.json`` always,
+  the CSVs and PNGs with ``all_files`` (see the module doc)."""
+  if not distributed.is_primary():
+    return
+  files.write_json(os.path.join(out_dir, EVAL_METRICS_FILE), result.summary)
+  if not all_files:
+    return
+  write_predictions(out_dir, result.predictions)
+  charts.save_pck_curve(
+    os.path.join(out_dir, "pck_curve.png"),
+    {d: metrics.pck_curve(c) for d, c in result.counts.items()},
+  )
+  for i, ex in enumerate(result.examples):
+    visualize.save_prediction_png(
+      os.path.join(out_dir, f"example_{i}.png"), ex.image, ex.keypoints, ex.annotation,
+      box=ex.box, title=result.example_decoding,
+    )  # fmt: skip
+    if i == 0:
+      visualize.save_heatmap_panel(os.path.join(out_dir, "heatmaps_0.png"), ex.input, ex.heatmaps)
+
+
+def write_predictions(out_dir: str, predictions: Mapping[str, list]) -> None:
+  """``predictions.csv`` and, when there are boxes, ``boxes.csv`` of
+  ``{decoder: [(image_ids (B,), keypoints (B, K, 2), scores (B, K), boxes (B, 4) or None)]}``."""
+  files.write_csv(
+    os.path.join(out_dir, "predictions.csv"),
+    ["decoder", "image_id", "joint", "joint_name", "x", "y", "score"],
+    (
+      [dec, int(i), j, skeleton.JOINT_NAMES[j], f"{kp[j, 0]:.4f}", f"{kp[j, 1]:.4f}", f"{sc[j]:.5f}"]
+      for dec, chunks in predictions.items()
+      for ids, kps, scores, _ in chunks
+      for i, kp, sc in zip(ids, kps, scores)
+      for j in range(kp.shape[0])
+    ),
+  )  # fmt: skip
+  if any(chunk[3] is not None for chunks in predictions.values() for chunk in chunks):
+    files.write_csv(
+      os.path.join(out_dir, "boxes.csv"),
+      ["decoder", "image_id", "x0", "y0", "x1", "y1"],
+      (
+        [dec, int(i), *(f"{v:.4f}" for v in box)]
+        for dec, chunks in predictions.items()
+        for ids, _, _, boxes in chunks
+        for i, box in zip(ids, boxes)
+      ),
+    )
+
+
+def print_summary(summary: Mapping[str, Mapping[str, float]]) -> None:
+  """A one-line table per decoder on the console (primary process)."""
+  if not distributed.is_primary():
+    return
+  has_box = any("box_iou" in r for r in summary.values())
+  head = f"{'decoder':10s} {'PCK@0.2':>8s} {'PCK@0.1':>8s} {'PCK@0.05':>8s} {'AUC@0.2':>8s} {'PCKh@0.5*':>9s}"
+  if has_box:
+    head += f" {'boxIoU':>7s} {'IoU>=.5':>7s} {'ctr.err':>7s}"
+  print(head + "   (*head = neck to head top: LSP has no head box)")
+  for dec, r in summary.items():
+    line = (
+      f"{dec:10s} {r['pck@0.2']:8.4f} {r['pck@0.1']:8.4f} {r['pck@0.05']:8.4f} "
+      f"{r['auc@0.2']:8.4f} {r['pckh@0.5']:9.4f}"
+    )
+    if has_box:
+      line += f" {r['box_iou']:7.4f} {r['box_iou>=0.5']:7.4f} {r['box_centre_error']:7.4f}"
+    print(line, flush=True)
+
+
+def write_final_summary(workdir: str, summary: Mapping[str, Mapping[str, float]]) -> None:
+  """A finished run's ``<workdir>/eval_metrics.json`` and the console table."""
+  if distributed.is_primary():
+    files.write_json(os.path.join(workdir, EVAL_METRICS_FILE), summary)
+  print_summary(summary)
