@@ -67,6 +67,31 @@ def test_roc_inputs_are_checked():
     presence.roc_auc([1.0, np.nan], [0.0])
 
 
+def test_roc_chart_legend_beside_the_axes_and_the_chosen_curve_bold(tmp_path):
+  from unipose_jax import charts
+
+  fpr, tpr, _ = presence.roc_curve([0.9, 0.8, 0.4], [0.7, 0.4, 0.1, 0.0])
+  curves = {"a: AUC 0.875": (fpr, tpr), "b: AUC 0.5": ([0, 1], [0, 1])}
+  kw = dict(point=(0.25, 2 / 3), point_label="a >= 0.7", target_fpr=0.25, title="t")
+  fig = charts.roc_figure(curves, chosen="a: AUC 0.875", **kw)
+  renderer = fig.canvas.get_renderer()
+  linear, log = fig.axes
+  legend = fig.legends[0].get_window_extent(renderer)
+  for ax in (linear, log):  # the legend hides no curve and stays inside the PNG
+    assert legend.x0 >= ax.get_window_extent(renderer).x1
+  assert legend.x1 <= fig.bbox.x1
+  labels = [t.get_text() for t in fig.legends[0].get_texts()]
+  assert labels == ["a: AUC 0.875", "b: AUC 0.5", "a >= 0.7", "target FPR 0.25"]
+  lines = {ln.get_label(): ln for ln in linear.get_lines()}
+  assert lines["a: AUC 0.875"].get_linewidth() > lines["b: AUC 0.5"].get_linewidth()
+  np.testing.assert_array_equal(lines["a: AUC 0.875"].get_xdata(), fpr)
+  assert log.get_xscale() == "log"
+  path = charts.save_roc_curve(tmp_path / "roc.png", curves, chosen="b: AUC 0.5", **kw)
+  assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  with pytest.raises(ValueError, match="chosen curve 'c' is not one of"):
+    charts.roc_figure(curves, chosen="c", **kw)
+
+
 # ----------------------------------------------------------------------------- scores
 
 

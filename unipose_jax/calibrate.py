@@ -25,7 +25,6 @@ above), ``roc.png`` and ``scores.csv`` (every image's candidate scores).
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable, Iterable, Iterator
 
@@ -145,40 +144,24 @@ def choose(
 
 
 def save_roc_png(path, pos, neg, neg_kinds, record: dict, title: str):
-  """The held-out ROC curve of every candidate (the chosen one bold, its operating point
-  marked), linear axes and a log-FPR panel; written atomically."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
-  from matplotlib.figure import Figure  # noqa: PLC0415
+  """The held-out ROC curve of every candidate score (``charts.save_roc_curve``), the
+  chosen one bold and its threshold's operating point marked."""
+  from unipose_jax import charts  # noqa: PLC0415
 
   pos_out = ~halves(np.zeros(len(next(iter(pos.values()))), int))
   neg_out = ~halves(neg_kinds)
-  fig = Figure(figsize=(11.0, 4.8), dpi=100)
-  FigureCanvasAgg(fig)
-  axes = fig.subplots(1, 2)
-  best = record["score"]
-  tpr, fpr = record["heldout"]["tpr"], record["heldout"]["fpr"]
-  for name in sorted(pos, key=lambda x: (x == best, x)):
-    f, t, _ = presence.roc_curve(pos[name][pos_out], neg[name][neg_out])
-    auc = record["candidates"][name]["heldout_auc"]
-    style = {"linewidth": 2.6, "color": "black"} if name == best else {"linewidth": 1.2}
-    for ax in axes:
-      ax.plot(f, t, label=f"{name} (AUC {auc:.3f})", **style)
-  for ax in axes:
-    ax.plot([fpr], [tpr], "o", color="red", markersize=8, zorder=5,
-            label=f"threshold {record['threshold']:.4g}: FPR {fpr:.3f}, TPR {tpr:.3f}")  # fmt: skip
-    ax.axvline(record["target_fpr"], color="red", linestyle=":", linewidth=1)
-    ax.set(xlabel="false-positive rate (held-out images without a person)", ylim=(0, 1.01))
-    ax.set(ylabel="true-positive rate (held-out images with a person)")
-    ax.grid(True, alpha=0.3)
-  axes[0].set(xlim=(0, 1), title=title)
-  axes[0].plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
-  n_neg = int(neg_out.sum())
-  axes[1].set(xscale="log", xlim=(0.5 / max(n_neg, 1), 1), title="the same, log FPR")
-  axes[0].legend(loc="lower right", fontsize=8)
-  fig.tight_layout()
-  buffer = io.BytesIO()
-  fig.canvas.print_png(buffer)
-  return files.atomic_write(path, buffer.getvalue())
+  best, curves = record["score"], {}
+  for name in sorted(pos, key=lambda x: -record["candidates"][x]["heldout_auc"]):
+    fpr, tpr, _ = presence.roc_curve(pos[name][pos_out], neg[name][neg_out])
+    label = f"{name}: AUC {record['candidates'][name]['heldout_auc']:.3f}"
+    curves[label] = (fpr, tpr)
+    best = label if name == record["score"] else best
+  h = record["heldout"]
+  return charts.save_roc_curve(
+    path, curves, chosen=best, point=(h["fpr"], h["tpr"]), target_fpr=record["target_fpr"],
+    point_label=f"{record['score']} >= {record['threshold']:.4g}:\nFPR {h['fpr']:.3f}, TPR {h['tpr']:.3f}",
+    title=title,
+  )  # fmt: skip
 
 
 def write_scores_csv(path, pos, neg, neg_kinds):
@@ -260,7 +243,7 @@ def calibrate_run(run) -> dict:
   out = os.path.join(workdir, OUT_DIR)
   files.write_json(os.path.join(out, "calibration.json"), record)
   write_scores_csv(os.path.join(out, "scores.csv"), pos, neg, kinds)
-  title = f"person presence, {os.path.basename(os.path.normpath(workdir))} step {step}"
+  title = f"person presence, {os.path.basename(os.path.normpath(workdir))} step {step}, held out"
   save_roc_png(os.path.join(out, "roc.png"), pos, neg, kinds, record, title)
   run_config.update_saved(
     workdir,
