@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from unipose_jax import calibrate, negatives, presence, run_config, skeleton
+from unipose_jax.metrics import roc
 
 K = skeleton.NUM_JOINTS
 
@@ -24,13 +25,13 @@ K = skeleton.NUM_JOINTS
 
 def test_roc_curve_and_auc_of_a_hand_worked_case():
   pos, neg = [0.9, 0.8, 0.4], [0.7, 0.4, 0.1, 0.0]
-  fpr, tpr, thr = presence.roc_curve(pos, neg)
+  fpr, tpr, thr = roc.roc_curve(pos, neg)
   # Thresholds inf, 0.9, 0.8, 0.7, 0.4, 0.1, 0.0; "accepted" = score >= threshold.
   np.testing.assert_array_equal(thr, [np.inf, 0.9, 0.8, 0.7, 0.4, 0.1, 0.0])
   np.testing.assert_allclose(fpr, [0, 0, 0, 1 / 4, 2 / 4, 3 / 4, 1])
   np.testing.assert_allclose(tpr, [0, 1 / 3, 2 / 3, 2 / 3, 1, 1, 1])
   # Pairs won: 0.9 and 0.8 beat all 4 negatives, 0.4 beats 0.1 and 0.0 and ties 0.4.
-  assert presence.roc_auc(pos, neg) == pytest.approx(10.5 / 12)
+  assert roc.roc_auc(pos, neg) == pytest.approx(10.5 / 12)
 
 
 def test_auc_equals_the_pairwise_probability():
@@ -39,38 +40,38 @@ def test_auc_equals_the_pairwise_probability():
   neg = np.round(rng.normal(0.0, 1.0, 500), 1)
   diff = pos[:, None] - neg[None, :]
   reference = (np.sum(diff > 0) + 0.5 * np.sum(diff == 0)) / diff.size
-  assert presence.roc_auc(pos, neg) == pytest.approx(reference, abs=1e-12)
-  assert presence.roc_auc(neg, pos) == pytest.approx(1 - reference, abs=1e-12)
-  assert presence.roc_auc([1.0], [1.0]) == 0.5
+  assert roc.roc_auc(pos, neg) == pytest.approx(reference, abs=1e-12)
+  assert roc.roc_auc(neg, pos) == pytest.approx(1 - reference, abs=1e-12)
+  assert roc.roc_auc([1.0], [1.0]) == 0.5
 
 
 def test_threshold_for_a_stated_fpr():
   neg = np.arange(1, 11) / 10.0  # 0.1 .. 1.0
-  t = presence.threshold_for_fpr(neg, 0.2)  # 2 of 10 may pass: 0.9 and 1.0
+  t = roc.threshold_for_fpr(neg, 0.2)  # 2 of 10 may pass: 0.9 and 1.0
   assert 0.8 < t <= 0.9 and t == np.nextafter(0.8, 1.0)
-  assert presence.rates_at([0.8, 0.95], neg, t) == (0.5, 0.2)  # 0.8 is just below
-  assert presence.threshold_for_fpr(neg, 0.05) == np.nextafter(1.0, 2.0)  # none may pass
-  assert presence.threshold_for_fpr(neg, 0.25) == t  # floor(2.5) = 2
+  assert roc.rates_at([0.8, 0.95], neg, t) == (0.5, 0.2)  # 0.8 is just below
+  assert roc.threshold_for_fpr(neg, 0.05) == np.nextafter(1.0, 2.0)  # none may pass
+  assert roc.threshold_for_fpr(neg, 0.25) == t  # floor(2.5) = 2
   # Ties: four at 0.5 cannot be split, so at most 2 of 10 means none of them.
   tied = [0.5] * 4 + [0.1] * 6
-  t = presence.threshold_for_fpr(tied, 0.2)
-  assert presence.rates_at([0.5], tied, t) == (0.0, 0.0)
-  t = presence.threshold_for_fpr(tied, 0.4)
-  assert presence.rates_at([0.5], tied, t) == (1.0, 0.4)
-  assert presence.threshold_for_fpr(tied, 1.0) == -math.inf
+  t = roc.threshold_for_fpr(tied, 0.2)
+  assert roc.rates_at([0.5], tied, t) == (0.0, 0.0)
+  t = roc.threshold_for_fpr(tied, 0.4)
+  assert roc.rates_at([0.5], tied, t) == (1.0, 0.4)
+  assert roc.threshold_for_fpr(tied, 1.0) == -math.inf
 
 
 def test_roc_inputs_are_checked():
   with pytest.raises(ValueError, match="negatives is empty"):
-    presence.roc_curve([1.0], [])
+    roc.roc_curve([1.0], [])
   with pytest.raises(ValueError, match="positives holds 1 non-finite"):
-    presence.roc_auc([1.0, np.nan], [0.0])
+    roc.roc_auc([1.0, np.nan], [0.0])
 
 
 def test_roc_chart_legend_beside_the_axes_and_the_chosen_curve_bold(tmp_path):
   from unipose_jax import charts
 
-  fpr, tpr, _ = presence.roc_curve([0.9, 0.8, 0.4], [0.7, 0.4, 0.1, 0.0])
+  fpr, tpr, _ = roc.roc_curve([0.9, 0.8, 0.4], [0.7, 0.4, 0.1, 0.0])
   curves = {"a: AUC 0.875": (fpr, tpr), "b: AUC 0.5": ([0, 1], [0, 1])}
   kw = dict(point=(0.25, 2 / 3), point_label="a >= 0.7", target_fpr=0.25, title="t")
   fig = charts.roc_figure(curves, chosen="a: AUC 0.875", **kw)
@@ -170,6 +171,72 @@ def test_box_scores_need_the_box_maps():
     presence.score_fn("nope", num_joints=K, sigma=1.0)
 
 
+# ----------------------------------------------------------------------------- the learned score
+
+
+def test_fit_logistic_matches_the_saturated_model():
+  # One binary feature: the fit reproduces each cell's class-balanced log-odds,
+  # log((n1a / n1) / (n0a / n0)): at x=1 log((3/4) / (2/6)), at x=0 log((1/4) / (4/6)).
+  x = np.array([1, 1, 1, 0, 0, 0, 0, 0, 1, 1], float)[:, None]
+  y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], bool)
+  w = presence.fit_logistic(x, y, l2=0.0)
+  np.testing.assert_allclose(w, [math.log(6.0), math.log(0.375)], atol=1e-9)
+  # The standardisation is folded back: the log-odds do not depend on the feature's units.
+  w2 = presence.fit_logistic(x * 100 + 7, y, l2=0.0)
+  np.testing.assert_allclose((x * 100 + 7) @ w2[:-1] + w2[-1], x @ w[:-1] + w[-1], atol=1e-8)
+  with pytest.raises(ValueError, match="both classes"):
+    presence.fit_logistic(x, np.ones(10, bool))
+
+
+def test_out_of_fold_scores_come_from_fits_without_the_item():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(40, 3))
+  y = x[:, 0] + 0.5 * rng.normal(size=40) > 0
+  oof = presence.out_of_fold(x, y, folds=4)
+  for f in range(4):
+    w = presence.fit_logistic(x[np.arange(40) % 4 != f], y[np.arange(40) % 4 != f])
+    fold = np.arange(40) % 4 == f
+    np.testing.assert_allclose(oof[fold], x[fold] @ w[:-1] + w[-1], rtol=1e-12)
+
+
+def test_features_and_the_combined_score():
+  rng = np.random.default_rng(2)
+  maps = rng.normal(0.1, 0.3, size=(2, 12, 12, K + 5)).astype(np.float32)
+  kw = dict(num_joints=K, sigma=1.5)
+  f = np.asarray(jax.jit(lambda m: presence.features(m, **kw))(maps))
+  assert f.shape == (2, presence.num_features(K, True)) == (2, 4 * K + 10)
+  joints = maps[..., :K]
+  np.testing.assert_allclose(f[:, :K], np.sort(joints.max((1, 2)), -1), rtol=1e-6)
+  np.testing.assert_allclose(f[:, 2 * K : 3 * K], np.sort(joints.min((1, 2)), -1), rtol=1e-6)
+  np.testing.assert_allclose(f[:, 3 * K : 4 * K], np.sort(joints.mean((1, 2)), -1), rtol=1e-5)
+  np.testing.assert_allclose(f[:, 4 * K : 4 * K + 5], maps[..., K:].max((1, 2)), rtol=1e-6)
+  assert np.all(np.diff(f[:, K : 2 * K], axis=-1) >= 0)  # the fits, sorted
+  assert presence.features(jnp.asarray(joints), **kw).shape == (2, 4 * K)
+  w = rng.normal(size=4 * K + 11)
+  got = np.asarray(presence.score_fn("combined", weights=w, **kw)(jnp.asarray(maps)))
+  np.testing.assert_allclose(got, f @ w[:-1] + w[-1], rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="presence weights have 5 values"):
+    presence.score_fn("combined", weights=np.ones(5), **kw)(jnp.asarray(maps))
+  with pytest.raises(ValueError, match="needs its fitted weights"):
+    presence.score_fn("combined", **kw)
+
+
+def test_add_combined_scores_the_calibration_half_out_of_fold():
+  rng = np.random.default_rng(3)
+  pf, nf = rng.normal(1.0, 1.0, (30, 4)), rng.normal(0.0, 1.0, (40, 4))
+  kinds = ["flat"] * 20 + ["noise"] * 20
+  pos, neg, w = calibrate.add_combined({"a": np.zeros(30)}, {"a": np.ones(40)}, pf, nf, kinds)
+  pc, nc = calibrate.halves(np.zeros(30)), calibrate.halves(kinds)
+  x = np.concatenate([pf[pc], nf[nc]])
+  y = np.r_[np.ones(15, bool), np.zeros(20, bool)]
+  np.testing.assert_allclose(w, presence.fit_logistic(x, y))
+  oof = presence.out_of_fold(x, y)
+  np.testing.assert_allclose(pos["combined"][pc], oof[:15])
+  np.testing.assert_allclose(neg["combined"][nc], oof[15:])
+  np.testing.assert_allclose(neg["combined"][~nc], nf[~nc] @ w[:-1] + w[-1])
+  np.testing.assert_array_equal(pos["a"], np.zeros(30))  # the other scores as given
+
+
 # ----------------------------------------------------------------------------- negatives
 
 
@@ -220,7 +287,7 @@ def test_choose_keeps_the_best_score_and_measures_it_on_held_out_halves():
   rec = calibrate.choose(pos, neg, kinds, target_fpr=0.1)
   assert rec["score"] == "good" and rec["target_fpr"] == 0.1
   cal = calibrate.halves(kinds)
-  assert rec["threshold"] == presence.threshold_for_fpr(neg["good"][cal], 0.1)
+  assert rec["threshold"] == roc.threshold_for_fpr(neg["good"][cal], 0.1)
   assert rec["calibration"]["fpr"] <= 0.1
   out = ~cal
   pos_out = ~calibrate.halves(np.zeros(50))
@@ -230,9 +297,7 @@ def test_choose_keeps_the_best_score_and_measures_it_on_held_out_halves():
   flat_out = out & (np.asarray(kinds) == "flat")
   assert rec["heldout"]["fpr_by_kind"]["flat"] == np.mean(neg["good"][flat_out] >= rec["threshold"])
   for name in pos:
-    assert rec["candidates"][name]["heldout_auc"] == presence.roc_auc(
-      pos[name][pos_out], neg[name][out]
-    )
+    assert rec["candidates"][name]["heldout_auc"] == roc.roc_auc(pos[name][pos_out], neg[name][out])
   with pytest.raises(ValueError, match=r"presence_fpr must be in \(0, 1\)"):
     calibrate.choose(pos, neg, kinds, target_fpr=0.0)
 

@@ -6,18 +6,21 @@ of training).
    configured.
 2. Positives: every image of the evaluation split (``data.eval_source``/``eval_split``;
    LSP test for the LSP configs). Negatives (:mod:`unipose_jax.negatives`):
-   ``per_kind`` images of each generated kind, their sizes drawn from the positives', and
-   up to ``per_kind`` background crops of the positives.
+   ``predict.presence_negatives`` images of each generated kind, their sizes drawn from
+   the positives', and up to as many background crops of the positives.
 3. Each set is split in two halves by position (even: calibration, odd: held out); the
    negatives within each kind.
-4. Every candidate score (:func:`presence.candidates`) is computed; the one with the
-   highest ROC AUC on the calibration halves is kept, and its threshold is the one for
-   ``predict.presence_fpr`` on the calibration negatives
-   (:func:`presence.threshold_for_fpr`).
+4. Every candidate score is computed: the fixed ones (:func:`presence.candidates`) and
+   :data:`presence.COMBINED`, a logistic regression on :func:`presence.features` fitted
+   on the calibration halves (:func:`add_combined`; out-of-fold scores there). The one
+   with the highest ROC AUC on the calibration halves is kept, and its threshold is the
+   one for ``predict.presence_fpr`` on the calibration negatives
+   (:func:`roc.threshold_for_fpr`).
 5. The held-out halves measure it: AUC, ROC curve, the false-positive rate (overall and
    per kind) and the true-positive rate at the threshold.
 
-Stored with the run: ``predict.presence_score``, ``predict.presence_threshold`` and
+Stored with the run: ``predict.presence_score``, ``predict.presence_threshold``,
+``predict.presence_weights`` (the combined score's, else empty) and
 ``predict.presence_step`` (the checkpoint calibrated) in ``<workdir>/config.json``, which
 the Predictor reads. Written to ``<workdir>/presence/``: ``calibration.json`` (every number
 above), ``roc.png`` and ``scores.csv`` (every image's candidate scores).
@@ -33,6 +36,7 @@ import numpy as np
 
 from unipose_jax import files, geometry, negatives, presence, run_config, skeleton, transforms
 from unipose_jax import run as run_lib
+from unipose_jax.metrics import roc
 
 #: Negative images of each kind (and background crops at most), unless told.
 PER_KIND = 200
@@ -61,16 +65,24 @@ def letterbox_batches(
 def score_images(
   images: Iterable[np.ndarray], heatmap_fn: Callable, names: tuple[str, ...], *,
   input_size: int, batch_size: int, num_joints: int, sigma: float,
-) -> dict[str, np.ndarray]:  # fmt: skip
-  """``{name: (N,) float64}``: every score ``names`` of every image's first-pass heatmaps
-  (``heatmap_fn``: uint8 ``(B, S, S, 3)`` -> ``(B, h, w, N)``)."""
-  fn = jax.jit(lambda maps: presence.all_scores(maps, names, num_joints=num_joints, sigma=sigma))
+) -> tuple[dict[str, np.ndarray], np.ndarray]:  # fmt: skip
+  """``({name: (N,) float64}, features (N, F) float64)``: every score ``names`` and the
+  :func:`presence.features` of every image's first-pass heatmaps (``heatmap_fn``: uint8
+  ``(B, S, S, 3)`` -> ``(B, h, w, N)``)."""
+  kw = dict(num_joints=num_joints, sigma=sigma)
+
+  @jax.jit
+  def fn(maps):
+    return presence.all_scores(maps, names, **kw), presence.features(maps, **kw)
+
   out: dict[str, list] = {n: [] for n in names}
+  feats = []
   for batch, n in letterbox_batches(images, input_size, batch_size):
-    scores = jax.device_get(fn(heatmap_fn(batch)))
+    scores, f = jax.device_get(fn(heatmap_fn(batch)))
     for name in names:
       out[name].append(np.asarray(scores[name], np.float64)[:n])
-  return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+    feats.append(np.asarray(f, np.float64)[:n])
+  return {k: np.concatenate(v) for k, v in out.items()}, np.concatenate(feats)
 
 
 def build_negatives(
@@ -98,6 +110,26 @@ def halves(kinds) -> np.ndarray:
   return out
 
 
+def add_combined(pos: dict, neg: dict, pos_features, neg_features, neg_kinds):
+  """Fit the :data:`presence.COMBINED` score on the calibration halves and add it to the
+  scores: ``(pos, neg, weights)``, new dicts.
+
+  Its calibration-half scores are out of fold (:func:`presence.out_of_fold`: each scored
+  by a fit without it), so that its calibration AUC and threshold are as honest as a
+  fixed score's; its held-out scores come from the fit on the whole calibration half,
+  whose ``weights`` ``(F + 1,)`` are returned.
+  """
+  pos_cal, neg_cal = halves(np.zeros(len(pos_features), int)), halves(neg_kinds)
+  pf, nf = np.asarray(pos_features, np.float64), np.asarray(neg_features, np.float64)
+  x = np.concatenate([pf[pos_cal], nf[neg_cal]])
+  y = np.r_[np.ones(pos_cal.sum(), bool), np.zeros(neg_cal.sum(), bool)]
+  weights = presence.fit_logistic(x, y)
+  oof = presence.out_of_fold(x, y)
+  p, n = pf @ weights[:-1] + weights[-1], nf @ weights[:-1] + weights[-1]
+  p[pos_cal], n[neg_cal] = oof[: pos_cal.sum()], oof[pos_cal.sum() :]
+  return {**pos, presence.COMBINED: p}, {**neg, presence.COMBINED: n}, weights
+
+
 def choose(
   pos: dict[str, np.ndarray], neg: dict[str, np.ndarray], neg_kinds, target_fpr: float
 ) -> dict:
@@ -116,15 +148,15 @@ def choose(
   cands = {}
   for name in pos:
     cands[name] = {
-      "calibration_auc": presence.roc_auc(pos[name][pos_cal], neg[name][neg_cal]),
-      "heldout_auc": presence.roc_auc(pos[name][~pos_cal], neg[name][~neg_cal]),
+      "calibration_auc": roc.roc_auc(pos[name][pos_cal], neg[name][neg_cal]),
+      "heldout_auc": roc.roc_auc(pos[name][~pos_cal], neg[name][~neg_cal]),
     }
   best = max(cands, key=lambda n: (cands[n]["calibration_auc"], n))
   p, n = pos[best], neg[best]
-  threshold = presence.threshold_for_fpr(n[neg_cal], target_fpr)
+  threshold = roc.threshold_for_fpr(n[neg_cal], target_fpr)
 
   def measured(pmask, nmask, auc_key):
-    tpr, fpr = presence.rates_at(p[pmask], n[nmask], threshold)
+    tpr, fpr = roc.rates_at(p[pmask], n[nmask], threshold)
     return {
       "auc": cands[best][auc_key], "tpr": tpr, "fpr": fpr,
       "num_positives": int(pmask.sum()), "num_negatives": int(nmask.sum()),
@@ -152,7 +184,7 @@ def save_roc_png(path, pos, neg, neg_kinds, record: dict, title: str):
   neg_out = ~halves(neg_kinds)
   best, curves = record["score"], {}
   for name in sorted(pos, key=lambda x: -record["candidates"][x]["heldout_auc"]):
-    fpr, tpr, _ = presence.roc_curve(pos[name][pos_out], neg[name][neg_out])
+    fpr, tpr, _ = roc.roc_curve(pos[name][pos_out], neg[name][neg_out])
     label = f"{name}: AUC {record['candidates'][name]['heldout_auc']:.3f}"
     curves[label] = (fpr, tpr)
     best = label if name == record["score"] else best
@@ -191,8 +223,9 @@ def calibrate(
   (random-access records with ``image``, ``keypoints``, ``labeled``) and the negatives.
 
   Returns ``(record, positive scores, negative scores, negative kinds)`` (see
-  :func:`choose`; scores ``{name: (N,)}``). ``record`` also holds ``negatives``
-  (``{kind: count}``) and ``num_positives``.
+  :func:`choose`; scores ``{name: (N,)}``, :data:`presence.COMBINED` included).
+  ``record`` also holds ``negatives`` (``{kind: count}``), ``num_positives`` and
+  ``combined_weights`` (:func:`add_combined`).
   """
   names = presence.candidates(box_head)
   kw = dict(input_size=input_size, batch_size=batch_size, num_joints=skeleton.NUM_JOINTS,
@@ -205,11 +238,13 @@ def calibrate(
       sizes.append(image.shape[:2])
       yield image
 
-  pos = score_images(positives(), heatmap_fn, names, **kw)
+  pos, pos_features = score_images(positives(), heatmap_fn, names, **kw)
   records = (source[i] for i in range(len(source)))
   neg_images, kinds = build_negatives(np.random.default_rng(seed), sizes, records, per_kind)
-  neg = score_images(neg_images, heatmap_fn, names, **kw)
+  neg, neg_features = score_images(neg_images, heatmap_fn, names, **kw)
+  pos, neg, weights = add_combined(pos, neg, pos_features, neg_features, kinds)
   record = choose(pos, neg, kinds, target_fpr)
+  record["combined_weights"] = [float(w) for w in weights]
   record["negatives"] = {k: kinds.count(k) for k in dict.fromkeys(kinds)}
   record["num_positives"] = len(sizes)
   return record, pos, neg, kinds
@@ -250,6 +285,9 @@ def calibrate_run(run) -> dict:
     {
       "predict.presence_score": record["score"],
       "predict.presence_threshold": record["threshold"],
+      "predict.presence_weights": (
+        record["combined_weights"] if record["score"] == presence.COMBINED else []
+      ),
       "predict.presence_step": int(step),
     },
   )

@@ -111,5 +111,6 @@ def get_config() -> ml_collections.ConfigDict:
   # person is then found when any joint reaches score_threshold (the old rule).
   c.predict.presence_score = ""
   c.predict.presence_threshold = 0.0
+  c.predict.presence_weights = ()  # the "combined" score's fitted weights, bias last
   c.predict.presence_step = -1  # the checkpoint calibrated
   return c

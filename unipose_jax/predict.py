@@ -127,6 +127,7 @@ class Predictor:
     presence_score: the name of the presence score (``presence.SCORES``); "" for the
       uncalibrated rule (a person when any joint is visible).
     presence_threshold: a person is found when the presence score is ``>=`` this.
+    presence_weights: the fitted weights of the ``"combined"`` presence score.
   """
 
   def __init__(
@@ -143,6 +144,7 @@ class Predictor:
     crop_margin: float = 1.25,
     presence_score: str = "",
     presence_threshold: float = 0.0,
+    presence_weights: tuple[float, ...] = (),
   ):
     import jax  # noqa: PLC0415  (the package imports without JAX; see __init__)
 
@@ -163,7 +165,15 @@ class Predictor:
     if presence_score:
       from unipose_jax import presence  # noqa: PLC0415
 
-      fn = presence.score_fn(presence_score, num_joints=self.num_joints, sigma=codec.sigma)
+      want = presence.num_features(self.num_joints, self.box_head) + 1
+      if presence_score == presence.COMBINED and len(presence_weights) != want:
+        raise ValueError(
+          f"presence_weights (config predict.presence_weights) has {len(presence_weights)} "
+          f"values, the {presence.COMBINED!r} score of this network needs {want}: recalibrate"
+        )
+      fn = presence.score_fn(
+        presence_score, num_joints=self.num_joints, sigma=codec.sigma, weights=presence_weights
+      )
       self._presence = jax.jit(fn)
 
   @classmethod

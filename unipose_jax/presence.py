@@ -12,8 +12,7 @@ and prediction forward pass. Scores (:data:`SCORES`) are pure ``jnp`` functions
 ``(heatmaps, *, num_joints, sigma) -> (B,)`` float32 (higher = more like a person),
 jittable; ``sigma`` is the codec's Gaussian sigma in heatmap pixels.
 
-The ROC maths (:func:`roc_curve`, :func:`roc_auc`, :func:`threshold_for_fpr`,
-:func:`rates_at`) is NumPy on host arrays of scores.
+The ROC maths that calibrates a score is in :mod:`unipose_jax.metrics.roc`.
 """
 
 from __future__ import annotations
@@ -182,10 +181,19 @@ def candidates(box_head: bool) -> tuple[str, ...]:
   return tuple(n for n in SCORES if box_head or n not in BOX_SCORES)
 
 
-def score_fn(name: str, *, num_joints: int, sigma: float) -> Callable[[jax.Array], jax.Array]:
-  """``heatmaps (B, h, w, N) -> (B,)``: score ``name`` with its settings bound."""
+def score_fn(
+  name: str, *, num_joints: int, sigma: float, weights=None
+) -> Callable[[jax.Array], jax.Array]:
+  """``heatmaps (B, h, w, N) -> (B,)``: score ``name`` with its settings bound (``weights``
+  ``(F + 1,)`` for :data:`COMBINED` only)."""
+  if name == COMBINED:
+    if weights is None or not len(weights):
+      raise ValueError(f"the {COMBINED!r} presence score needs its fitted weights")
+    w = jnp.asarray(np.asarray(weights, np.float32))
+    return functools.partial(combined, num_joints=num_joints, sigma=sigma, weights=w)
   if name not in SCORES:
-    raise ValueError(f"unknown presence score {name!r}; known: {', '.join(SCORES)}")
+    known = ", ".join([*SCORES, COMBINED])
+    raise ValueError(f"unknown presence score {name!r}; known: {known}")
   return functools.partial(SCORES[name], num_joints=num_joints, sigma=sigma)
 
 
@@ -196,61 +204,83 @@ def all_scores(
   return {n: score_fn(n, num_joints=num_joints, sigma=sigma)(heatmaps) for n in names}
 
 
-# ----------------------------------------------------------------------------- ROC maths
+# ----------------------------------------------------------------------------- a learned score
+
+#: The score whose weights calibration fits: a logistic regression on :func:`features`.
+COMBINED = "combined"
+#: Its L2 penalty on the standardised weights (each class weighs one half in the loss).
+L2 = 1e-3
 
 
-def _scores(x, name: str) -> np.ndarray:
-  a = np.asarray(x, np.float64).reshape(-1)
-  if not a.size:
-    raise ValueError(f"{name} is empty: need at least one score")
-  if not np.all(np.isfinite(a)):
-    raise ValueError(f"{name} holds {int(np.sum(~np.isfinite(a)))} non-finite scores")
-  return a
+def num_features(num_joints: int, box_head: bool) -> int:
+  """``F``, the length of :func:`features`: ``4 K`` (``+ 10`` with the box maps)."""
+  return 4 * num_joints + (2 * skeleton.NUM_BOX_POINTS if box_head else 0)
 
 
-def roc_curve(positives, negatives) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """The ROC curve of the rule ``score >= t``.
+def features(heatmaps: jax.Array, *, num_joints: int, sigma: float) -> jax.Array:
+  """``(B, h, w, N) -> (B, F)``: statistics of each image's maps that a person changes.
+
+  Each joint map's peak, :func:`target_fits` value, minimum and mean, each sorted
+  ascending over the K joints (so which joint is which, and left/right confusions, do
+  not matter: "how many joints are strong"); then, when ``N`` holds the box maps, their 5
+  peaks and target fits in channel order. ``F`` = :func:`num_features`.
+  """
+  m = _joint_maps(heatmaps, num_joints)
+  stats = [peaks(m), target_fits(m, sigma), jnp.min(m, axis=(1, 2)), jnp.mean(m, axis=(1, 2))]
+  out = [jnp.sort(x, axis=-1) for x in stats]
+  if heatmaps.shape[-1] >= num_joints + skeleton.NUM_BOX_POINTS:
+    box = _box_maps(heatmaps, num_joints, COMBINED)
+    out += [peaks(box), target_fits(box, sigma)]
+  return jnp.concatenate(out, axis=-1)
+
+
+def combined(heatmaps: jax.Array, *, num_joints: int, sigma: float, weights) -> jax.Array:
+  """``features @ weights[:-1] + weights[-1]``: the log-odds of a person under the
+  logistic regression calibration fitted (:func:`fit_logistic`); ``weights`` ``(F + 1,)``."""
+  f = features(heatmaps, num_joints=num_joints, sigma=sigma)
+  if f.shape[-1] + 1 != weights.shape[-1]:
+    raise ValueError(
+      f"{COMBINED!r} presence weights have {weights.shape[-1]} values, the heatmaps give "
+      f"{f.shape[-1]} features (+ 1 bias): calibrated for another network"
+    )
+  return f @ weights[:-1] + weights[-1]
+
+
+def fit_logistic(x, y, l2: float = L2, iterations: int = 30) -> np.ndarray:
+  """Logistic regression of ``y`` on ``x`` by Newton's method (NumPy, deterministic).
 
   Args:
-    positives: ``(P,)`` scores of images with a person; negatives: ``(M,)`` without.
+    x: ``(N, F)`` features; y: ``(N,)`` bool, both classes present.
+    l2: penalty on the weights of the standardised features (not the bias); each class
+      weighs one half of the loss whatever its count.
   Returns:
-    ``(fpr, tpr, thresholds)``, each ``(T + 1,)``: the thresholds are the distinct
-    scores in decreasing order after a first ``+inf`` (nothing accepted: the point
-    (0, 0)); ``fpr[i]``, ``tpr[i]`` the shares of negatives and positives with a score
-    ``>= thresholds[i]``. The last point is (1, 1).
+    ``(F + 1,)`` float64: weights in ``x``'s own units (the standardisation folded in),
+    bias last, so that ``x @ w[:-1] + w[-1]`` is the log-odds.
   """
-  pos, neg = _scores(positives, "positives"), _scores(negatives, "negatives")
-  thresholds = np.unique(np.concatenate([pos, neg]))[::-1]
-  pos_sorted, neg_sorted = np.sort(pos), np.sort(neg)
-  # Count of scores >= t: size minus the count of scores < t.
-  tp = pos.size - np.searchsorted(pos_sorted, thresholds, side="left")
-  fp = neg.size - np.searchsorted(neg_sorted, thresholds, side="left")
-  fpr = np.concatenate([[0.0], fp / neg.size])
-  tpr = np.concatenate([[0.0], tp / pos.size])
-  return fpr, tpr, np.concatenate([[np.inf], thresholds])
+  x, y = np.asarray(x, np.float64), np.asarray(y, bool)
+  if x.ndim != 2 or y.shape != (len(x),) or y.all() or not y.any():
+    raise ValueError(f"need x (N, F) and y (N,) with both classes, got {x.shape}, {y.shape}")
+  mu, sd = x.mean(0), x.std(0)
+  sd = np.where(sd > 0, sd, 1.0)
+  z = np.c_[(x - mu) / sd, np.ones(len(x))]
+  sample = np.where(y, 0.5 / y.sum(), 0.5 / (~y).sum())
+  penalty = l2 * np.r_[np.ones(x.shape[1]), 0.0]
+  w = np.zeros(z.shape[1])
+  for _ in range(iterations):
+    p = 1.0 / (1.0 + np.exp(-(z @ w)))
+    grad = z.T @ (sample * (p - y)) + penalty * w
+    hess = (z * (sample * p * (1 - p))[:, None]).T @ z + np.diag(penalty)
+    w = w - np.linalg.solve(hess, grad)
+  return np.r_[w[:-1] / sd, w[-1] - np.sum(w[:-1] * mu / sd)]
 
 
-def roc_auc(positives, negatives) -> float:
-  """Area under :func:`roc_curve` (trapezoids): the probability that a random positive
-  scores above a random negative, ties counting one half."""
-  fpr, tpr, _ = roc_curve(positives, negatives)
-  return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
-
-
-def threshold_for_fpr(negatives, fpr: float) -> float:
-  """The smallest threshold ``t`` with at most ``floor(fpr * M)`` of the ``M`` negative
-  scores ``>= t``: just above (the next float64 after) the ``(n + 1)``-th highest
-  negative score, ``n = floor(fpr * M)``. ``fpr >= 1`` accepts everything (``-inf``)."""
-  neg = np.sort(_scores(negatives, "negatives"))[::-1]
-  if not 0.0 <= fpr:
-    raise ValueError(f"fpr must be in [0, 1], got {fpr}")
-  allowed = math.floor(fpr * neg.size + 1e-9)
-  if allowed >= neg.size:
-    return -math.inf
-  return float(np.nextafter(neg[allowed], np.inf))
-
-
-def rates_at(positives, negatives, threshold: float) -> tuple[float, float]:
-  """``(tpr, fpr)``: the shares of positives and negatives with a score ``>= threshold``."""
-  pos, neg = _scores(positives, "positives"), _scores(negatives, "negatives")
-  return float(np.mean(pos >= threshold)), float(np.mean(neg >= threshold))
+def out_of_fold(x, y, folds: int = 5, l2: float = L2) -> np.ndarray:
+  """``(N,)`` scores of ``x`` (``(N, F)``), each by :func:`fit_logistic` fitted without its
+  fold (item ``i`` is in fold ``i mod folds``): honest scores of the fitting data."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, bool)
+  fold = np.arange(len(x)) % folds
+  out = np.zeros(len(x))
+  for f in range(folds):
+    w = fit_logistic(x[fold != f], y[fold != f], l2)
+    out[fold == f] = x[fold == f] @ w[:-1] + w[-1]
+  return out

@@ -218,4 +218,5 @@ class Run:
       # Person presence as calibrated ("" = not calibrated: the old rule).
       "presence_score": c.predict.presence_score,
       "presence_threshold": c.predict.presence_threshold,
+      "presence_weights": tuple(c.predict.presence_weights),
     }
