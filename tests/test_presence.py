@@ -361,7 +361,12 @@ def test_training_calibrates_and_predict_tells_a_figure_from_grey_and_noise(
 
   rec = json.loads(open(os.path.join(smoke_run, "presence", "calibration.json")).read())
   config = run_config.load(smoke_run)
-  assert config.predict.presence_score == rec["score"] in presence.candidates(False)
+  assert config.predict.presence_score == rec["score"]
+  assert rec["score"] in (*presence.candidates(False), presence.COMBINED)
+  assert len(rec["combined_weights"]) == presence.num_features(K, False) + 1
+  if rec["score"] == presence.COMBINED:
+    assert config.predict.presence_weights == tuple(rec["combined_weights"])
+  assert set(rec["candidates"]) == {*presence.candidates(False), presence.COMBINED}
   assert config.predict.presence_threshold == rec["threshold"]
   assert config.predict.presence_step == rec["checkpoint_step"] == 150
   assert rec["negatives"]["flat"] == 50 and rec["num_positives"] == 32
@@ -390,6 +395,9 @@ def test_training_calibrates_and_predict_tells_a_figure_from_grey_and_noise(
     assert r["box"] is None and not any(r["visible"])
     assert f"{folder / name}: no person found" in printed
   found = [by_name[f"f{i}.png"]["person_found"] for i in range(10)]
+  print(f"{rec['score']} >= {rec['threshold']:.3f}: {sum(found)}/10 figures found; presence "
+        f"grey {by_name['grey.png']['presence']:.3f}, noise {by_name['noise.png']['presence']:.3f}, "
+        f"figures {[round(by_name[f'f{i}.png']['presence'], 2) for i in range(10)]}")  # fmt: skip
   # Measured: 7 of 10 unseen figures found (grey 0.27, noise 0.22 against 0.42).
   assert sum(found) >= 6, [by_name[f"f{i}.png"]["presence"] for i in range(10)]
   assert all(by_name[f"f{i}.png"]["presence"] is not None for i in range(10))
