@@ -8,10 +8,16 @@
   python launch.py --mode=calibrate --workdir=runs/dark   # person presence (training does it)
   python launch.py --mode=eval    --config=configs/unipose_lsp.py --workdir=runs/official \
       --config.model.init_from=UniPose_LSP.pth        # an original UniPose checkpoint
+  python launch.py --mode=compile --config=configs/dark_lsp_gpu.py --target=h100x8 \
+      --per_device_batch=64                           # fits? how fast? (needs the [aot] extra)
+  python launch.py --mode=compile --target=list
 
 Any config key can be overridden with ``--config.a.b=value``. Training saves the resolved
 config as ``<workdir>/config.json``; eval, predict and export read it (a given ``--config``
-must agree with it on the network's keys).
+must agree with it on the network's keys). Without ``--config`` the overrides apply to
+that saved config: its run-time keys (``predict.*``, ``eval_batch_size``, ``flip_test``,
+``data.data_dir``, the decoders ...) may change, its network keys may not
+(``config_defaults.key_role``).
 
 Exit codes: 0 done; 1 an error with a message (bad input, no checkpoint, workdir in use,
 a failed save); 2 a bad command line or config; 143 training stopped by SIGTERM/SIGINT
@@ -26,6 +32,7 @@ SLURM's srun and Open MPI's mpirun are detected. See README.md, "Several hosts".
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -33,7 +40,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # makes `configs` importable
 
-MODES = ("prepare", "train", "eval", "predict", "export", "calibrate")
+MODES = ("prepare", "train", "eval", "predict", "export", "compile", "calibrate")
 EXIT_ERROR, EXIT_USAGE = 1, 2
 
 FLAGS = flags.FLAGS
@@ -45,8 +52,15 @@ flags.DEFINE_string("data_dir", None, "prepare: where TFDS datasets go (default 
 flags.DEFINE_list("datasets", ["lsp", "lsp_extended", "synthetic"], "prepare: which datasets.")
 flags.DEFINE_list("inputs", [], "predict: image files, folders of images, video files.")
 flags.DEFINE_alias("images", "inputs")
-flags.DEFINE_string("output", None, "predict: output folder; export: the .onnx file.")
+flags.DEFINE_string(
+  "output", None, "predict: output folder; export: the .onnx file; compile: JSON."
+)
 flags.DEFINE_integer("stop_after", None, "train: stop (with a checkpoint) after N steps.")
+flags.DEFINE_string("target", None, "compile: a GPU node (h100x8) or TPU slice (v5e:4x4); list.")
+flags.DEFINE_integer("per_device_batch", None, "compile: global batches = this x devices.")
+flags.DEFINE_enum("forms", "both", ["both", "jit", "pmap"], "compile: parallel forms to compile.")
+flags.DEFINE_bool("batch_search", True, "compile: bisect for the largest batch that fits.")
+flags.DEFINE_integer("max_batch_compiles", 6, "compile: at most this many bisection compiles.")
 flags.DEFINE_bool("debug", False, "Show tracebacks of expected errors too.")
 flags.DEFINE_string("coordinator_address", None, "Several hosts: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Several hosts: number of processes.")
@@ -56,6 +70,12 @@ flags.DEFINE_bool("distributed_auto", False, "Several hosts: let JAX find the se
 
 class CommandLineError(Exception):
   """A bad command line: printed as one message (exit code 2)."""
+
+
+#: ``--config.*`` arguments given without ``--config``: overrides of the saved run's
+#: config.json, applied by :func:`_saved_config` (absl alone would call them unknown flags).
+_saved_run_overrides: list[str] = []
+_OVERRIDE = re.compile(r"^--?(no)?config\.")
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
@@ -82,6 +102,12 @@ def _run(mode: str):
       given.to_dict()  # re-raises the loading error
     except Exception as e:  # noqa: BLE001
       raise CommandLineError(f"cannot load --config: {e}") from None
+  try:
+    run_lib.check_workdir(workdir)
+  except run_lib.NotAWorkdirError as e:
+    raise CommandLineError(f"--workdir={e}") from None
+  if given is None and _saved_run_overrides:
+    given = _saved_config(mode, workdir)
   if given is not None and mode == "train":
     return run_lib.Run(given, workdir)
   try:
@@ -91,6 +117,86 @@ def _run(mode: str):
     raise CommandLineError(f"--mode={mode} needs --config (no {where} to read it from)") from None
 
 
+def _compile() -> None:
+  """``--mode=compile``: the report of a config on a target, without the target's hardware."""
+  from unipose_jax.aot import targets, topology  # noqa: PLC0415  (no JAX yet)
+
+  topology.prepare_environment()  # before anything imports JAX
+  if FLAGS.target is None:
+    raise CommandLineError("--mode=compile needs --target (--target=list prints the targets)")
+  if FLAGS.target == "list":
+    print("\n".join(targets.describe(t) for t in targets.listed()))
+    print("GPU nodes also with 1, 2 or 4 GPUs (h100x2); see README, 'Before you rent a pod'.")
+    return
+  try:
+    target = targets.parse(FLAGS.target)
+  except targets.UnknownTargetError as e:
+    raise CommandLineError(str(e)) from None
+  config = FLAGS.config
+  if config is None:
+    raise CommandLineError("--mode=compile needs --config")
+  import ml_collections  # noqa: PLC0415
+
+  if not isinstance(config, ml_collections.ConfigDict):
+    try:  # config_flags keeps a config file's loading error in a stand-in object
+      config.to_dict()  # re-raises the loading error
+    except Exception as e:  # noqa: BLE001
+      raise CommandLineError(f"cannot load --config: {e}") from None
+  if FLAGS.per_device_batch is not None:
+    if FLAGS.per_device_batch < 1:
+      raise CommandLineError(f"--per_device_batch={FLAGS.per_device_batch}: must be >= 1")
+    with config.unlocked():
+      config.batch_size = config.eval_batch_size = FLAGS.per_device_batch * target.num_chips
+  from unipose_jax import files, run_config  # noqa: PLC0415
+  from unipose_jax.aot import report, table  # noqa: PLC0415
+
+  run_config.validate(config)
+  name = config_flags.get_config_filename(FLAGS["config"])
+  forms = ("jit", "pmap") if FLAGS.forms == "both" else (FLAGS.forms,)
+  try:
+    result = report.compile_report(
+      config, target.name, config_name=name, forms=forms, batch_search=FLAGS.batch_search,
+      max_compiles=FLAGS.max_batch_compiles, log=lambda msg: print(msg, flush=True),
+    )  # fmt: skip
+  except (report.BatchSizeError, topology.MissingExtraError) as e:
+    raise CommandLineError(str(e)) from None
+  stem = os.path.splitext(os.path.basename(name))[0]
+  output = FLAGS.output or os.path.join(
+    "runs", "compile", stem, target.name.replace(":", "_") + ".json"
+  )
+  files.write_json(output, result)
+  print(table.format_table(result))
+  print(f"wrote {output}")
+
+
+def _saved_config(mode: str, workdir: str):
+  """``<workdir>/config.json`` with the ``--config.*`` overrides applied (parsed by
+  config_flags, as with ``--config``), refused where the run cannot honour them
+  (``run_config.check_overrides``)."""
+  import ml_collections  # noqa: PLC0415
+
+  from unipose_jax import run_config  # noqa: PLC0415
+
+  saved, where = run_config.load(workdir), os.path.join(workdir, run_config.CONFIG_FILE)
+  if saved is None:
+    raise CommandLineError(f"{_saved_run_overrides[0]} needs --config, or a run's {where}")
+  config = ml_collections.ConfigDict(saved.to_dict())
+  argv = [sys.argv[0], *_saved_run_overrides]
+  values = flags.FlagValues()
+  try:
+    config_flags.DEFINE_config_dict("config", config, flag_values=values, sys_argv=argv)
+    rest = values(argv)
+  except flags.Error as e:
+    raise CommandLineError(str(e)) from None
+  except (AttributeError, KeyError) as e:  # an unknown --config.<key>
+    raise CommandLineError(_unknown_key(saved, _saved_run_overrides, e)) from None
+  if len(rest) > 1:
+    raise CommandLineError(f"unexpected arguments: {' '.join(rest[1:])}")
+  run_config.check_overrides(saved, config, workdir, mode)
+  run_config.validate(config, training=mode == "train", source=f"{where} and the overrides")
+  return config
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise CommandLineError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -98,7 +204,11 @@ def main(argv) -> None:
   logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step at INFO
   if mode is None:
     raise CommandLineError(f"--mode is required: one of {', '.join(MODES)}")
+  if mode == "compile":
+    return _compile()
   if mode == "prepare":
+    if _saved_run_overrides:
+      raise CommandLineError(f"{_saved_run_overrides[0]}: --mode=prepare reads no run's config")
     from unipose_jax import modes  # noqa: PLC0415
 
     config_dir = FLAGS.config.data.data_dir if FLAGS.config else "data/tfds"
@@ -132,22 +242,48 @@ def main(argv) -> None:
 
 
 def _parse_flags(argv):
-  """absl's flag parsing, with one clear line for a bad flag or config key."""
+  """absl's flag parsing, with one clear line for a bad flag or config key. Without
+  ``--config``, the ``--config.*`` arguments are set aside for :func:`_saved_config`."""
+  if not any(re.match(r"^--?config(=|$)", a) for a in argv[1:]):
+    argv = _set_aside_overrides(argv)
   try:
     return FLAGS(argv)
   except flags.Error as e:
     _exit(f"error: {e}", EXIT_USAGE)
   except (AttributeError, KeyError) as e:  # an unknown --config.<key>
-    config = _load_config_file(argv)
-    key = next((k for k in _override_keys(argv) if not _has_key(config, k)), str(e).strip("\"'"))
-    hint = ""
-    if config is not None:
-      from unipose_jax import run_config  # noqa: PLC0415
-
-      hint = run_config.suggest_key(config, key)
-    _exit(f"error: unknown config key {key!r}{hint}", EXIT_USAGE)
+    _exit(f"error: {_unknown_key(_load_config_file(argv), argv, e)}", EXIT_USAGE)
   except (OSError, SyntaxError, ImportError) as e:
     _exit(f"error: cannot load the config file: {e}", EXIT_USAGE)
+
+
+def _set_aside_overrides(argv: list[str]) -> list[str]:
+  """``argv`` without its ``--config.*`` arguments (and their values given as the next
+  argument), which go to :data:`_saved_run_overrides`."""
+  _saved_run_overrides.clear()
+  rest, i = [argv[0]], 1
+  while i < len(argv):
+    arg, i = argv[i], i + 1
+    if not _OVERRIDE.match(arg):
+      rest.append(arg)
+      continue
+    _saved_run_overrides.append(arg)
+    no_value = "=" not in arg and not _OVERRIDE.match(arg).group(1)
+    if no_value and i < len(argv) and not argv[i].startswith("-"):  # --config.a.b VALUE
+      _saved_run_overrides.append(argv[i])
+      i += 1
+  return rest
+
+
+def _unknown_key(config, argv, error: Exception) -> str:
+  """``unknown config key 'a.b'; did you mean 'a.c'?`` for the first ``--config.a.b`` of
+  ``argv`` that ``config`` lacks (the error's text when none can be found)."""
+  key = next((k for k in _override_keys(argv) if not _has_key(config, k)), str(error).strip("\"'"))
+  hint = ""
+  if config is not None:
+    from unipose_jax import run_config  # noqa: PLC0415
+
+    hint = run_config.suggest_key(config, key)
+  return f"unknown config key {key!r}{hint}"
 
 
 def _load_config_file(argv):
@@ -165,7 +301,7 @@ def _load_config_file(argv):
 
 
 def _override_keys(argv) -> list[str]:
-  return [a.split("=")[0][len("--config.") :] for a in argv if a.startswith("--config.")]
+  return [a.split("=")[0][m.end() :] for a in argv if (m := _OVERRIDE.match(a))]
 
 
 def _has_key(config, key: str) -> bool:

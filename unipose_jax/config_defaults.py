@@ -6,9 +6,59 @@ here (``run_config.load``). ``configs/default.py`` re-exports :func:`get_config`
 variants there call it and override a few keys, so that an unknown key given on the
 command line (``--config.foo=1``) is an error everywhere. Sizes are in pixels;
 ``data.input_size`` is the square network input.
+
+Every key has one role (:func:`key_role`), which says what a saved run may change:
+
+* network keys (:data:`NETWORK_KEYS`): the checkpoint's weights were trained with these
+  values (the network's shape, the heatmaps' sigma and encoding, the input size); eval,
+  predict, export and a resumed training refuse to change them;
+* training keys (:data:`TRAINING_KEYS`): only training reads them; an override on
+  ``--mode=eval/predict/export`` would change nothing and is refused;
+* run-time keys (:data:`RUN_TIME_KEYS`): what eval, predict and export read (data folder
+  and evaluation split, batch size, decoders, flip test, the ``predict`` section):
+  overridable on a saved run (``--config.predict.second_pass=False`` without
+  ``--config``).
+
+The longest listed prefix of a key decides (``model`` is network, ``model.dtype``
+run-time); every key is listed (``tests/test_config.py`` checks it).
 """
 
 import ml_collections
+
+#: Largest image (or video frame) prediction decodes, in pixels (``predict.max_pixels``):
+#: 120 MP is above every phone camera's default mode (12-50 MP; 108-200 MP sensors bin to
+#: 12-50) and decodes in ~1.3 GB; a 1.2 MB PNG can declare 400 MP and take 4.3 GB.
+MAX_PIXELS = 120_000_000
+
+#: Keys (or sections) the trained weights depend on.
+NETWORK_KEYS = ("model", "codec.sigma", "codec.encoding", "data.input_size")
+#: Keys (or sections) only training reads.
+TRAINING_KEYS = (
+  "seed", "data.train_sources", "data.train_splits", "data.mixture_weights",
+  "data.worker_count", "data.augment", "model.pretrained", "model.init_from", "model.bn_sync",
+  "loss",
+  "optimizer", "batch_size", "num_train_steps", "parallelism", "log_every",
+  "stop_check_every", "checkpoint_every", "eval_every", "keep_checkpoints",
+  "calibrate_presence",
+)  # fmt: skip
+#: Keys (or sections) eval, predict and export read, free to change on a saved run.
+RUN_TIME_KEYS = (
+  "data.data_dir", "data.eval_source", "data.eval_split", "data.eval_worker_count",
+  "model.dtype", "codec.decoding", "codec.eval_decodings", "codec.dark_kernel",
+  "eval_batch_size", "flip_test", "num_example_images", "predict",
+)  # fmt: skip
+_ROLES = {"network": NETWORK_KEYS, "training": TRAINING_KEYS, "run-time": RUN_TIME_KEYS}
+
+
+def key_role(key: str) -> str | None:
+  """``"network"``, ``"training"`` or ``"run-time"`` for a dotted key (the list holding
+  its longest prefix), None for a key no list covers."""
+  best, role = -1, None
+  for name, prefixes in _ROLES.items():
+    for prefix in prefixes:
+      if (key == prefix or key.startswith(prefix + ".")) and len(prefix) > best:
+        best, role = len(prefix), name
+  return role
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -50,6 +100,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.wasp_dropout = 0.5
   c.model.decoder_dropout = (0.5, 0.1)
   c.model.dtype = "float32"  # compute dtype; "bfloat16" on GPU/TPU
+  # Whose BatchNorm statistics a device trains with: "global" (the whole global batch),
+  # "local" (its own examples, as PyTorch DDP) or "group:N" (N devices); README, "bn_sync".
+  c.model.bn_sync = "global"
   c.model.pretrained = ""  # torchvision ResNet .pth for the backbone, if any
   c.model.init_from = ""  # an original UniPose .pth (bmartacho/UniPose) for the whole network
   # UniPose's single-stage person box: 5 more maps (centre, TL, TR, BL, BR) after the joints.
@@ -103,6 +156,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.predict.score_threshold = 0.2  # joints scoring below are not `visible` and not drawn
   c.predict.second_pass = True  # crop the person found by the first pass and run again
   c.predict.crop_margin = 1.25  # the crop is the box (or joint extent) times this
+  c.predict.max_pixels = MAX_PIXELS  # larger images and video frames are refused
   # Person presence (unipose_jax/calibrate.py): a person is found when the presence score
   # reaches a threshold chosen for this false-positive rate on images without a person.
   c.predict.presence_fpr = 0.05

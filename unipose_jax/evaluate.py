@@ -98,6 +98,16 @@ class EvalResult:
   example_decoding: str
 
 
+def eval_step_of(run, model=None) -> Callable:
+  """:func:`eval_step` with a ``run.Run``'s decoders, flip test and box margin bound
+  (``model`` defaults to ``run.model()``)."""
+  config = run.config
+  return functools.partial(
+    eval_step, model=model or run.model(), codec=run.codec, decodings=run.eval_decodings,
+    flip_test=config.flip_test, box_margin=config.model.box_margin,
+  )  # fmt: skip
+
+
 class Evaluator:
   """Evaluates variables on a test source, every process its own shard.
 
@@ -122,13 +132,9 @@ class Evaluator:
     test and batch size; ``model`` defaults to ``run.model()``."""
     config = run.config
     decodings = run.eval_decodings
-    step = functools.partial(
-      eval_step, model=model or run.model(), codec=run.codec, decodings=decodings,
-      flip_test=config.flip_test, box_margin=config.model.box_margin,
-    )  # fmt: skip
     d = config.data
     return cls(
-      jax.jit(step), data_source(d.eval_source, d.eval_split, d.data_dir), mesh,
+      jax.jit(eval_step_of(run, model)), data_source(d.eval_source, d.eval_split, d.data_dir), mesh,
       decodings=decodings, batch_size=config.eval_batch_size, input_size=d.input_size,
       worker_count=d.eval_worker_count, num_examples=config.num_example_images,
       example_decoding=config.codec.decoding,

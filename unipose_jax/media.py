@@ -25,14 +25,10 @@ import numpy as np
 from PIL import Image
 
 from unipose_jax import files, visualize
+from unipose_jax.config_defaults import MAX_PIXELS  # ``predict.max_pixels``'s default
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-
-#: Largest image (or video frame) prediction decodes, in pixels (``predict.max_pixels``):
-#: 120 MP is above every phone camera's default mode (12-50 MP; 108-200 MP sensors bin to
-#: 12-50) and decodes in ~1.3 GB; a 1.2 MB PNG can declare 400 MP and take 4.3 GB.
-MAX_PIXELS = 120_000_000
 
 
 class PredictInputError(ValueError):
@@ -210,15 +206,18 @@ def overlay(image: np.ndarray, pred) -> np.ndarray:
   )
 
 
-def predict_images(items: Sequence[Item], predictor: Callable, out_dir: str) -> list[dict]:
-  """Predict every image item: ``<name>_pose.png`` overlays and ``predictions.json`` (a
-  list of ``{"input": path, **Prediction.to_json()}`` in item order) in ``out_dir``;
-  one printed line per image. Returns that list."""
+def predict_images(
+  items: Sequence[Item], predictor: Callable, out_dir: str, max_pixels: int = MAX_PIXELS
+) -> list[dict]:
+  """Predict every image item (read with :func:`read_image` under ``max_pixels``):
+  ``<name>_pose.png`` overlays and ``predictions.json`` (a list of ``{"input": path,
+  **Prediction.to_json()}`` in item order) in ``out_dir``; one printed line per image.
+  Returns that list."""
   records = []
   for item in items:
     if item.kind != "image":
       continue
-    image = read_image(item.path)
+    image = read_image(item.path, max_pixels)
     start = time.perf_counter()
     pred = predictor(image)
     seconds = time.perf_counter() - start
@@ -309,9 +308,12 @@ def predict_video(item: Item, predictor: Callable, out_dir: str) -> dict[str, An
   return {"frames": n, "fps": fps, "video": video_path, "jsonl": jsonl_path, "seconds": seconds}
 
 
-def predict_all(items: Sequence[Item], predictor: Callable, out_dir: str) -> dict[str, Any]:
-  """Predict all ``items`` into ``out_dir``: the images (:func:`predict_images`), then each
-  video (:func:`predict_video`). Returns ``{"images": records, "videos": summaries}``."""
-  images = predict_images(items, predictor, out_dir)
+def predict_all(
+  items: Sequence[Item], predictor: Callable, out_dir: str, max_pixels: int = MAX_PIXELS
+) -> dict[str, Any]:
+  """Predict all ``items`` into ``out_dir``: the images (:func:`predict_images`, under
+  ``max_pixels``: the limit :func:`collect_inputs` checked them with), then each video
+  (:func:`predict_video`). Returns ``{"images": records, "videos": summaries}``."""
+  images = predict_images(items, predictor, out_dir, max_pixels)
   videos = [predict_video(item, predictor, out_dir) for item in items if item.kind == "video"]
   return {"images": images, "videos": videos}

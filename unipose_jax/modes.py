@@ -76,14 +76,17 @@ def evaluate_checkpoint(run: Run, step: int | None = None) -> dict[str, dict[str
 
 
 def predict_inputs(run: Run, inputs, output: str | None) -> dict:
-  """``--mode=predict``: every input checked first (``media.collect_inputs``), then the
-  run's ``Predictor`` over all of them into ``output`` (default ``<workdir>/predict``)."""
+  """``--mode=predict``: every input checked first (``media.collect_inputs``, images and
+  video frames up to ``predict.max_pixels``), then the run's ``Predictor`` over all of
+  them into ``output`` (default ``<workdir>/predict``)."""
   from unipose_jax import media  # noqa: PLC0415
   from unipose_jax.predict import Predictor  # noqa: PLC0415
 
-  items = media.collect_inputs(inputs)  # every input checked before compiling
+  max_pixels = run.config.predict.max_pixels
+  items = media.collect_inputs(inputs, max_pixels=max_pixels)  # all checked before compiling
   predictor = Predictor.from_run(run)
-  return media.predict_all(items, predictor, output or os.path.join(run.workdir, "predict"))
+  out_dir = output or os.path.join(run.workdir, "predict")
+  return media.predict_all(items, predictor, out_dir, max_pixels=max_pixels)
 
 
 def export_checkpoint(run: Run, output: str | None) -> str:

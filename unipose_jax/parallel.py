@@ -20,9 +20,49 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from unipose_jax import distributed
 from unipose_jax.metrics import TrainMetrics
+from unipose_jax.models.layers import BatchNormSync
 
 PMAP_AXIS = "batch"
 TRAIN_KEYS = ("image", "keypoints", "weights")
+BN_SYNC_HELP = '"global", "local" or "group:N" (N devices share statistics)'
+
+
+def bn_group_size(bn_sync: str) -> int | None:
+  """Devices per statistics group of ``model.bn_sync``: None for "global", 1 for "local",
+  N for "group:N"; raises ValueError for anything else."""
+  if bn_sync == "global":
+    return None
+  if bn_sync == "local":
+    return 1
+  head, _, size = str(bn_sync).partition(":")
+  if head == "group" and size.isdigit() and int(size) >= 1:
+    return int(size)
+  raise ValueError(f"model.bn_sync={bn_sync!r}: expected {BN_SYNC_HELP}")
+
+
+def batch_norm_sync(bn_sync: str, parallelism: str, num_devices: int) -> BatchNormSync:
+  """The model's :class:`BatchNormSync` for ``model.bn_sync`` in this parallel form.
+
+  * "global": statistics of the global batch (pmap: averaged over every device; jit: XLA
+    reduces over the sharded batch, one all-reduce per layer).
+  * "local": each device's own examples, as PyTorch's DistributedDataParallel without
+    SyncBatchNorm (no collective in the forward pass).
+  * "group:N": groups of N consecutive devices share statistics.
+  Running statistics are averaged over the groups (:class:`BatchNormSync`).
+  """
+  size = bn_group_size(bn_sync)
+  if size is not None and num_devices % size:
+    raise ValueError(
+      f"model.bn_sync={bn_sync!r}: groups of {size} do not divide the {num_devices} devices"
+    )
+  if parallelism == "pmap":
+    if size is None:
+      return BatchNormSync(axis_name=PMAP_AXIS)
+    if size == 1:
+      return BatchNormSync()
+    groups = tuple(tuple(range(i, i + size)) for i in range(0, num_devices, size))
+    return BatchNormSync(axis_name=PMAP_AXIS, axis_index_groups=groups)
+  return BatchNormSync(batch_groups=1 if size is None else num_devices // size)
 
 
 def _with_metrics(step_fn: Callable) -> Callable:
@@ -93,6 +133,22 @@ class ParallelTrainer:
     if self.parallelism == "jit":
       return distributed.global_batch(local_batch, self.mesh)
     return _split(local_batch, len(self._devices))
+
+  def lower(self, state, batch):
+    """The step lowered (not run) for abstract arguments, trees of ``jax.ShapeDtypeStruct``:
+    ``state`` one replica, ``batch`` global (B, ...). Ahead-of-time compilation
+    (``unipose_jax.aot``) compiles it for devices that are not present."""
+    if self.parallelism == "jit":
+      repl, data = distributed.replicated(self.mesh), distributed.batch_sharded(self.mesh)
+      state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl), state)
+      batch = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=data), batch)
+    else:
+      n = len(self._devices)
+      state = jax.tree.map(lambda s: jax.ShapeDtypeStruct((n,) + s.shape, s.dtype), state)
+      batch = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct((n, s.shape[0] // n) + s.shape[1:], s.dtype), batch
+      )
+    return self._step.lower(state, batch)
 
   def step(self, state, batch):
     """One update; ``batch`` from :meth:`batches` (on the devices) or a host batch."""

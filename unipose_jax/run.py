@@ -24,6 +24,7 @@ import ml_collections
 from unipose_jax import datasets, run_config, skeleton
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.models import Bottleneck, ResNet, UniPose, heatmap_size
+from unipose_jax.models.layers import BatchNormSync
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -32,13 +33,27 @@ class NoConfigError(FileNotFoundError):
   """A work directory without ``config.json`` and no config given."""
 
 
+class NotAWorkdirError(NotADirectoryError):
+  """A work directory path that is a file (or lies under one)."""
+
+
+def check_workdir(workdir: str) -> None:
+  """Raise :class:`NotAWorkdirError` when ``workdir``, or the nearest of its parents
+  that exists, is not a folder (a missing ``workdir`` is fine: training creates it)."""
+  path = os.path.abspath(workdir)
+  while not os.path.lexists(path) and os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+  if not os.path.isdir(path):
+    raise NotAWorkdirError(f"{workdir}: not a work directory ({path} is a file, not a folder)")
+
+
 def best_metric(config: ml_collections.ConfigDict) -> str:
   """The key of the evaluation metrics that picks a run's best checkpoint (higher is
   better): PCK@0.2 of the run's own decoder, e.g. ``"dark/pck@0.2"``."""
   return f"{config.codec.decoding}/pck@0.2"
 
 
-def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None = None) -> UniPose:
+def build_model(config: ml_collections.ConfigDict, bn_sync: BatchNormSync | None = None) -> UniPose:
   """``UniPose`` of ``config.model`` (plain arguments from here on)."""
   cfg = config.model
   backbone = None
@@ -58,7 +73,7 @@ def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None = No
     wasp_dropout=cfg.wasp_dropout,
     decoder_dropouts=tuple(cfg.decoder_dropout),
     dtype=run_config.DTYPES[cfg.dtype],
-    bn_axis_name=bn_axis_name,
+    bn_sync=bn_sync,
   )
 
 
@@ -109,27 +124,29 @@ class Run:
   @classmethod
   def from_workdir(cls, workdir: str, config: ml_collections.ConfigDict | None = None) -> Run:
     """The run in ``workdir``: its ``config.json``, or ``config`` when given (refused
-    with :class:`run_config.ConfigError` when its network differs from the saved one).
+    with :class:`run_config.ConfigError` when its network differs from the saved one),
+    checked by ``run_config.validate`` (the keys eval, predict and export read).
 
-    Raises :class:`NoConfigError` when there is neither.
+    Raises :class:`NotAWorkdirError` when ``workdir`` is a file, :class:`NoConfigError`
+    when there is no config.
     """
-    saved = run_config.load(workdir)
+    check_workdir(workdir)
+    saved, path = run_config.load(workdir), os.path.join(workdir, run_config.CONFIG_FILE)
     if config is None:
       if saved is None:
-        raise NoConfigError(
-          f"{os.path.join(workdir, run_config.CONFIG_FILE)} not found: not a run folder "
-          "(train first, or give a config)"
-        )
+        raise NoConfigError(f"{path} not found: not a run folder (train first, or give a config)")
       config = saved
     elif saved is not None:
       run_config.check_matches(config, saved, workdir)
+    run_config.validate(config, training=False, source=path if config is saved else "")
     return cls(config, workdir, saved)
 
   # ----------------------------------------------------------------------- model and codec
 
-  def model(self, bn_axis_name: str | None = None) -> UniPose:
-    """The network (``bn_axis_name``: the pmap axis BatchNorm reduces over in training)."""
-    return build_model(self.config, bn_axis_name)
+  def model(self, bn_sync: BatchNormSync | None = None) -> UniPose:
+    """The network (``bn_sync``: whose BatchNorm statistics it trains with,
+    ``parallel.batch_norm_sync`` of ``model.bn_sync``)."""
+    return build_model(self.config, bn_sync)
 
   @functools.cached_property
   def codec(self) -> HeatmapCodec:

@@ -7,11 +7,13 @@ The step is a pure module-level function. Two parallel forms run it:
   BatchNorm statistics and gradients are those of the global batch.
 * ``"pmap"``: ``jax.pmap`` over the local devices with an explicit cross-device
   mean of the loss and gradients, and BatchNorm reducing its statistics over the
-  same axis (``UniPose(bn_axis_name=...)``). The state stays stacked on the devices
+  same axis (``UniPose(bn_sync=...)``). The state stays stacked on the devices
   between steps; it is unstacked (on the devices) only to save or evaluate.
 
 On the same global batch both give the update a single device computes (with
-dropout off; the dropout masks of the two forms differ).
+dropout off; the dropout masks of the two forms differ). That is ``model.bn_sync="global"``;
+"local" and "group:N" give each device (group of N devices) its own BatchNorm statistics
+(``parallel.batch_norm_sync``), and the running statistics are their average.
 
 Batches travel as uint8 and are normalised inside the step; the next two global
 batches are put on the mesh while a step runs (``distributed.prefetch_to_mesh``).
@@ -53,7 +55,7 @@ from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.codecs import box as box_lib
 from unipose_jax.metric_writers import MetricWriter, ReportProgress
 from unipose_jax.models import normalize
-from unipose_jax.parallel import PMAP_AXIS, ParallelTrainer
+from unipose_jax.parallel import ParallelTrainer, batch_norm_sync
 from unipose_jax.preemption import Preempted, PreemptionGuard
 
 
@@ -189,6 +191,8 @@ def train_step(
   if axis_name is not None:
     grads = jax.lax.pmean(grads, axis_name)
     loss = jax.lax.pmean(loss, axis_name)
+    if not (model.bn_sync and model.bn_sync.all_devices):  # local/grouped BatchNorm
+      batch_stats = jax.lax.pmean(batch_stats, axis_name)  # one set of running statistics
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(
     step=state.step + 1,
@@ -205,8 +209,8 @@ def train_step(
 def build_trainer(config: ml_collections.ConfigDict, mesh):
   """Model, codec, optimiser, learning-rate schedule and parallel trainer of a config."""
   run = run_lib.Run(config)
-  pmap = config.parallelism == "pmap"
-  model = run.model(bn_axis_name=PMAP_AXIS if pmap else None)
+  sync = batch_norm_sync(config.model.bn_sync, config.parallelism, mesh.devices.size)
+  model = run.model(bn_sync=sync)
   tx, lr_fn = make_optimizer(config.optimizer, config.num_train_steps)
   step_fn = functools.partial(
     train_step, model=model, tx=tx, codec=run.codec,

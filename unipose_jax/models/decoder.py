@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from unipose_jax.models.layers import (
+  BatchNormSync,
   batch_norm,
   conv,
   max_pool_3x3_s2,
@@ -49,7 +50,7 @@ class Decoder(nn.Module):
   dropout_rates: Sequence[float] = (0.5, 0.1)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
-  bn_axis_name: str | None = None  # pmap axis name: BatchNorm statistics over all devices
+  bn_sync: BatchNormSync | None = None  # whose statistics BatchNorm trains with
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, low_level: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -57,12 +58,12 @@ class Decoder(nn.Module):
       raise ValueError(f"Decoder.dropout_rates needs 2 rates, got {tuple(self.dropout_rates)}")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     low = conv(self.low_level_features, 1, name="low_conv", **kw)(low_level)
-    low = nn.relu(batch_norm(train, name="low_bn", axis_name=self.bn_axis_name, **kw)(low))
+    low = nn.relu(batch_norm(train, name="low_bn", sync=self.bn_sync, **kw)(low))
     low = max_pool_3x3_s2(low)
     x = resize_bilinear_align_corners(jnp.asarray(x, self.dtype), low.shape[1:3])
     y = jnp.concatenate([x, low], axis=-1)
     for i, rate in enumerate(self.dropout_rates, start=1):
       y = conv(self.features, 3, name=f"conv{i}", **kw)(y)
-      y = nn.relu(batch_norm(train, name=f"bn{i}", axis_name=self.bn_axis_name, **kw)(y))
+      y = nn.relu(batch_norm(train, name=f"bn{i}", sync=self.bn_sync, **kw)(y))
       y = nn.Dropout(rate, deterministic=not train)(y)
     return conv(self.num_outputs, 1, use_bias=True, name="head", **kw)(y)

@@ -13,10 +13,12 @@ so that weights trained in PyTorch/torchvision give the same outputs here:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -63,30 +65,95 @@ def conv(
   )
 
 
+@dataclasses.dataclass(frozen=True)
+class BatchNormSync:
+  """Whose statistics a training-mode BatchNorm normalises with (``model.bn_sync``).
+
+  Under ``pmap`` a device sees its own slice of the batch: ``axis_name`` averages the
+  statistics over that axis (every device: all of them), restricted to
+  ``axis_index_groups`` when given; ``axis_name=None`` keeps each device's own.
+  Under ``jit`` the layer sees the global batch (B, ...): ``batch_groups`` > 1 cuts it
+  into that many equal runs of consecutive examples (one run per device, or per group of
+  devices, of the batch-sharded mesh), each normalised with its own statistics.
+
+  Running averages (evaluation, checkpoints) always receive ONE set of statistics: the
+  mean over groups of each group's mean and (biased) variance, identical on every device.
+  """
+
+  axis_name: str | None = None
+  axis_index_groups: tuple[tuple[int, ...], ...] | None = None
+  batch_groups: int = 1
+
+  @property
+  def all_devices(self) -> bool:
+    """Whether (under pmap) every device already normalises with the same statistics."""
+    return self.axis_name is not None and self.axis_index_groups is None
+
+
 def batch_norm(
   train: bool,
   *,
   dtype: Any = jnp.float32,
   param_dtype: Any = jnp.float32,
   name: str | None = None,
-  axis_name: str | None = None,
-) -> nn.BatchNorm:
+  sync: BatchNormSync | None = None,
+) -> nn.Module:
   """BatchNorm with PyTorch's defaults: batch statistics when ``train``, running averages otherwise.
 
   Note: PyTorch updates ``running_var`` with the unbiased batch variance, Flax
   with the biased one; inference with imported statistics is identical.
-  ``axis_name`` (under ``pmap``) averages the batch statistics over that axis, so
-  every device normalises with the statistics of the global batch.
+  ``sync`` (:class:`BatchNormSync`) says whose statistics normalise in training; by
+  default the statistics of the batch the layer sees.
   """
+  sync = sync or BatchNormSync()
+  kw = dict(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype, param_dtype=param_dtype)
+  if train and sync.batch_groups > 1:
+    return GroupBatchNorm(groups=sync.batch_groups, name=name, **kw)
+  groups = None if sync.axis_index_groups is None else [list(g) for g in sync.axis_index_groups]
   return nn.BatchNorm(
-    use_running_average=not train,
-    momentum=BN_MOMENTUM,
-    epsilon=BN_EPSILON,
-    dtype=dtype,
-    param_dtype=param_dtype,
-    name=name,
-    axis_name=axis_name,
-  )
+    use_running_average=not train, axis_name=sync.axis_name, axis_index_groups=groups,
+    name=name, **kw,
+  )  # fmt: skip
+
+
+class GroupBatchNorm(nn.Module):
+  """Training-mode BatchNorm whose statistics are those of ``groups`` equal runs of the batch.
+
+  (B, ..., C) is viewed as (groups, B / groups, ..., C); each group is normalised with its
+  own mean and biased variance (float32, as ``nn.BatchNorm``). The running averages take
+  the mean over groups of those statistics. Parameters and batch statistics are named and
+  shaped as ``nn.BatchNorm``'s (``scale``, ``bias``; ``mean``, ``var``), so checkpoints,
+  weight import and evaluation (plain ``nn.BatchNorm`` on the running averages) do not
+  change.
+  """
+
+  groups: int
+  momentum: float = BN_MOMENTUM
+  epsilon: float = BN_EPSILON
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    c = x.shape[-1]
+    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
+    ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+    scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
+    if x.shape[0] % self.groups:
+      raise ValueError(f"a batch of {x.shape[0]} does not split into {self.groups} groups")
+    g = x.reshape((self.groups, x.shape[0] // self.groups) + x.shape[1:]).astype(jnp.float32)
+    axes = tuple(range(1, g.ndim - 1))
+    mean = g.mean(axes)  # (groups, C)
+    var = jnp.maximum(0.0, jnp.square(g).mean(axes) - jnp.square(mean))
+    if not self.is_initializing():
+      m = self.momentum
+      ra_mean.value = m * ra_mean.value + (1 - m) * mean.mean(0)
+      ra_var.value = m * ra_var.value + (1 - m) * var.mean(0)
+    shape = (self.groups,) + (1,) * (g.ndim - 2) + (c,)
+    mul = jax.lax.rsqrt(var.reshape(shape) + self.epsilon) * scale
+    y = (g - mean.reshape(shape)) * mul + bias
+    return y.reshape(x.shape).astype(self.dtype)
 
 
 def max_pool_3x3_s2(x: jnp.ndarray) -> jnp.ndarray:

@@ -37,7 +37,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from unipose_jax.models.layers import batch_norm, conv, max_pool_3x3_s2
+from unipose_jax.models.layers import BatchNormSync, batch_norm, conv, max_pool_3x3_s2
 
 #: Output strides the backbone supports.
 OUTPUT_STRIDES = (8, 16, 32)
@@ -54,7 +54,7 @@ class BasicBlock(nn.Module):
   dilation: int = 1
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
-  bn_axis_name: str | None = None  # pmap axis name: BatchNorm statistics over all devices
+  bn_sync: BatchNormSync | None = None  # whose statistics BatchNorm trains with
 
   expansion = 1
 
@@ -63,12 +63,12 @@ class BasicBlock(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     out = self.features * self.expansion
     y = conv(self.features, 3, stride=self.stride, dilation=self.dilation, name="conv1", **kw)(x)
-    y = nn.relu(batch_norm(train, name="bn1", axis_name=self.bn_axis_name, **kw)(y))
+    y = nn.relu(batch_norm(train, name="bn1", sync=self.bn_sync, **kw)(y))
     y = conv(self.features, 3, dilation=self.dilation, name="conv2", **kw)(y)
-    y = batch_norm(train, name="bn2", axis_name=self.bn_axis_name, **kw)(y)
+    y = batch_norm(train, name="bn2", sync=self.bn_sync, **kw)(y)
     if self.stride != 1 or x.shape[-1] != out:
       x = conv(out, 1, stride=self.stride, name="downsample_conv", **kw)(x)
-      x = batch_norm(train, name="downsample_bn", axis_name=self.bn_axis_name, **kw)(x)
+      x = batch_norm(train, name="downsample_bn", sync=self.bn_sync, **kw)(x)
     return nn.relu(y + x)
 
 
@@ -83,7 +83,7 @@ class Bottleneck(nn.Module):
   dilation: int = 1
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
-  bn_axis_name: str | None = None  # pmap axis name: BatchNorm statistics over all devices
+  bn_sync: BatchNormSync | None = None  # whose statistics BatchNorm trains with
 
   expansion = 4
 
@@ -92,14 +92,14 @@ class Bottleneck(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     out = self.features * self.expansion
     y = conv(self.features, 1, name="conv1", **kw)(x)
-    y = nn.relu(batch_norm(train, name="bn1", axis_name=self.bn_axis_name, **kw)(y))
+    y = nn.relu(batch_norm(train, name="bn1", sync=self.bn_sync, **kw)(y))
     y = conv(self.features, 3, stride=self.stride, dilation=self.dilation, name="conv2", **kw)(y)
-    y = nn.relu(batch_norm(train, name="bn2", axis_name=self.bn_axis_name, **kw)(y))
+    y = nn.relu(batch_norm(train, name="bn2", sync=self.bn_sync, **kw)(y))
     y = conv(out, 1, name="conv3", **kw)(y)
-    y = batch_norm(train, name="bn3", axis_name=self.bn_axis_name, **kw)(y)
+    y = batch_norm(train, name="bn3", sync=self.bn_sync, **kw)(y)
     if self.stride != 1 or x.shape[-1] != out:
       x = conv(out, 1, stride=self.stride, name="downsample_conv", **kw)(x)
-      x = batch_norm(train, name="downsample_bn", axis_name=self.bn_axis_name, **kw)(x)
+      x = batch_norm(train, name="downsample_bn", sync=self.bn_sync, **kw)(x)
     return nn.relu(y + x)
 
 
@@ -165,7 +165,7 @@ class ResNet(nn.Module):
   multi_grid: Sequence[int] = (1, 2, 4)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
-  bn_axis_name: str | None = None  # pmap axis name: BatchNorm statistics over all devices
+  bn_sync: BatchNormSync | None = None  # whose statistics BatchNorm trains with
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> dict[str, jnp.ndarray]:
@@ -176,7 +176,7 @@ class ResNet(nn.Module):
     feats: dict[str, jnp.ndarray] = {}
     x = jnp.asarray(x, self.dtype)
     x = conv(self.width, 7, stride=2, name="conv1", **kw)(x)
-    x = nn.relu(batch_norm(train, name="bn1", axis_name=self.bn_axis_name, **kw)(x))
+    x = nn.relu(batch_norm(train, name="bn1", sync=self.bn_sync, **kw)(x))
     feats["stem"] = x
     x = max_pool_3x3_s2(x)
     for i, (stride, dilations) in enumerate(plan):
@@ -186,7 +186,7 @@ class ResNet(nn.Module):
           stride=stride if j == 0 else 1,
           dilation=dilation,
           name=f"layer{i + 1}_{j}",
-          bn_axis_name=self.bn_axis_name,
+          bn_sync=self.bn_sync,
           **kw,
         )(x, train)
       feats[f"layer{i + 1}"] = x

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from unipose_jax.models.decoder import Decoder
+from unipose_jax.models.layers import BatchNormSync
 from unipose_jax.models.resnet import ResNetTiny, resnet
 from unipose_jax.models.wasp import WASP, default_wasp_rates
 from unipose_jax.skeleton import num_maps, split_maps  # noqa: F401 (the channel layout)
@@ -95,13 +96,13 @@ class UniPose(nn.Module):
   wasp_projection_repeats: int = 2
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
-  bn_axis_name: str | None = None  # pmap axis name: BatchNorm statistics over all devices
+  bn_sync: BatchNormSync | None = None  # whose statistics BatchNorm trains with
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"UniPose expects images of shape (B, H, W, 3), got {images.shape}")
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, bn_axis_name=self.bn_axis_name)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, bn_sync=self.bn_sync)
     if self.backbone is not None:
       make_backbone = self.backbone
     else:

@@ -42,7 +42,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from unipose_jax.models.layers import batch_norm, conv
+from unipose_jax.models.layers import BatchNormSync, batch_norm, conv
 
 #: Atrous rates at output stride 16; they double at output stride 8.
 WASP_RATES_OS16: tuple[int, int, int] = (18, 12, 6)
@@ -76,18 +76,18 @@ class WASP(nn.Module):
   projection_repeats: int = 2
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
-  bn_axis_name: str | None = None  # pmap axis name: BatchNorm statistics over all devices
+  bn_sync: BatchNormSync | None = None  # whose statistics BatchNorm trains with
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     f = self.features
     b = conv(f, 1, name="branch0_conv", **kw)(x)
-    b = nn.relu(batch_norm(train, name="branch0_bn", axis_name=self.bn_axis_name, **kw)(b))
+    b = nn.relu(batch_norm(train, name="branch0_bn", sync=self.bn_sync, **kw)(b))
     branches = [b]
     for i, rate in enumerate(self.rates, start=1):
       b = conv(f, 3, dilation=int(rate), name=f"branch{i}_conv", **kw)(b)
-      b = nn.relu(batch_norm(train, name=f"branch{i}_bn", axis_name=self.bn_axis_name, **kw)(b))
+      b = nn.relu(batch_norm(train, name=f"branch{i}_bn", sync=self.bn_sync, **kw)(b))
       branches.append(b)
     if self.projection_repeats > 0:
       proj = conv(f, 1, name="branch_proj", **kw)  # one weight, shared by all uses
@@ -96,10 +96,10 @@ class WASP(nn.Module):
 
     pooled = jnp.mean(jnp.asarray(x, jnp.float32), axis=(1, 2), keepdims=True).astype(self.dtype)
     pooled = conv(f, 1, name="pool_conv", **kw)(pooled)
-    pooled = nn.relu(batch_norm(train, name="pool_bn", axis_name=self.bn_axis_name, **kw)(pooled))
+    pooled = nn.relu(batch_norm(train, name="pool_bn", sync=self.bn_sync, **kw)(pooled))
     pooled = jnp.broadcast_to(pooled, branches[0].shape[:3] + (f,))
 
     y = jnp.concatenate([*branches, pooled], axis=-1)
     y = conv(f, 1, name="project_conv", **kw)(y)
-    y = nn.relu(batch_norm(train, name="project_bn", axis_name=self.bn_axis_name, **kw)(y))
+    y = nn.relu(batch_norm(train, name="project_bn", sync=self.bn_sync, **kw)(y))
     return nn.Dropout(self.dropout_rate, deterministic=not train)(y)
