@@ -424,7 +424,8 @@ def test_an_uncalibrated_run_falls_back_to_any_visible_joint(smoke_run, tmp_path
 
 
 @pytest.mark.slow
-def test_calibrate_command_restores_the_calibration(smoke_run, tmp_path):
+def test_calibrate_command_on_a_saved_run_with_another_rate(smoke_run, tmp_path):
+  import csv
   import shutil
 
   from conftest import launch
@@ -434,6 +435,7 @@ def test_calibrate_command_restores_the_calibration(smoke_run, tmp_path):
   run = tmp_path / "run"
   shutil.copytree(smoke_run, run)
   want = json.loads((run / "presence" / "calibration.json").read_text())
+  rows = list(csv.DictReader(open(run / "presence" / "scores.csv")))
   saved = json.loads((run / "config.json").read_text())
   saved["predict"].update(presence_score="", presence_threshold=0.0, presence_step=-1)
   (run / "config.json").write_text(json.dumps(saved))
@@ -441,10 +443,18 @@ def test_calibrate_command_restores_the_calibration(smoke_run, tmp_path):
   with checkpoints.WorkdirLock(str(run)):  # a trainer holds the run: refused, one line
     r = launch("--mode=calibrate", f"--workdir={run}")
   assert r.returncode == 1 and "Traceback" not in r.stderr and "in use by" in r.stderr, r.stderr
-  r = launch("--mode=calibrate", f"--workdir={run}")
+  # A run-time key overridden on the saved run: a 10 % false-positive rate.
+  r = launch("--mode=calibrate", f"--workdir={run}", "--config.predict.presence_fpr=0.1")
   assert r.returncode == 0, r.stderr
   assert f"person presence: {want['score']} >= " in r.stdout
   got = run_config.load(str(run)).predict
   assert got.presence_score == want["score"] and got.presence_step == 150
-  assert got.presence_threshold == pytest.approx(want["threshold"], rel=1e-6)
+  assert got.presence_fpr == 0.1
+  # The threshold for 10 % on the calibration negatives of the first calibration's scores
+  # (the same checkpoint and images; scores.csv keeps 6 digits).
+  negatives = [
+    float(r[want["score"]]) for r in rows if r["set"] == "negative" and r["half"] == "calibration"
+  ]
+  assert got.presence_threshold == pytest.approx(roc.threshold_for_fpr(negatives, 0.1), rel=1e-4)
+  assert got.presence_threshold < want["threshold"]  # more false positives allowed
   assert (run / "presence" / "roc.png").is_file() and (run / "presence" / "scores.csv").is_file()

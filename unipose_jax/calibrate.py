@@ -20,9 +20,9 @@ of training).
    per kind) and the true-positive rate at the threshold.
 
 Stored with the run: ``predict.presence_score``, ``predict.presence_threshold``,
-``predict.presence_weights`` (the combined score's, else empty) and
-``predict.presence_step`` (the checkpoint calibrated) in ``<workdir>/config.json``, which
-the Predictor reads. Written to ``<workdir>/presence/``: ``calibration.json`` (every number
+``predict.presence_weights`` (the combined score's, else empty), ``predict.presence_step``
+(the checkpoint calibrated) and ``predict.presence_fpr`` (the rate it was calibrated for)
+in ``<workdir>/config.json``, which the Predictor reads. Written to ``<workdir>/presence/``: ``calibration.json`` (every number
 above), ``roc.png`` and ``scores.csv`` (every image's candidate scores).
 """
 
@@ -289,6 +289,7 @@ def calibrate_run(run) -> dict:
         record["combined_weights"] if record["score"] == presence.COMBINED else []
       ),
       "predict.presence_step": int(step),
+      "predict.presence_fpr": record["target_fpr"],  # the rate it was chosen for
     },
   )
   print(summary_line(record) + f"; stored in {workdir}/config.json, report in {out}/", flush=True)
