@@ -36,12 +36,17 @@ SYMMETRIC_LIMBS: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = (
 )
 
 
+def _split(heatmaps: jax.Array, num_joints: int) -> tuple[jax.Array, jax.Array | None]:
+  """``(joints (B, h, w, K), box (B, h, w, 5) or None)`` float32, by the channel layout
+  (``skeleton.split_maps``, background already dropped)."""
+  if heatmaps.ndim != 4:
+    raise ValueError(f"heatmaps must be (B, h, w, N), got shape {tuple(heatmaps.shape)}")
+  _, joints, box = skeleton.split_maps(heatmaps, background=False, num_joints=num_joints)
+  return joints.astype(jnp.float32), None if box is None else box.astype(jnp.float32)
+
+
 def _joint_maps(heatmaps: jax.Array, num_joints: int) -> jax.Array:
-  if heatmaps.ndim != 4 or heatmaps.shape[-1] < num_joints:
-    raise ValueError(
-      f"heatmaps must be (B, h, w, N >= {num_joints}), got shape {tuple(heatmaps.shape)}"
-    )
-  return heatmaps[..., :num_joints].astype(jnp.float32)
+  return _split(heatmaps, num_joints)[0]
 
 
 def peaks(heatmaps: jax.Array) -> jax.Array:
@@ -107,12 +112,13 @@ def target_fit(heatmaps: jax.Array, *, num_joints: int, sigma: float) -> jax.Arr
 
 
 def _box_maps(heatmaps: jax.Array, num_joints: int, score: str) -> jax.Array:
-  if heatmaps.ndim != 4 or heatmaps.shape[-1] < num_joints + skeleton.NUM_BOX_POINTS:
+  box = _split(heatmaps, num_joints)[1]
+  if box is None:
     raise ValueError(
       f"{score} needs the box head's maps: heatmaps (B, h, w, {num_joints} + 5), got "
       f"shape {tuple(heatmaps.shape)}"
     )
-  return heatmaps[..., num_joints : num_joints + skeleton.NUM_BOX_POINTS].astype(jnp.float32)
+  return box
 
 
 def box_fit(heatmaps: jax.Array, *, num_joints: int, sigma: float) -> jax.Array:
@@ -225,11 +231,10 @@ def features(heatmaps: jax.Array, *, num_joints: int, sigma: float) -> jax.Array
   not matter: "how many joints are strong"); then, when ``N`` holds the box maps, their 5
   peaks and target fits in channel order. ``F`` = :func:`num_features`.
   """
-  m = _joint_maps(heatmaps, num_joints)
+  m, box = _split(heatmaps, num_joints)
   stats = [peaks(m), target_fits(m, sigma), jnp.min(m, axis=(1, 2)), jnp.mean(m, axis=(1, 2))]
   out = [jnp.sort(x, axis=-1) for x in stats]
-  if heatmaps.shape[-1] >= num_joints + skeleton.NUM_BOX_POINTS:
-    box = _box_maps(heatmaps, num_joints, COMBINED)
+  if box is not None:
     out += [peaks(box), target_fits(box, sigma)]
   return jnp.concatenate(out, axis=-1)
 
