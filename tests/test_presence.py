@@ -402,6 +402,35 @@ def test_training_calibrates_and_predict_tells_a_figure_from_grey_and_noise(
   assert sum(found) >= 6, [by_name[f"f{i}.png"]["presence"] for i in range(10)]
   assert all(by_name[f"f{i}.png"]["presence"] is not None for i in range(10))
 
+  # The video path: each frame's record is the calibrated decision on that frame.
+  import cv2
+
+  frames = [
+    np.full((64, 64, 3), 128, np.uint8),
+    synthetic.make_example(figures, "test", 0)["image"],
+  ]
+  frames += [
+    np.full((64, 64, 3), 60, np.uint8),
+    synthetic.make_example(figures, "test", 1)["image"],
+  ]
+  clip = tmp_path / "clip.mp4"
+  writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (64, 64))
+  for frame in frames:
+    writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+  writer.release()
+  media.predict_all(media.collect_inputs([str(clip)]), predictor, str(out))
+  lines = [json.loads(x) for x in (out / "clip_pose.jsonl").read_text().splitlines()]
+  cap, decoded = cv2.VideoCapture(str(clip)), []
+  while (got := cap.read())[0]:
+    decoded.append(cv2.cvtColor(got[1], cv2.COLOR_BGR2RGB))
+  assert len(lines) == len(decoded) == 4
+  for line, frame in zip(lines, decoded):
+    pred = predictor(frame)
+    assert line["person_found"] == pred.person_found
+    assert line["presence"] == pytest.approx(pred.presence, abs=1e-6)
+    assert line["person_found"] == (line["presence"] >= rec["threshold"])
+  assert not lines[0]["person_found"] and not lines[2]["person_found"]  # flat frames
+
 
 @pytest.mark.slow
 def test_an_uncalibrated_run_falls_back_to_any_visible_joint(smoke_run, tmp_path, capsys):
