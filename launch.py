@@ -5,6 +5,7 @@
   python launch.py --mode=eval    --workdir=runs/dark
   python launch.py --mode=predict --workdir=runs/dark --inputs=photos/,clip.mp4 --output=out/
   python launch.py --mode=export  --workdir=runs/dark --output=unipose.onnx
+  python launch.py --mode=calibrate --workdir=runs/dark   # person presence (training does it)
   python launch.py --mode=eval    --config=configs/unipose_lsp.py --workdir=runs/official \
       --config.model.init_from=UniPose_LSP.pth        # an original UniPose checkpoint
   python launch.py --mode=compile --config=configs/dark_lsp_gpu.py --target=h100x8 \
@@ -41,7 +42,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # makes `configs` importable
 
-MODES = ("prepare", "train", "eval", "predict", "export", "compile")
+MODES = ("prepare", "train", "eval", "predict", "export", "compile", "calibrate")
 EXIT_ERROR, EXIT_USAGE = 1, 2
 
 FLAGS = flags.FLAGS
@@ -274,6 +275,8 @@ def _work(mode: str) -> None:
     modes.predict_inputs(run, inputs, FLAGS.output)
   elif mode == "export":
     modes.export_checkpoint(run, FLAGS.output)
+  elif mode == "calibrate":
+    modes.calibrate_presence(run)
   return None
 
 

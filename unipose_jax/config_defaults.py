@@ -39,6 +39,7 @@ TRAINING_KEYS = (
   "loss",
   "optimizer", "batch_size", "num_train_steps", "parallelism", "log_every",
   "stop_check_every", "checkpoint_every", "eval_every", "keep_checkpoints",
+  "calibrate_presence",
 )  # fmt: skip
 #: Keys (or sections) eval, predict and export read, free to change on a saved run.
 RUN_TIME_KEYS = (
@@ -148,6 +149,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 32
   c.flip_test = False
   c.num_example_images = 4  # example PNGs written by evaluation
+  c.calibrate_presence = True  # a finished training run calibrates person presence
 
   # --- predict (--mode=predict and the Predictor) -------------------------------
   c.predict = ml_collections.ConfigDict()
@@ -155,4 +157,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.predict.second_pass = True  # crop the person found by the first pass and run again
   c.predict.crop_margin = 1.25  # the crop is the box (or joint extent) times this
   c.predict.max_pixels = MAX_PIXELS  # larger images and video frames are refused
+  # Person presence (unipose_jax/calibrate.py): a person is found when the presence score
+  # reaches a threshold chosen for this false-positive rate on images without a person.
+  c.predict.presence_fpr = 0.05
+  c.predict.presence_negatives = 200  # calibration: negative images of each kind
+  # Written by calibration (end of training, --mode=calibrate); "" = not calibrated: a
+  # person is then found when any joint reaches score_threshold (the old rule).
+  c.predict.presence_score = ""
+  c.predict.presence_threshold = 0.0
+  c.predict.presence_weights = ()  # the "combined" score's fitted weights, bias last
+  c.predict.presence_step = -1  # the checkpoint calibrated
   return c

@@ -1,4 +1,4 @@
-"""The command line's modes besides training: prepare, eval, predict, export.
+"""The command line's modes besides training: prepare, eval, predict, export, calibrate.
 
 ``launch.py`` parses the flags, finds the run (``run.Run``) and calls one of these with
 plain arguments; ``--mode=train`` is ``train.train_and_evaluate``. Every expected failure
@@ -114,3 +114,19 @@ def export_checkpoint(run: Run, output: str | None) -> str:
   )  # fmt: skip
   print(f"wrote {path} (checkpoint {step}) and its decoding settings {settings}")
   return str(path)
+
+
+def calibrate_presence(run: Run) -> dict | None:
+  """``--mode=calibrate``: person presence of the run's best checkpoint
+  (``calibrate.calibrate_run``), holding the work directory's lock (refused with
+  ``checkpoints.WorkdirLockedError`` while a trainer holds it); primary process only.
+  Returns the calibration record."""
+  from unipose_jax import calibrate, checkpoints, distributed  # noqa: PLC0415
+
+  run_config.validate(run.config, training=False)
+  if not distributed.is_primary():
+    return None
+  files.check_writable(run.workdir, "the work directory (config.json)")
+  files.check_writable(os.path.join(run.workdir, calibrate.OUT_DIR), "the presence folder")
+  with checkpoints.WorkdirLock(run.workdir):
+    return calibrate.calibrate_run(run)

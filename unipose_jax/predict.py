@@ -10,10 +10,13 @@ How one image is read (:class:`Predictor`):
    (:func:`geometry.letterbox_affine`, aspect kept, :data:`transforms.BORDER_RGB`
    padding), the heatmaps are decoded (``codec.decode``) and the points are mapped back
    through the inverse affine. A joint is *visible* when its score (the heatmap maximum)
-   is ``>= score_threshold``. The person box is the box head's (the mean of its corner
-   points' sides) or, without a box head, the extent of the visible joints. With no
-   visible joint, no person is found: keypoints are still returned, ``visible`` is all
-   False, ``box`` is None, and there is no second pass.
+   is ``>= score_threshold``. A person is found when the presence score of these
+   heatmaps reaches the run's calibrated threshold (:mod:`unipose_jax.presence`,
+   :mod:`unipose_jax.calibrate`); a run without a calibration falls back to the old rule,
+   "any visible joint". The person box is the box head's (the mean of its corner points'
+   sides) or, without a box head, the extent of the visible joints. With no person
+   found, keypoints and scores are still returned, ``visible`` is all False, ``box`` is
+   None, and there is no second pass.
 2. Second pass (``second_pass``, a person found): a square around the box centre with
    side ``crop_margin * max(box width, box height)`` (at least ``geometry.MIN_CROP_FRACTION``
    of the image's longer side, so a single visible joint still gives a sensible crop)
@@ -53,8 +56,10 @@ class Prediction:
     scores: ``(K,)`` float64, each joint's heatmap maximum.
     visible: ``(K,)`` bool, ``scores >= score_threshold``.
     box: ``(4,)`` float64 ``(x0, y0, x1, y1)``, or None when no person was found.
-    person_found: whether any joint reached the threshold in the first pass.
+    person_found: the first pass's verdict: presence score ``>=`` the calibrated
+      threshold (uncalibrated runs: any joint visible).
     passes: how many network passes produced these keypoints (1 or 2).
+    presence: the first pass's presence score, or None for an uncalibrated run.
   """
 
   keypoints: np.ndarray
@@ -63,15 +68,17 @@ class Prediction:
   box: np.ndarray | None
   person_found: bool
   passes: int = 1
+  presence: float | None = None
 
   def to_json(self) -> dict[str, Any]:
-    """Plain JSON (full precision): ``person_found``, ``passes``, ``box`` (``[x0, y0, x1,
-    y1]`` or None), ``joint_names`` (LSP order), ``keypoints`` (K lists ``[x, y]``),
-    ``scores`` (K) and ``visible`` (K bools)."""
+    """Plain JSON (full precision): ``person_found``, ``presence`` (score or None),
+    ``passes``, ``box`` (``[x0, y0, x1, y1]`` or None), ``joint_names`` (LSP order),
+    ``keypoints`` (K lists ``[x, y]``), ``scores`` (K) and ``visible`` (K bools)."""
     k = len(self.keypoints)
     names = skeleton.JOINT_NAMES if k == skeleton.NUM_JOINTS else [f"joint_{i}" for i in range(k)]
     return {
       "person_found": bool(self.person_found),
+      "presence": None if self.presence is None else float(self.presence),
       "passes": int(self.passes),
       "box": None if self.box is None else [float(v) for v in self.box],
       "joint_names": list(names),
@@ -117,6 +124,10 @@ class Predictor:
     score_threshold: joints scoring below are not visible.
     second_pass: run the person-centred second pass when a person is found.
     crop_margin: second-pass crop side over the box's longer side.
+    presence_score: the name of the presence score (``presence.SCORES``); "" for the
+      uncalibrated rule (a person when any joint is visible).
+    presence_threshold: a person is found when the presence score is ``>=`` this.
+    presence_weights: the fitted weights of the ``"combined"`` presence score.
   """
 
   def __init__(
@@ -131,6 +142,9 @@ class Predictor:
     score_threshold: float = 0.2,
     second_pass: bool = True,
     crop_margin: float = 1.25,
+    presence_score: str = "",
+    presence_threshold: float = 0.0,
+    presence_weights: tuple[float, ...] = (),
   ):
     import jax  # noqa: PLC0415  (the package imports without JAX; see __init__)
 
@@ -146,6 +160,21 @@ class Predictor:
     self.second_pass = bool(second_pass)
     self.crop_margin = float(crop_margin)
     self._decode = jax.jit(functools.partial(codec.decode, decoding=decoding))
+    self.presence_score, self.presence_threshold = presence_score, float(presence_threshold)
+    self._presence = None
+    if presence_score:
+      from unipose_jax import presence  # noqa: PLC0415
+
+      want = presence.num_features(self.num_joints, self.box_head) + 1
+      if presence_score == presence.COMBINED and len(presence_weights) != want:
+        raise ValueError(
+          f"presence_weights (config predict.presence_weights) has {len(presence_weights)} "
+          f"values, the {presence.COMBINED!r} score of this network needs {want}: recalibrate"
+        )
+      fn = presence.score_fn(
+        presence_score, num_joints=self.num_joints, sigma=codec.sigma, weights=presence_weights
+      )
+      self._presence = jax.jit(fn)
 
   @classmethod
   def from_workdir(cls, workdir: str, config=None) -> Predictor:
@@ -164,21 +193,31 @@ class Predictor:
     variables, step = run.load_variables()
     heatmaps = inference.heatmap_fn(run.model(), variables, flip_test=bool(run.config.flip_test))
     predictor = cls(heatmaps, **run.predictor_settings())
+    note = presence_note(run.config, run.workdir, step)
+    if note:
+      print(note, flush=True)
     predictor.checkpoint_step = step
     passes = "two passes" if predictor.second_pass else "one pass"
+    person = (
+      f"person: {predictor.presence_score} >= {predictor.presence_threshold:.4g}"
+      if predictor.presence_score
+      else "person: any visible joint"
+    )
     print(
       f"predicting with checkpoint {step} of {run.workdir} ({predictor.input_size} px input, "
       f"{passes}, {predictor.decoding} decoding, score threshold "
-      f"{predictor.score_threshold:g})",
+      f"{predictor.score_threshold:g}, {person})",
       flush=True,
     )
     return predictor
 
   def _pass(self, image: np.ndarray, affine: np.ndarray):
-    """Keypoints (K, 2) and scores (K,) in original pixels, and the box or None."""
+    """Keypoints (K, 2) and scores (K,) in original pixels, the box or None, and the
+    presence score (None when uncalibrated)."""
     s = self.input_size
     inputs = transforms.warp_image(image, affine, s)[None]
     maps = self.heatmap_fn(inputs)
+    presence = None if self._presence is None else float(self._presence(maps)[0])
     points, scores = self._decode(maps)
     points = np.asarray(points, np.float64)[0]
     scores = np.asarray(scores, np.float64)[0]
@@ -195,7 +234,7 @@ class Predictor:
     else:
       box, count = geometry.joint_extent(kp, visible)
       box = box if count else None
-    return kp, sc, visible, box
+    return kp, sc, visible, box, presence
 
   def _check(self, image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
@@ -207,17 +246,46 @@ class Predictor:
     """The letterboxed whole-image pass alone (step 1 of the module doc)."""
     image = self._check(image)
     h, w = image.shape[:2]
-    kp, sc, visible, box = self._pass(image, geometry.letterbox_affine(h, w, self.input_size))
-    return Prediction(kp, sc, visible, box, person_found=bool(visible.any()), passes=1)
+    kp, sc, visible, box, presence = self._pass(
+      image, geometry.letterbox_affine(h, w, self.input_size)
+    )
+    if presence is None:
+      found = bool(visible.any())
+    else:
+      found = presence >= self.presence_threshold
+    if not found:
+      visible, box = np.zeros_like(visible), None
+    return Prediction(kp, sc, visible, box, person_found=found, passes=1, presence=presence)
 
   def __call__(self, image: np.ndarray) -> Prediction:
     """Both passes (the second only when enabled and a person was found)."""
     image = self._check(image)
     first = self.first_pass(image)
-    if not (self.second_pass and first.person_found and np.all(np.isfinite(first.box))):
+    if not (
+      self.second_pass and first.box is not None and np.all(np.isfinite(first.box))
+    ):  # no person found, or one without a visible joint: nothing to crop
       return first
     h, w = image.shape[:2]
     affine = geometry.crop_affine(first.box, h, w, self.input_size, self.crop_margin)
-    kp, sc, visible, box = self._pass(image, affine)
+    kp, sc, visible, box, _ = self._pass(image, affine)
     box = first.box if box is None else box
-    return Prediction(kp, sc, visible, box, person_found=True, passes=2)
+    return Prediction(kp, sc, visible, box, True, passes=2, presence=first.presence)
+
+
+def presence_note(config, workdir: str, step: int) -> str | None:
+  """A note when a run has no person-presence calibration (the old rule then applies) or
+  was calibrated on another checkpoint than ``step``; None when all is well."""
+  p = config.predict
+  if not p.presence_score:
+    return (
+      f"note: {workdir} has no person-presence calibration (config.json has no "
+      'predict.presence_score): a person is "found" whenever any joint scores >= '
+      f"{p.score_threshold:g}, which says little. Calibrate it with: python launch.py "
+      f"--mode=calibrate --workdir={workdir}"
+    )
+  if p.presence_step != step:
+    return (
+      f"note: person presence was calibrated on checkpoint {p.presence_step}, predicting "
+      f"with {step}; recalibrate with: python launch.py --mode=calibrate --workdir={workdir}"
+    )
+  return None

@@ -232,4 +232,8 @@ class Run:
       "score_threshold": c.predict.score_threshold,
       "second_pass": c.predict.second_pass,
       "crop_margin": c.predict.crop_margin,
+      # Person presence as calibrated ("" = not calibrated: the old rule).
+      "presence_score": c.predict.presence_score,
+      "presence_threshold": c.predict.presence_threshold,
+      "presence_weights": tuple(c.predict.presence_weights),
     }

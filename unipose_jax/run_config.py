@@ -192,6 +192,9 @@ def validate(config: ml_collections.ConfigDict, training: bool = True, source: s
     _number(config, "predict.crop_margin", errors, above=True)
     _positive(config, "predict.max_pixels", errors)
     _non_finite(config, errors)
+    _positive(config, "predict.presence_negatives", errors)
+    if not 0.0 < config.predict.presence_fpr < 1.0:
+      errors.append(f"predict.presence_fpr={config.predict.presence_fpr!r}: must be in (0, 1)")
   except (KeyError, AttributeError) as e:
     errors.append(f"missing config key {e}")
   if errors:
@@ -227,6 +230,24 @@ def _plain(value: Any) -> Any:
 def save(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Write the resolved config to ``<workdir>/config.json`` (atomically)."""
   files.write_json(os.path.join(workdir, CONFIG_FILE), _plain(config.to_dict()))
+
+
+def update_saved(workdir: str, values: Mapping[str, Any]) -> None:
+  """Set dotted keys (``{"predict.presence_threshold": 0.31}``) in ``<workdir>/config.json``
+  (atomically), leaving every other key as saved."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  try:
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"{path}: not a readable config ({e})") from e
+  for key, value in values.items():
+    *parents, last = key.split(".")
+    node = saved
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[last] = value
+  files.write_json(path, saved)
 
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}

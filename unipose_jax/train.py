@@ -41,6 +41,7 @@ import ml_collections
 import optax
 
 from unipose_jax import (
+  calibrate,
   checkpoints,
   distributed,
   evaluate,
@@ -265,7 +266,10 @@ def train_and_evaluate(config, workdir: str, stop_after: int | None = None, devi
     run = run_lib.Run(config, workdir)  # this config names the best-checkpoint metric
     if distributed.is_primary():
       run_config.save(run.resolved_config(), workdir)
-    return _train(run, stop_after, distributed.data_mesh(devices))
+    summary = _train(run, stop_after, distributed.data_mesh(devices))
+    if distributed.is_primary():
+      calibrate.after_training(run)  # person presence of a finished run
+    return summary
   finally:
     if lock is not None:
       lock.release()

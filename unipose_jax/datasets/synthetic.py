@@ -248,9 +248,19 @@ def render_example(rng: np.random.Generator, image_size: int) -> tuple[np.ndarra
 
   image = _background(rng, image_size)
   _draw_figure(image, keypoints, torso_px=scale, rng=rng)
+  return _add_noise(rng, image), keypoints.astype(np.float32)
+
+
+def _add_noise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
   noise = rng.normal(0.0, rng.uniform(2.0, 8.0), size=image.shape)
-  image = np.clip(image + noise, 0, 255).astype(np.uint8)
-  return image, keypoints.astype(np.float32)
+  return np.clip(image + noise, 0, 255).astype(np.uint8)
+
+
+def render_background(rng: np.random.Generator, image_size: int) -> np.ndarray:
+  """An image of the set without its figure: the background and the pixel noise of
+  :func:`render_example`, ``(image_size, image_size, 3)`` uint8 RGB (a negative for
+  person-presence calibration)."""
+  return _add_noise(rng, _background(rng, image_size))
 
 
 _SPLIT_CODES = {"train": 0, "test": 1}

@@ -3,6 +3,8 @@
 * :mod:`~unipose_jax.metrics.keypoints`: LSP's PCK (torso) with its curve and AUC, and
   PCKh (neck to head top); the definitions are in that module's doc.
 * :mod:`~unipose_jax.metrics.boxes`: the person box's IoU and centre error.
+* :mod:`~unipose_jax.metrics.roc`: ROC curve, AUC and the threshold for a stated
+  false-positive rate of a ``score >= threshold`` decision (person presence).
 * :mod:`~unipose_jax.metrics.counts`: :func:`merge_counts`, exact across batches, devices
   and hosts.
 * :mod:`~unipose_jax.metrics.training`: :class:`TrainMetrics`, the training loss and
@@ -31,6 +33,7 @@ from unipose_jax.metrics.keypoints import (
   summarize,
   torso_lengths,
 )
+from unipose_jax.metrics.roc import rates_at, roc_auc, roc_curve, threshold_for_fpr
 from unipose_jax.metrics.training import TrainMetrics
 
 __all__ = [
@@ -50,7 +53,11 @@ __all__ = [
   "keypoint_distances",
   "merge_counts",
   "pck_curve",
+  "rates_at",
+  "roc_auc",
+  "roc_curve",
   "summarize",
   "summarize_boxes",
+  "threshold_for_fpr",
   "torso_lengths",
 ]
