@@ -233,6 +233,33 @@ def test_export_during_its_check_leaves_no_onnx(run_dir, tmp_path):
   assert os.listdir(tmp_path) == ["run"]  # no .onnx, no .json, no temporary file
 
 
+# ----------------------------------------------------------------------------- calibrate
+
+
+def test_calibrate_in_its_scoring_stores_nothing(run_dir):
+  """A signal while the calibration scores its images (its safe point is every batch, or
+  the watchdog while XLA compiles): exit 143, and ``config.json`` and ``presence/`` as
+  they were (the trained run's own calibration)."""
+  config_before = (run_dir / "config.json").read_bytes()
+  presence_before = sorted(
+    (p.name, p.read_bytes()) for p in (run_dir / "presence").glob("*") if p.is_file()
+  )
+  run = Launched("--mode=calibrate", f"--workdir={run_dir}", "--config.eval_batch_size=2")
+  run.wait_for("calibrating person presence of checkpoint")
+  run.send(signal.SIGTERM, frozen=True)
+  out = _stopped(run, 143)
+  assert (
+    "stopped by SIGTERM: person-presence calibration; nothing stored" in out
+    or "stopped by SIGTERM (no safe point within 5 s)" in out
+  ), out
+  assert (run_dir / "config.json").read_bytes() == config_before
+  presence_after = sorted(
+    (p.name, p.read_bytes()) for p in (run_dir / "presence").glob("*") if p.is_file()
+  )
+  assert presence_after == presence_before
+  assert not list(run_dir.rglob("*.tmp")), list(run_dir.rglob("*.tmp"))
+
+
 # ----------------------------------------------------------------------------- prepare
 
 

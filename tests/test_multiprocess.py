@@ -255,6 +255,16 @@ def test_evaluation_with_two_processes_equals_one_process(trained, followed_up):
 
 
 @pytest.mark.slow
+def test_a_multi_process_run_leaves_person_presence_to_one_host(trained):
+  """The primary alone cannot read checkpoints with orbax while the other processes have
+  left (it waited forever): a multi-process run says how to calibrate instead."""
+  log = (trained["root"] / "process_0.log").read_text()
+  assert "person presence NOT calibrated (a multi-process run)" in log, log[-3000:]
+  assert f"--mode=calibrate --workdir={trained['workdir']}" in log
+  assert not (trained["workdir"] / "presence").exists()
+
+
+@pytest.mark.slow
 def test_two_process_checkpoint_continues_in_one_process(trained, followed_up):
   resumed = followed_up["resumed"]
   assert f"resumed from {resumed} at step {worker.STEPS}" in followed_up["resume_log"]

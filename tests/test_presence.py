@@ -487,3 +487,17 @@ def test_calibrate_command_on_a_saved_run_with_another_rate(smoke_run, tmp_path)
   assert got.presence_threshold == pytest.approx(roc.threshold_for_fpr(negatives, 0.1), abs=1e-4)
   assert got.presence_threshold < want["threshold"]  # more false positives allowed
   assert (run / "presence" / "roc.png").is_file() and (run / "presence" / "scores.csv").is_file()
+
+
+def test_calibrate_mode_refuses_several_processes(monkeypatch, tmp_path):
+  """A multi-process --mode=calibrate would wait forever in orbax: one line instead,
+  before anything is read or written."""
+  import types  # noqa: PLC0415
+
+  from unipose_jax import config_defaults, modes  # noqa: PLC0415
+
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  run = types.SimpleNamespace(config=config_defaults.get_config(), workdir=str(tmp_path))
+  with pytest.raises(run_config.ConfigError, match="--mode=calibrate runs in one process"):
+    modes.calibrate_presence(run)
+  assert os.listdir(tmp_path) == []

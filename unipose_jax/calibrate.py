@@ -315,6 +315,13 @@ def after_training(run) -> dict | None:
 
   if not run.config.calibrate_presence:
     return None
+  if jax.process_count() > 1:  # the primary alone: orbax's reads would wait for the others
+    print(
+      "person presence NOT calibrated (a multi-process run); calibrate it on one host with: "
+      f"python launch.py --mode=calibrate --workdir={run.workdir}",
+      flush=True,
+    )
+    return None
   with run.checkpointer(read_only=True) as ckpt:
     latest = ckpt.latest_step()
   if latest is None or latest < run.config.num_train_steps:

@@ -119,13 +119,17 @@ def export_checkpoint(run: Run, output: str | None) -> str:
 def calibrate_presence(run: Run) -> dict | None:
   """``--mode=calibrate``: person presence of the run's best checkpoint
   (``calibrate.calibrate_run``), holding the work directory's lock (refused with
-  ``checkpoints.WorkdirLockedError`` while a trainer holds it); primary process only.
-  Returns the calibration record."""
-  from unipose_jax import calibrate, checkpoints, distributed  # noqa: PLC0415
+  ``checkpoints.WorkdirLockedError`` while a trainer holds it); one process only (a
+  ``ConfigError`` otherwise). Returns the calibration record."""
+  import jax  # noqa: PLC0415
+
+  from unipose_jax import calibrate, checkpoints  # noqa: PLC0415
 
   run_config.validate(run.config, training=False)
-  if not distributed.is_primary():
-    return None
+  if jax.process_count() > 1:  # orbax's reads would wait for the other processes
+    raise run_config.ConfigError(
+      "--mode=calibrate runs in one process: start it on one host without --num_processes"
+    )
   files.check_writable(run.workdir, "the work directory (config.json)")
   files.check_writable(os.path.join(run.workdir, calibrate.OUT_DIR), "the presence folder")
   with checkpoints.WorkdirLock(run.workdir):
