@@ -240,6 +240,7 @@ def test_calibrate_in_its_scoring_stores_nothing(run_dir):
   """A signal while the calibration scores its images (its safe point is every batch, or
   the watchdog while XLA compiles): exit 143, and ``config.json`` and ``presence/`` as
   they were (the trained run's own calibration)."""
+  assert (run_dir / "presence" / "calibration.json").exists()  # the shared run calibrated
   config_before = (run_dir / "config.json").read_bytes()
   presence_before = sorted(
     (p.name, p.read_bytes()) for p in (run_dir / "presence").glob("*") if p.is_file()
