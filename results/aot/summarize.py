@@ -102,5 +102,5 @@ if __name__ == "__main__":
   for config in CONFIGS:
     print(f"### configs/{config}.py\n\n{config_table(config)}\n")
   print(
-    f"### model.bn_sync (configs/dark_lsp_gpu.py, 64 images per chip, jit)\n\n{bn_sync_table()}"
+    f"### model.bn_sync (the training step, jit; images per chip as listed)\n\n{bn_sync_table()}"
   )
