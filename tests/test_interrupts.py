@@ -94,6 +94,15 @@ def _stopped(run: Launched, code: int) -> str:
   return out
 
 
+def _stopped_at_safe_point_or_watchdog(out: str, signame: str, safe_point: str) -> None:
+  """The stop came at the safe point ``safe_point`` or, on a slow machine past the 5 s
+  grace (still compiling), from the watchdog."""
+  assert (
+    f"stopped by {signame}: {safe_point}" in out
+    or f"stopped by {signame} (no safe point within 5 s)" in out
+  ), out
+
+
 @pytest.fixture
 def run_dir(trained_run, tmp_path):
   return copy_of(trained_run, tmp_path / "run")
@@ -116,11 +125,9 @@ def test_eval_before_compilation(run_dir):
   run.wait_for("evaluating checkpoint")
   run.send(signal.SIGINT)
   out = _stopped(run, 130)
-  # At the first batch's safe point, or (a slow machine, past the 5 s grace) the watchdog.
-  assert (
-    "stopped by SIGINT: evaluation, after 0 of 4 batches; no results written" in out
-    or "stopped by SIGINT (no safe point within 5 s)" in out
-  ), out
+  _stopped_at_safe_point_or_watchdog(
+    out, "SIGINT", "evaluation, after 0 of 4 batches; no results written"
+  )
   assert not (run_dir / "eval" / "checkpoint_4").exists()
 
 
@@ -186,10 +193,9 @@ def test_predict_before_compilation(run_dir, images, tmp_path):
   time.sleep(0.5)  # importing its libraries
   run.send(signal.SIGTERM)
   out = _stopped(run, 143)
-  assert (
-    "stopped by SIGTERM: prediction, after 0 images; no predictions.json written" in out
-    or "stopped by SIGTERM (no safe point within 5 s)" in out
-  ), out
+  _stopped_at_safe_point_or_watchdog(
+    out, "SIGTERM", "prediction, after 0 images; no predictions.json written"
+  )
   _no_complete_output(out_dir)
 
 
@@ -249,10 +255,7 @@ def test_calibrate_in_its_scoring_stores_nothing(run_dir):
   run.wait_for("calibrating person presence of checkpoint")
   run.send(signal.SIGTERM, frozen=True)
   out = _stopped(run, 143)
-  assert (
-    "stopped by SIGTERM: person-presence calibration; nothing stored" in out
-    or "stopped by SIGTERM (no safe point within 5 s)" in out
-  ), out
+  _stopped_at_safe_point_or_watchdog(out, "SIGTERM", "person-presence calibration; nothing stored")
   assert (run_dir / "config.json").read_bytes() == config_before
   presence_after = sorted(
     (p.name, p.read_bytes()) for p in (run_dir / "presence").glob("*") if p.is_file()
