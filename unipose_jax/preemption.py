@@ -103,8 +103,13 @@ class PreemptionGuard(contextlib.AbstractContextManager):
   def check(self, what: str) -> None:
     """Raises :class:`Preempted` ("stopped by SIGINT: <what>") once a signal came."""
     if self._stop.is_set():
-      signum = self.received if self.received is not None else signal.SIGTERM
-      raise Preempted(f"stopped by {signal_name(signum)}: {what}", signum)
+      raise self.preempted(what)
+
+  def preempted(self, what: str) -> Preempted:
+    """``Preempted("stopped by SIGINT: <what>")`` with the signal received (SIGTERM when
+    this process saw none: another process did, e.g. through ``any_process``)."""
+    signum = self.received if self.received is not None else signal.SIGTERM
+    return Preempted(f"stopped by {signal_name(signum)}: {what}", signum)
 
   @contextlib.contextmanager
   def deferring(self):
@@ -225,11 +230,10 @@ def check(what: str) -> None:
 
 
 def preempted(what: str) -> Preempted:
-  """``Preempted("stopped by SIGINT: <what>")`` with the active guard's signal (SIGTERM
-  when this process saw none: another process did, e.g. through ``any_process``)."""
-  received = _active.received if _active is not None else None
-  signum = received if received is not None else signal.SIGTERM
-  return Preempted(f"stopped by {signal_name(signum)}: {what}", signum)
+  """:meth:`PreemptionGuard.preempted` of the active guard (SIGTERM's without one)."""
+  if _active is not None:
+    return _active.preempted(what)
+  return Preempted(f"stopped by {signal_name(signal.SIGTERM)}: {what}", signal.SIGTERM)
 
 
 @contextlib.contextmanager
