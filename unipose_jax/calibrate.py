@@ -22,8 +22,9 @@ of training).
 Stored with the run: ``predict.presence_score``, ``predict.presence_threshold``,
 ``predict.presence_weights`` (the combined score's, else empty), ``predict.presence_step``
 (the checkpoint calibrated) and ``predict.presence_fpr`` (the rate it was calibrated for)
-in ``<workdir>/config.json``, which the Predictor reads. Written to ``<workdir>/presence/``: ``calibration.json`` (every number
-above), ``roc.png`` and ``scores.csv`` (every image's candidate scores).
+in ``<workdir>/config.json``, which the Predictor reads. Written to ``<workdir>/presence/``:
+``calibration.json`` (every number above), ``roc.png`` and ``scores.csv`` (every image's
+candidate scores).
 """
 
 from __future__ import annotations
