@@ -49,9 +49,11 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", None, MODES, "What to do.")
 config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, results.")
-flags.DEFINE_string("manual_dir", "data", "prepare: folder holding the LSP archives.")
+flags.DEFINE_string("manual_dir", "data", "prepare: folder holding each dataset's files (README).")
 flags.DEFINE_string("data_dir", None, "prepare: where TFDS datasets go (default data/tfds).")
-flags.DEFINE_list("datasets", ["lsp", "lsp_extended", "synthetic"], "prepare: which datasets.")
+flags.DEFINE_list(
+  "datasets", None, "prepare: which datasets (default: datasets.DEFAULT_PREPARE; names: README)."
+)
 flags.DEFINE_multi_string(
   "inputs",
   [],
@@ -247,8 +249,12 @@ def _work(mode: str) -> None:
   if mode == "prepare":
     if _saved_run_overrides:
       raise CommandLineError(f"{_saved_run_overrides[0]}: --mode=prepare reads no run's config")
-    from unipose_jax import modes  # noqa: PLC0415
+    from unipose_jax import datasets, modes  # noqa: PLC0415
 
+    try:
+      datasets.check_names(FLAGS.datasets or ())
+    except datasets.DatasetError as e:  # an unknown name is a usage error
+      raise CommandLineError(str(e)) from None
     config_dir = FLAGS.config.data.data_dir if FLAGS.config else "data/tfds"
     return modes.prepare(FLAGS.datasets, FLAGS.manual_dir, FLAGS.data_dir or config_dir)
   if FLAGS.workdir is None:
