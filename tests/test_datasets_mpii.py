@@ -82,7 +82,7 @@ def test_fake_mpii_against_its_files(tmp_path):
   assert datasets.keypoint_set("mpii", data_dir) is keypoint_sets.MPII
   source = datasets.data_source("mpii", "train", data_dir)
   assert len(source) == 3
-  for i, (example, person) in enumerate(zip(source, train)):
+  for example, person in zip(source, train):
     vis = np.asarray(person["joints_vis"]) > 0
     assert example["keypoints"].shape == (K, 2) and example["keypoints"].dtype == np.float32
     np.testing.assert_allclose(example["keypoints"], np.asarray(person["joints"]) - 1, atol=1e-4)
