@@ -174,6 +174,7 @@ def iter_persons(path: pathlib.Path, images: pathlib.Path, k: int, data=None):
     raise DatasetError(
       f"{path}: annotations refer to image_id {unknown[0]!r}, which 'images' lacks"
     )
+  index = 0  # the key: TFDS stores examples in key order (disable_shuffling)
   for j, im in enumerate(data["images"]):
     persons = per_image.pop(im["id"], ())
     if not persons:
@@ -185,8 +186,9 @@ def iter_persons(path: pathlib.Path, images: pathlib.Path, k: int, data=None):
     for ann_id, kps, bbox in persons:
       preemption.check("building a COCO-format dataset; the incomplete build is not kept")
       v = kps[:, 2]
+      index += 1
       yield (
-        int(ann_id),
+        index,
         {
           "image": jpeg,
           "keypoints": coco_frame.keypoints_from_coco(kps[:, :2]),
