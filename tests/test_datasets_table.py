@@ -105,7 +105,8 @@ def test_launch_prepare_unknown_and_missing(tmp_path):
   lines = r.stderr.strip().splitlines()
   assert len(lines) == 1 and "Traceback" not in r.stderr
   assert lines[0].startswith(
-    f"error: not prepared: mpii: {manual / 'mpii' / 'images'} not found; get the MPII"
+    f"error: not prepared: mpii (archives not found in {manual}): mpii: {manual / 'mpii' / 'images'} "
+    "not found; get the MPII"
   )
   assert str(manual / "mpii" / "annotations") in lines[0] and "mpii_annotations.tar" in lines[0]
   assert f"--manual_dir={manual} --data_dir={tmp_path / 'tfds'} --datasets=mpii" in lines[0]

@@ -25,7 +25,8 @@ def prepare(names, manual_dir: str, data_dir: str) -> None:
   if missing:
     lines = "; ".join(f"{n}: {datasets.missing_message(n, manual_dir)}" for n in missing)
     raise datasets.DatasetError(
-      f"not prepared: {lines}; then run: {datasets.prepare_command(data_dir, manual_dir)}"
+      f"not prepared: {', '.join(missing)} (archives not found in {manual_dir}): {lines}; then "
+      f"run: {datasets.prepare_command(data_dir, manual_dir)}"
       f" --datasets={','.join(missing)}"
     )
 
