@@ -190,6 +190,20 @@ def test_errors_name_the_file_and_fault(tmp_path):
   manual = tmp_path / "m2"
   make_fake(manual)
   ann = manual / "mpii" / "annotations"
+  gt = scipy.io.loadmat(ann / "mpii_gt_val.mat")
+  joints = np.array(
+    [[np.array([n])] for n in ("rank", "lank", *[f"x{i}" for i in range(14)])], object
+  ).T
+  write_mat(
+    ann / "mpii_gt_val.mat",
+    {
+      **{k: gt[k] for k in ("jnt_missing", "pos_gt_src", "headboxes_src")},
+      "dataset_joints": joints,
+    },
+  )
+  assert "mpii_gt_val.mat: 'dataset_joints' is ['rank', 'lank', 'x0'" in _prepare_error(
+    manual, tmp_path
+  )
   write_mat(ann / "mpii_gt_val.mat", {"jnt_missing": np.zeros((16, 3))})
   assert "mpii_gt_val.mat: has no variable 'pos_gt_src'" in _prepare_error(manual, tmp_path)
   (ann / "mpii_gt_val.mat").write_bytes(b"not matlab")

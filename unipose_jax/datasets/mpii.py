@@ -49,6 +49,11 @@ from unipose_jax.datasets.features import labeled_extent, pose_features
 K = keypoint_sets.MPII.num_joints
 FOLDER = "mpii"
 ANNOTATIONS = ("mpii_train.json", "mpii_val.json", "mpii_gt_val.mat")
+#: ``dataset_joints`` of ``mpii_gt_val.mat`` (checked when the file has it).
+DATASET_JOINTS = (
+  "rank", "rkne", "rhip", "lhip", "lkne", "lank", "pelv", "thor",
+  "neck", "head", "rwri", "relb", "rsho", "lsho", "lelb", "lwri",
+)  # fmt: skip
 #: The full release's split sizes (documentation; the builder counts the files).
 SPLIT_SIZES = {"train": 22246, "validation": 2958}
 
@@ -151,6 +156,15 @@ class Mpii(ArrayRecordBuilderMixin, tfds.core.GeneratorBasedBuilder, skip_regist
   @staticmethod
   def _load_gt(path: pathlib.Path) -> dict[str, np.ndarray]:
     mat = reading.load_mat(path, ("jnt_missing", "pos_gt_src", "headboxes_src"))
+    if "dataset_joints" in mat:
+      try:
+        names = tuple(str(np.ravel(n)[0]) for n in np.ravel(mat["dataset_joints"]))
+      except (IndexError, TypeError):
+        names = ()
+      if names != DATASET_JOINTS:
+        raise DatasetError(
+          f"{path}: 'dataset_joints' is {list(names)}, expected {list(DATASET_JOINTS)}"
+        )
     missing = np.asarray(mat["jnt_missing"])
     if missing.ndim != 2 or missing.shape[0] != K:
       raise DatasetError(f"{path}: 'jnt_missing' has shape {missing.shape}, expected ({K}, N)")
