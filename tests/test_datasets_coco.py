@@ -213,3 +213,13 @@ def test_missing_and_unknown(tmp_path):
     datasets.DatasetError, match=r"unknown dataset 'coco_format/a b' \(NAME: .*known: lsp"
   ):
     datasets.prepare("coco_format/a b", manual_dir=tmp_path, data_dir=tmp_path / "tfds")
+
+
+def test_train_and_val_with_different_keypoints_are_refused(tmp_path):
+  root = tmp_path / "manual" / "dogs"
+  data = _format_files(root)
+  data["categories"][0]["keypoints"] = ["a", "b", "c"]
+  write_json(root / "annotations" / "train.json", data)
+  msg = _error(tmp_path)
+  assert "train.json" in msg and "val.json" in msg and "different keypoint sets" in msg
+  assert not (tmp_path / "tfds" / "coco_format" / "dogs" / "keypoint_set.json").exists()

@@ -240,7 +240,7 @@ def builder(
     keypoints = keypoints or _stored_keypoint_set(name, data_dir)
     if keypoints is None:
       raise _not_prepared(name, data_dir, _keypoint_set_path(name, data_dir))
-    kwargs["config"] = CocoFormatConfig(name=e.config, num_joints=keypoints.num_joints)
+    kwargs["config"] = CocoFormatConfig(name=e.config, joint_names=keypoints.joint_names)
   elif e.config is not None:
     kwargs["config"] = e.config
   return e.builder(**kwargs)

@@ -139,13 +139,18 @@ def keypoint_set_of_files(manual_dir: pathlib.Path, folder: str, kind: str, name
   return found
 
 
-def iter_persons(path: pathlib.Path, images: pathlib.Path, k: int, data=None):
+def iter_persons(path: pathlib.Path, images: pathlib.Path, joint_names: tuple[str, ...]):
   """Yields ``(key, example)`` of the annotation file ``path`` (see the module docstring),
-  reading each image of ``images`` once, streaming."""
-  data = reading.load_json(path) if data is None else data
+  reading the file once and each image of ``images`` once, streaming; the file's keypoint
+  names must be ``joint_names``."""
+  data = reading.load_json(path)
   for key in ("images", "annotations", "categories"):
     if not isinstance(reading.field(data, key, str(path)), list):
       raise DatasetError(f"{path}: {key!r} must be a list")
+  names = _categories(data, path, "check").joint_names
+  if names != tuple(joint_names):
+    raise DatasetError(f"{path}: keypoint names {list(names)}, expected {list(joint_names)}")
+  k = len(names)
   with_kp = {c.get("id") for c in data["categories"] if isinstance(c, dict) and c.get("keypoints")}
   per_image: dict[int, list] = defaultdict(list)
   for i, a in enumerate(data["annotations"]):
@@ -210,6 +215,9 @@ class _CocoBase(ArrayRecordBuilderMixin, tfds.core.GeneratorBasedBuilder, skip_r
   def _num_joints(self) -> int:
     raise NotImplementedError
 
+  def _joint_names(self) -> tuple[str, ...]:
+    raise NotImplementedError
+
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
       builder=self,
@@ -225,18 +233,15 @@ class _CocoBase(ArrayRecordBuilderMixin, tfds.core.GeneratorBasedBuilder, skip_r
     problem = missing_input(manual, self._folder(), self._KIND)
     if problem:
       raise DatasetError(problem)
-    found = keypoint_set_of_files(manual, self._folder(), self._KIND, self._folder())
-    if found.num_joints != self._num_joints():
-      raise DatasetError(
-        f"{manual / self._folder()}: {found.num_joints} keypoints, the builder expects {self._num_joints()}"
-      )
+    # Each split's file is read once, when its examples are generated (COCO's train file
+    # is 240 MB); each checks its own keypoint names.
     return {
       split: self._generate_examples(path, images)
       for split, (path, images) in splits_present(manual, self._folder(), self._KIND).items()
     }
 
   def _generate_examples(self, path: pathlib.Path, images: pathlib.Path):
-    return iter_persons(path, images, self._num_joints())
+    return iter_persons(path, images, self._joint_names())
 
 
 class Coco(_CocoBase):
@@ -255,12 +260,16 @@ class Coco(_CocoBase):
   def _num_joints(self) -> int:
     return keypoint_sets.COCO.num_joints
 
+  def _joint_names(self) -> tuple[str, ...]:
+    return keypoint_sets.COCO.joint_names
+
 
 @dataclasses.dataclass(eq=False)
 class CocoFormatConfig(tfds.core.BuilderConfig):
-  """One COCO-format dataset: ``name`` = its folder in the manual dir, ``num_joints`` = K."""
+  """One COCO-format dataset: ``name`` = its folder in the manual dir, ``joint_names`` = the
+  K names of its keypoint set."""
 
-  num_joints: int = 0
+  joint_names: tuple[str, ...] = ()
 
 
 class CocoFormat(_CocoBase):
@@ -277,4 +286,7 @@ class CocoFormat(_CocoBase):
     return self.builder_config.name
 
   def _num_joints(self) -> int:
-    return self.builder_config.num_joints
+    return len(self.builder_config.joint_names)
+
+  def _joint_names(self) -> tuple[str, ...]:
+    return self.builder_config.joint_names
