@@ -88,7 +88,7 @@ _OVERRIDE = re.compile(r"^--?(no)?config\.")
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-  """Expected failures: printed as one message (exit code 1; a bad config 2)."""
+  """Expected failures: printed as one message (exit code 1; a bad config or dataset name 2)."""
   from unipose_jax import (  # noqa: PLC0415
     checkpoints,
     datasets,
@@ -251,10 +251,7 @@ def _work(mode: str) -> None:
       raise CommandLineError(f"{_saved_run_overrides[0]}: --mode=prepare reads no run's config")
     from unipose_jax import datasets, modes  # noqa: PLC0415
 
-    try:
-      datasets.check_names(FLAGS.datasets or ())
-    except datasets.DatasetError as e:  # an unknown name is a usage error
-      raise CommandLineError(str(e)) from None
+    datasets.check_names(FLAGS.datasets or ())  # an unknown name: exit 2, before any build
     config_dir = FLAGS.config.data.data_dir if FLAGS.config else "data/tfds"
     return modes.prepare(FLAGS.datasets, FLAGS.manual_dir, FLAGS.data_dir or config_dir)
   if FLAGS.workdir is None:
@@ -382,7 +379,10 @@ def run() -> None:
         _exit(str(e), e.exit_code)
       if FLAGS.debug or not isinstance(e, _expected_errors()):
         raise
-      _exit(f"error: {e}", EXIT_USAGE if isinstance(e, run_config.ConfigError) else EXIT_ERROR)
+      from unipose_jax import datasets  # noqa: PLC0415  (imported by _expected_errors already)
+
+      usage = (run_config.ConfigError, datasets.UnknownDatasetError)  # a bad config or name
+      _exit(f"error: {e}", EXIT_USAGE if isinstance(e, usage) else EXIT_ERROR)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ __all__ = [
   "PoseDataSource",
   "Synthetic",
   "SyntheticConfig",
+  "UnknownDatasetError",
   "builder",
   "check_names",
   "data_source",
@@ -78,6 +79,10 @@ __all__ = [
 ]
 
 COCO_FORMAT = "coco_format"
+
+
+class UnknownDatasetError(DatasetError):
+  """A dataset name that is not in :data:`DATASETS` (launch.py: a usage error, exit 2)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +163,7 @@ def entry(name: str) -> DatasetEntry:
   """The table row of ``name``; ``coco_format/NAME`` gets its own row (config NAME).
 
   Raises:
-    DatasetError: one line listing the known names.
+    UnknownDatasetError: one line listing the known names.
   """
   if name in DATASETS:
     return DATASETS[name]
@@ -169,7 +174,7 @@ def entry(name: str) -> DatasetEntry:
       coco.FORMAT_DOWNLOAD.format(root="{manual}/" + sub),
     )  # fmt: skip
   hint = " (NAME: letters, digits, '_', '.', '-')" if base == COCO_FORMAT else ""
-  raise DatasetError(f"unknown dataset {name!r}{hint}; known: {known_names()}")
+  raise UnknownDatasetError(f"unknown dataset {name!r}{hint}; known: {known_names()}")
 
 
 def check_names(names: str | Iterable[str]) -> list[str]:
