@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import PIL.Image
@@ -153,6 +154,8 @@ def test_coco_format_dataset_and_its_stored_keypoint_set(tmp_path):
   np.testing.assert_array_equal(first["labeled"], [True, True, False])
   np.testing.assert_allclose(second["box"], [2.5, 2.5, 12.5, 14.5])
   assert second["image_id"] == 9
+  again = pickle.loads(pickle.dumps(source))  # for grain's worker processes
+  np.testing.assert_array_equal(again[1]["keypoints"], second["keypoints"])
   with pytest.raises(datasets.DatasetError, match="no split 'train'"):
     datasets.data_source("coco_format/dogs", "train", data_dir)
   # Prepared again: reused, the raw files no longer needed.
