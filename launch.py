@@ -49,9 +49,11 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", None, MODES, "What to do.")
 config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, results.")
-flags.DEFINE_string("manual_dir", "data", "prepare: folder holding the LSP archives.")
+flags.DEFINE_string("manual_dir", "data", "prepare: folder holding each dataset's files (README).")
 flags.DEFINE_string("data_dir", None, "prepare: where TFDS datasets go (default data/tfds).")
-flags.DEFINE_list("datasets", ["lsp", "lsp_extended", "synthetic"], "prepare: which datasets.")
+flags.DEFINE_list(
+  "datasets", None, "prepare: which datasets (default: datasets.DEFAULT_PREPARE; names: README)."
+)
 flags.DEFINE_multi_string(
   "inputs",
   [],
@@ -86,7 +88,7 @@ _OVERRIDE = re.compile(r"^--?(no)?config\.")
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-  """Expected failures: printed as one message (exit code 1; a bad config 2)."""
+  """Expected failures: printed as one message (exit code 1; a bad config or dataset name 2)."""
   from unipose_jax import (  # noqa: PLC0415
     checkpoints,
     datasets,
@@ -247,8 +249,9 @@ def _work(mode: str) -> None:
   if mode == "prepare":
     if _saved_run_overrides:
       raise CommandLineError(f"{_saved_run_overrides[0]}: --mode=prepare reads no run's config")
-    from unipose_jax import modes  # noqa: PLC0415
+    from unipose_jax import datasets, modes  # noqa: PLC0415
 
+    datasets.check_names(FLAGS.datasets or ())  # an unknown name: exit 2, before any build
     config_dir = FLAGS.config.data.data_dir if FLAGS.config else "data/tfds"
     return modes.prepare(FLAGS.datasets, FLAGS.manual_dir, FLAGS.data_dir or config_dir)
   if FLAGS.workdir is None:
@@ -376,7 +379,10 @@ def run() -> None:
         _exit(str(e), e.exit_code)
       if FLAGS.debug or not isinstance(e, _expected_errors()):
         raise
-      _exit(f"error: {e}", EXIT_USAGE if isinstance(e, run_config.ConfigError) else EXIT_ERROR)
+      from unipose_jax import datasets  # noqa: PLC0415  (imported by _expected_errors already)
+
+      usage = (run_config.ConfigError, datasets.UnknownDatasetError)  # a bad config or name
+      _exit(f"error: {e}", EXIT_USAGE if isinstance(e, usage) else EXIT_ERROR)
 
 
 if __name__ == "__main__":

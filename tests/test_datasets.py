@@ -252,7 +252,7 @@ def test_build_and_read_lsp(tmp_path, small_builders, as_zip):
     assert len(source) == last - first + 1
     for index, example in enumerate(source):
       image_id = first + index  # stored in image-id order
-      assert set(example) == {"image", "keypoints", "visible", "labeled", "image_id"}
+      assert set(example) == {"image", "keypoints", "visible", "labeled", "image_id", "box"}
       assert example["image_id"].dtype == np.int32 and example["image_id"] == image_id
       image = example["image"]
       assert image.dtype == np.uint8 and image.shape == (*fake.shapes[image_id], 3)
@@ -485,8 +485,8 @@ def test_killed_build_is_not_prepared_and_rebuilds(tmp_path, small_builders):
 
 
 def test_data_source_errors(tmp_path):
-  with pytest.raises(ValueError, match="unknown dataset 'coco'"):
-    datasets.data_source("coco", "train", tmp_path)
+  with pytest.raises(ValueError, match="unknown dataset 'cocoa'; known: lsp, .*mpii"):
+    datasets.data_source("cocoa", "train", tmp_path)
   with pytest.raises(archives.DatasetError) as info:
     datasets.data_source("synthetic", "train", tmp_path)
   assert "not prepared" in str(info.value) and "launch.py --mode=prepare" in str(info.value)
@@ -651,7 +651,9 @@ def test_real_lsp(real_lsp_dir, real_lsp_tfds):
   assert joints.shape == (3, 14, 2000)
   train = datasets.data_source("lsp", "train", real_lsp_tfds)
   test = datasets.data_source("lsp", "test", real_lsp_tfds)
-  assert (len(train), len(test)) == (1000, 1000) == tuple(datasets.SPLIT_SIZES["lsp"].values())
+  assert (
+    (len(train), len(test)) == (1000, 1000) == tuple(datasets.DATASETS["lsp"].split_sizes.values())
+  )
   first = train[0]
   assert int(first["image_id"]) == 1
   np.testing.assert_array_equal(first["image"], _real_image(zip_path, "images/im0001.jpg"))
@@ -682,7 +684,7 @@ def test_real_lsp_extended(real_lsp_dir, tmp_path):
   joints = _real_joints(zip_path)  # (14, 3, 10000)
   assert joints.shape == (14, 3, 10000)
   train = datasets.data_source("lsp_extended", "train", tmp_path / "tfds")
-  assert len(train) == 10000 == datasets.SPLIT_SIZES["lsp_extended"]["train"]
+  assert len(train) == 10000 == datasets.DATASETS["lsp_extended"].split_sizes["train"]
   for index in (0, 4321, 9999):
     example = train[index]
     assert int(example["image_id"]) == index + 1

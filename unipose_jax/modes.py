@@ -16,14 +16,18 @@ from unipose_jax.run import Run
 
 
 def prepare(names, manual_dir: str, data_dir: str) -> None:
-  """``--mode=prepare``: build the TFDS datasets ``names`` from the archives in
-  ``manual_dir`` into ``data_dir``; ``datasets.DatasetError`` naming what is missing."""
+  """``--mode=prepare``: build the TFDS datasets ``names`` (None: ``datasets.DEFAULT_PREPARE``)
+  from the files in ``manual_dir`` into ``data_dir``; ``datasets.DatasetError`` saying, in
+  one line per dataset, what is missing, what to download and where to put it."""
+  names = datasets.DEFAULT_PREPARE if names is None else names
   statuses = datasets.prepare(names, manual_dir=manual_dir, data_dir=data_dir)
   missing = sorted(n for n, s in statuses.items() if s not in ("built", "exists"))
   if missing:
+    lines = "; ".join(f"{n}: {datasets.missing_message(n, manual_dir)}" for n in missing)
     raise datasets.DatasetError(
-      f"not prepared: {', '.join(missing)} (archives not found in {manual_dir}); put them "
-      f"there and run:\n  {datasets.prepare_command(data_dir, manual_dir)}"
+      f"not prepared: {', '.join(missing)} (archives not found in {manual_dir}): {lines}; then "
+      f"run: {datasets.prepare_command(data_dir, manual_dir)}"
+      f" --datasets={','.join(missing)}"
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
-from unipose_jax import preemption
+from unipose_jax import keypoint_sets, preemption
 from unipose_jax.datasets import archives
 from unipose_jax.datasets._tfds_compat import ArrayRecordBuilderMixin
 from unipose_jax.datasets.features import pose_features
@@ -74,7 +74,7 @@ class _LeedsBuilder(
     return tfds.core.DatasetInfo(
       builder=self,
       description=self._DESCRIPTION,
-      features=pose_features(),
+      features=pose_features(keypoint_sets.LSP.num_joints, box=False),  # box: derived on reading
       disable_shuffling=True,  # examples stay in image-id order
       homepage=self._HOMEPAGE,
       citation=self._CITATION,

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from unipose_jax import preemption, skeleton
+from unipose_jax import keypoint_sets, preemption, skeleton
 from unipose_jax.datasets._tfds_compat import ArrayRecordBuilderMixin
 from unipose_jax.datasets.features import pose_features
 
@@ -311,7 +311,7 @@ class Synthetic(ArrayRecordBuilderMixin, tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
       builder=self,
       description=__doc__,
-      features=pose_features(),
+      features=pose_features(keypoint_sets.LSP.num_joints, box=False),  # box: derived on reading
       disable_shuffling=True,  # examples stay in image-id order
     )
 
