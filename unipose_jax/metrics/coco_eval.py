@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from unipose_jax import extras
 from unipose_jax.keypoint_sets import DEFAULT_OKS_SIGMA, KeypointSet
 
 #: The table's keys (COCOeval's ``stats``, in its order), as fractions.
@@ -204,7 +205,7 @@ def _read_json(path: str, what: str):
 
 def load_annotations(gt: str | Mapping[str, Any]) -> tuple[Any, str]:
   """``(pycocotools COCO, name)`` of an annotations file or dict (one line on a bad one)."""
-  from pycocotools.coco import COCO  # noqa: PLC0415 (an optional dependency)
+  COCO = extras.require("pycocotools.coco", "coco").COCO  # noqa: N806 (an optional dependency)
 
   name = gt if isinstance(gt, str) else "annotations"
   data = _read_json(gt, "annotations") if isinstance(gt, str) else copy.deepcopy(dict(gt))
@@ -257,8 +258,8 @@ def evaluate(
   dict). ``sigmas`` ``(K,)``: COCOeval's ``kpt_oks_sigmas`` (None: COCO's 17). Every image
   of ``gt`` is evaluated, over the categories with keypoints; no result scores 0. pycocotools'
   prints are captured."""
-  from pycocotools.coco import COCO  # noqa: PLC0415
-  from pycocotools.cocoeval import COCOeval  # noqa: PLC0415
+  COCO = extras.require("pycocotools.coco", "coco").COCO  # noqa: N806
+  COCOeval = extras.require("pycocotools.cocoeval", "coco").COCOeval  # noqa: N806
 
   coco, _ = load_annotations(gt)
   cats = [c for c in coco.dataset["categories"] if c.get("keypoints")]
