@@ -1,0 +1,148 @@
+"""Which protocol scores a keypoint set, and its sums and keys inside an evaluation loop.
+
+The evaluator asks this module, by the run's :class:`~unipose_jax.keypoint_sets.KeypointSet`:
+
+* :func:`protocol_of`: ``"lsp"`` (torso / head-segment normalisers: the existing
+  :func:`~unipose_jax.metrics.keypoints.keypoint_counts`), ``"mpii"`` (head box:
+  :mod:`~unipose_jax.metrics.pckh`), ``"penn_action"`` (person box:
+  :mod:`~unipose_jax.metrics.penn`) or ``"coco"`` (OKS sigmas: :mod:`~unipose_jax.metrics.coco_eval`);
+* :func:`batch_keys`: the example fields the evaluation batch must carry for it (MPII
+  ``head_box``; Penn Action ``box`` and ``visible``; COCO, on the host after the loop,
+  ``annotation_id``, ``box`` and ``area``);
+* :func:`protocol_counts` (inside the jitted step) and :func:`protocol_summary` (after
+  merging): the protocol's table keys, plus the set's ``best_metric`` as an alias where the
+  table names it differently (MPII: ``pckh@0.5`` = ``Mean``; Penn Action: ``pck@0.2`` =
+  ``Mean``), so the best checkpoint is picked by the protocol's own number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from unipose_jax.keypoint_sets import KeypointSet
+from unipose_jax.metrics import coco_eval, pckh, penn
+
+Array = Any
+PROTOCOLS = ("lsp", "mpii", "penn_action", "coco")
+
+
+def protocol_of(keypoint_set: KeypointSet) -> str:
+  """The protocol of a set (see the module doc), from its normalisers and sigmas."""
+  if keypoint_set.pckh_normaliser == "head_box":
+    return "mpii"
+  if keypoint_set.pck_normaliser == "box":
+    return "penn_action"
+  if keypoint_set.pck_normaliser == "torso":
+    return "lsp"
+  if keypoint_set.sigmas or keypoint_set.best_metric == "AP":
+    return "coco"
+  raise ValueError(f"keypoint set {keypoint_set.name!r} names no metric normaliser nor sigmas")
+
+
+def batch_keys(keypoint_set: KeypointSet) -> tuple[str, ...]:
+  """Example fields the protocol needs beyond ``keypoints_orig``, ``labeled``, ``valid``."""
+  return {
+    "mpii": ("head_box",),
+    "penn_action": ("box", "visible"),
+    "coco": ("annotation_id", "box", "area"),
+    "lsp": (),
+  }[protocol_of(keypoint_set)]
+
+
+def protocol_counts(
+  keypoint_set: KeypointSet, keypoints: Array, batch: Mapping[str, Array]
+) -> dict[str, Any]:
+  """The protocol's int32 sums of one batch (jit-able; empty for LSP and COCO).
+
+  ``keypoints`` ``(B, K, 2)`` original pixels; ``batch`` holds ``keypoints_orig``
+  ``(B, K, 2)``, ``labeled`` ``(B, K)``, ``valid`` ``(B,)`` and :func:`batch_keys`.
+  MPII counts labeled joints (present in the ground truth), Penn Action visible ones.
+  """
+  p = protocol_of(keypoint_set)
+  valid = jnp.asarray(batch["valid"]).astype(bool)[:, None]
+  if p == "mpii":
+    mask = valid & jnp.asarray(batch["labeled"]).astype(bool)
+    return pckh.mpii_counts(keypoints, batch["keypoints_orig"], mask, batch["head_box"])
+  if p == "penn_action":
+    mask = valid & jnp.asarray(batch["visible"]).astype(bool)
+    return penn.penn_counts(keypoints, batch["keypoints_orig"], mask, batch["box"])
+  return {}
+
+
+def protocol_summary(keypoint_set: KeypointSet, counts: Mapping[str, Array]) -> dict[str, float]:
+  """The protocol's table keys (fractions) from merged :func:`protocol_counts`, with the
+  set's best metric as an alias (see the module doc); empty for LSP and COCO."""
+  p = protocol_of(keypoint_set)
+  if p == "mpii":
+    out = pckh.summarize_mpii(counts, keypoint_set)
+    out["pckh@0.5"] = out["Mean"]
+    return out
+  if p == "penn_action":
+    out = penn.summarize_penn(counts, keypoint_set)
+    out["pck@0.2"] = out["Mean"]
+    return out
+  return {}
+
+
+def coco_ground_truth(
+  keypoint_set: KeypointSet,
+  image_ids: Array,
+  annotation_ids: Array,
+  keypoints: Array,
+  labeled: Array,
+  visible: Array,
+  boxes: Array,
+  areas: Array,
+  category_id: int = 1,
+) -> dict[str, Any]:
+  """A COCO annotations dict rebuilt from evaluated examples (``(N,)`` ids, ``(N, K, 2)``
+  keypoints in the project's frame, ``(N, K)`` flags, ``(N, 4)`` boxes ``[x1, y1, x2, y2]``,
+  ``(N,)`` areas): ``v`` = 2 visible, 1 labeled, 0 not.
+
+  It holds only the persons that were evaluated (COCO's crowd regions and persons without a
+  labeled joint are not examples): on ground-truth boxes that changes no match of a pose to
+  its own person, but the published numbers come from scoring the results file against the
+  release's annotations (``python -m unipose_jax.score``), which this does not replace.
+  """
+  kp = coco_eval.to_coco_frame(keypoints)
+  v = np.where(np.asarray(visible, bool), 2, np.where(np.asarray(labeled, bool), 1, 0))
+  kp = np.where(v[..., None] > 0, kp, 0.0)
+  xywh = coco_eval.box_to_coco(boxes)
+  anns = [
+    {
+      "id": int(a), "image_id": int(i), "category_id": category_id, "iscrowd": 0,
+      "area": float(ar), "bbox": [float(x) for x in b], "num_keypoints": int((vv > 0).sum()),
+      "keypoints": [float(x) for x in np.concatenate([k, vv[:, None]], 1).ravel()],
+    }
+    for a, i, k, vv, b, ar in zip(annotation_ids, image_ids, kp, v, xywh, areas)
+  ]  # fmt: skip
+  images = [{"id": int(i)} for i in sorted({int(i) for i in image_ids})]
+  category = {
+    "id": category_id, "name": keypoint_set.name, "keypoints": list(keypoint_set.joint_names),
+    "skeleton": [[a + 1, b + 1] for a, b in keypoint_set.limbs],
+  }  # fmt: skip
+  return {"images": images, "annotations": anns, "categories": [category]}
+
+
+def coco_summary(
+  keypoint_set: KeypointSet,
+  ground_truth: Mapping[str, Any],
+  image_ids: Array,
+  keypoints: Array,
+  keypoint_scores: Array,
+  areas: Array,
+  box_scores: Array | None = None,
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+  """``(COCO keys, results JSON)`` of one decoder's poses (one per box; ground-truth boxes
+  score 1): rescoring, OKS-NMS, then COCOeval against ``ground_truth`` (a dict or file)."""
+  n = len(image_ids)
+  sigmas = coco_eval.oks_sigmas(keypoint_set)
+  results = coco_eval.person_results(
+    image_ids, keypoints, keypoint_scores, np.ones(n) if box_scores is None else box_scores,
+    areas, sigmas,
+  )  # fmt: skip
+  return coco_eval.evaluate(ground_truth, results, sigmas), results
