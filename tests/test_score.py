@@ -161,7 +161,7 @@ def test_coco_results_json_and_project_json(tmp_path, capsys):
   rng = np.random.default_rng(0)
   noisy = kp[..., :2] + rng.normal(scale=3.0, size=kp[..., :2].shape)
   mine = [
-    {"image_id": a["id"], "keypoints": noisy[n].tolist(), "scores": [0.9] * 17}
+    {"annotation_id": a["id"], "keypoints": noisy[n].tolist(), "scores": [0.9] * 17}
     for n, a in enumerate(anns)
   ]
   (tmp_path / "mine.json").write_text(json.dumps(mine))
@@ -179,6 +179,29 @@ def test_coco_results_json_and_project_json(tmp_path, capsys):
     ],  # fmt: skip
   )
   assert got == same and 0 < got["AP"] < 1
+  # The same poses as an evaluation's CSV with an annotation_id column.
+  with open(tmp_path / "p.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["decoder", "image_id", "annotation_id", "joint", "x", "y", "score"])
+    for n, a in enumerate(anns):
+      for j in range(17):
+        w.writerow(
+          [
+            "dark",
+            a["image_id"],
+            a["id"],
+            j,
+            repr(float(noisy[n, j, 0])),
+            repr(float(noisy[n, j, 1])),
+            0.9,
+          ]
+        )
+  assert score.score("coco", str(gt_path), str(tmp_path / "p.csv"))["dark"] == same
+  # Without annotation ids a COCO pose has no box to belong to: one line.
+  _write_csv(tmp_path / "q.csv", [(a["image_id"], noisy[n]) for n, a in enumerate(anns)],
+             keypoint_sets.COCO.joint_names)  # fmt: skip
+  with pytest.raises(score.ScoreError, match="annotation_id"):
+    score.score("coco", str(gt_path), str(tmp_path / "q.csv"))
 
 
 def test_coco_format_uses_its_own_sigmas(tmp_path):

@@ -18,13 +18,13 @@ except COCO's results JSON, which is in COCO's (the same numbers for keypoints):
 
 * ``predictions.csv`` as an evaluation writes it (``decoder, image_id, joint, joint_name, x,
   y, score``); every decoder is scored. Persons are matched by ``image_id``: LSP's 1-based
-  image number, Penn Action's ``video_id * 10000 + frame``, COCO's annotation ``id`` (one
-  pose per ground-truth box); MPII's ids repeat (several persons per image), so MPII's rows
-  are taken in file order, one person per ``K`` rows, in the ground truth's order.
+  image number, Penn Action's ``video_id * 10000 + frame``; COCO's by an ``annotation_id``
+  column (one pose per ground-truth box). MPII's ids repeat (several persons per image), so
+  MPII's rows are taken in file order, one person per ``K`` rows, in the ground truth's order.
 * ``.json``: COCO's results format (a list of ``image_id``, ``category_id``, ``keypoints``
   ``[x, y, score] x K``, ``score``), scored as it is (coco / coco_format); or the project's
   own, a list of ``{image_id, keypoints (K lists [x, y]), [scores], [decoder]}`` matched as
-  the CSV.
+  the CSV (COCO: ``annotation_id`` in place of ``image_id``).
 * ``.npy`` or ``.mat`` (``preds``): ``(N, K, 2)`` in the ground truth's order (MPII's
   common format). HRNet's ``pred.mat`` is 1-based: pass ``--one_based``.
 
@@ -148,19 +148,19 @@ def penn_ground_truth(folder: str) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------- predictions
 
 
-def _read_csv(path: str, k: int) -> dict[str, list[tuple[int, np.ndarray, np.ndarray]]]:
-  """``{decoder: [(image_id, keypoints (K, 2), scores (K,)), ...]}`` in file order: each
-  person is ``K`` consecutive rows of one decoder, joints ``0 .. K-1``."""
+def _read_csv(path: str, k: int, key: str) -> dict[str, list[tuple[int, np.ndarray, np.ndarray]]]:
+  """``{decoder: [(id, keypoints (K, 2), scores (K,)), ...]}`` in file order, ``id`` the
+  column ``key``: each person is ``K`` consecutive rows of one decoder, joints ``0 .. K-1``."""
   rows: dict[str, list[tuple]] = {}
   try:
     with open(path, newline="") as f:
       reader = csv.DictReader(f)
-      need = {"decoder", "image_id", "joint", "x", "y"}
+      need = {"decoder", key, "joint", "x", "y"}
       if not reader.fieldnames or not need <= set(reader.fieldnames):
         raise ScoreError(f"{path}: a predictions.csv needs columns {sorted(need)}")
       for line, row in enumerate(reader, start=2):
         try:
-          val = (int(row["image_id"]), int(row["joint"]), float(row["x"]), float(row["y"]),
+          val = (int(row[key]), int(row["joint"]), float(row["x"]), float(row["y"]),
                  float(row.get("score") or 1.0), line)  # fmt: skip
         except (TypeError, ValueError):
           raise ScoreError(f"{path}: line {line} is not a prediction row") from None
@@ -176,7 +176,7 @@ def _read_csv(path: str, k: int) -> dict[str, list[tuple[int, np.ndarray, np.nda
       block = rs[n : n + k]
       if [r[1] for r in block] != list(range(k)) or len({r[0] for r in block}) != 1:
         raise ScoreError(
-          f"{path}: lines {block[0][5]}-{block[-1][5]} are not joints 0..{k - 1} of one image_id"
+          f"{path}: lines {block[0][5]}-{block[-1][5]} are not joints 0..{k - 1} of one {key}"
         )
       v = np.array([r[2:5] for r in block], np.float64)
       people.append((block[0][0], v[:, :2], v[:, 2]))
@@ -190,9 +190,12 @@ def _keyed(people: list[tuple], path: str) -> dict[int, tuple] | None:
   return keyed if len(keyed) == len(people) else None
 
 
-def read_predictions(path: str, k: int, one_based: bool = False) -> tuple[str, Any]:
+def read_predictions(
+  path: str, k: int, one_based: bool = False, key: str = "image_id"
+) -> tuple[str, Any]:
   """``(kind, data)`` of a predictions file (see the module doc): ``("keyed", {decoder:
-  ({image_id: (kp, scores)} or None where ids repeat, [(kp, scores), ...] in file order)})``,
+  ({id: (kp, scores)} or None where ids repeat, [(kp, scores), ...] in file order)})`` with
+  ``id`` the rows' ``key`` (``image_id``; COCO's poses: ``annotation_id``),
   ``("array", (N, K, 2))`` or ``("coco", results list)``; ``kp`` ``(K, 2)`` in the project's
   frame."""
   ext = os.path.splitext(path)[1].lower()
@@ -200,7 +203,7 @@ def read_predictions(path: str, k: int, one_based: bool = False) -> tuple[str, A
   if not os.path.isfile(path):
     raise ScoreError(f"{path}: no such predictions file")
   if ext == ".csv":
-    people = _read_csv(path, k)
+    people = _read_csv(path, k, key)
     if not people:
       raise ScoreError(f"{path}: no prediction rows")
     return "keyed", {
@@ -233,12 +236,12 @@ def read_predictions(path: str, k: int, one_based: bool = False) -> tuple[str, A
     people: dict[str, list[tuple]] = {}
     for n, r in enumerate(data):
       try:
-        i = int(r["image_id"])
+        i = int(r[key])
         kp = np.asarray(r["keypoints"], np.float64).reshape(k, 2)
         sc = np.asarray(r.get("scores", np.ones(k)), np.float64).reshape(k)
       except (KeyError, TypeError, ValueError):
         raise ScoreError(
-          f"{path}: prediction {n} needs image_id and keypoints of {k} [x, y] (scores {k})"
+          f"{path}: prediction {n} needs {key} and keypoints of {k} [x, y] (scores {k})"
         ) from None
       people.setdefault(str(r.get("decoder", "")), []).append((i, kp - shift, sc))
     return "keyed", {
@@ -252,11 +255,11 @@ def read_predictions(path: str, k: int, one_based: bool = False) -> tuple[str, A
 
 def _select(keyed: dict | None, ids: Sequence[int], path: str, what: str, all_needed: bool):
   if keyed is None:
-    raise ScoreError(f"{path}: an image_id repeats; each {what} needs its own id")
+    raise ScoreError(f"{path}: an id repeats; each {what} needs its own")
   present = [i for i in ids if i in keyed]
   extra = sorted(set(keyed) - set(ids))
   if extra:
-    raise ScoreError(f"{path}: image_id {extra[0]} is not a {what} of the ground truth")
+    raise ScoreError(f"{path}: id {extra[0]} is not a {what} of the ground truth")
   if all_needed and len(present) != len(ids):
     missing = next(i for i in ids if i not in keyed)
     raise ScoreError(
@@ -334,7 +337,7 @@ def score_coco(gt_path: str, pred_path: str, dataset: str, one_based: bool = Fal
   if dataset == "coco" and kset.joint_names != keypoint_sets.COCO.joint_names:
     raise ScoreError(f"{gt_path}: not COCO's 17 keypoints; use --dataset=coco_format/NAME")
   sigmas = coco_eval.oks_sigmas(kset)
-  kind, data = read_predictions(pred_path, kset.num_joints, one_based)
+  kind, data = read_predictions(pred_path, kset.num_joints, one_based, "annotation_id")
   if kind == "coco":
     return {"": coco_eval.evaluate(coco.dataset, pred_path, sigmas)}
   if kind != "keyed":
