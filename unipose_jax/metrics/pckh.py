@@ -21,7 +21,7 @@ Definition (HRNet's ``lib/dataset/mpii.py`` ``evaluate``, restated):
 * ``Mean@0.1``: the same at threshold exactly 0.1 with ``<=``. HRNet's / DarkPose's table
   prints ``pckAll[11]`` of ``arange(0, 0.51, 0.01)``, i.e. threshold **0.11**, under that
   name (an indexing slip; its numbers are a little higher); mmpose uses 0.10 with a strict
-  ``<`` (equal to this one but for exact ties).
+  ``<``.
 
 Accumulation: :func:`mpii_counts` gives int32 sums per batch (jit-able; they add exactly,
 :func:`~unipose_jax.metrics.counts.merge_counts`); :func:`summarize_mpii` turns them into the
