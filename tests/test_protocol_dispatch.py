@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import lsp_archive_dir
 
-from unipose_jax import keypoint_sets
+from unipose_jax import keypoint_sets, transforms
 from unipose_jax.metrics import coco_eval, pckh, penn, protocols
 
 
@@ -98,3 +98,28 @@ def test_coco_ground_truth_from_examples_scores_like_the_file():
   ours, results = protocols.coco_summary(keypoint_sets.COCO, gt, ids, noisy, scores, areas)
   assert ours == coco_eval.evaluate(str(path), results)
   assert 0 < ours["AP"] < 1
+
+
+def test_eval_records_carry_the_protocol_fields():
+  """MPII's head box, the person box, COCO's area and annotation id reach the evaluation
+  batch as the record holds them (original pixels); a record without them adds none."""
+  rng = np.random.default_rng(4)
+  record = {
+    "image": rng.integers(0, 255, (30, 40, 3), dtype=np.uint8),
+    "keypoints": rng.uniform(0, 30, (16, 2)).astype(np.float32),
+    "visible": np.ones(16, bool),
+    "labeled": np.ones(16, bool),
+    "image_id": np.int32(5),
+  }
+  plain = transforms.transform_eval(record, input_size=32)
+  assert not set(transforms.PROTOCOL_FIELDS) & set(plain)
+  extra = {
+    "head_box": np.array([1.5, 2, 9, 12.25], np.float32),
+    "box": np.array([0, 1, 30, 29], np.float32),
+    "area": np.float32(412.5),
+    "annotation_id": np.int64(900100581904),
+  }
+  out = transforms.transform_eval({**record, **extra}, input_size=32)
+  for key, value in extra.items():
+    np.testing.assert_array_equal(out[key], value)
+    assert out[key].dtype == value.dtype
