@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from unipose_jax import files, keypoint_sets, metrics
-from unipose_jax.metrics import coco_eval, pckh, penn
+from unipose_jax.metrics import coco_eval, pckh, penn, protocols
 
 #: Penn Action's example id of frame ``f`` (1-based) of video ``v``: ``v * 10000 + f``.
 PENN_ID_FACTOR = 10000
@@ -376,18 +376,17 @@ def score(dataset: str, gt: str, predictions: str, one_based: bool = False) -> d
 def format_table(dataset: str, result: Mapping[str, Mapping[str, float]]) -> str:
   """The protocol's standard table, one block per decoder."""
   blocks = []
+  kset = {"mpii": keypoint_sets.MPII, "penn_action": keypoint_sets.PENN_ACTION}.get(
+    dataset, keypoint_sets.COCO
+  )
   for dec, s in result.items():
-    if dataset == "mpii":
-      blocks.append(pckh.format_mpii_table(s, dec))
-    elif dataset == "penn_action":
-      blocks.append(penn.format_penn_table(s, dec))
-    elif dataset == "lsp":
+    if dataset == "lsp":
       keys = ("pck@0.2", "pck@0.1", "pck@0.05", "auc@0.2", "pckh@0.5")
       head = " ".join(f"{k:>9s}" for k in keys)
       row = " ".join(f"{s[k]:9.4f}" for k in keys)
       blocks.append(f"{dec:10s} {head}\n{'':10s} {row}\n(pckh: head = neck to head top)")
     else:
-      blocks.append(coco_eval.format_coco_table(s, dec))
+      blocks.append(protocols.format_table(kset, s, dec))
   return "\n".join(blocks)
 
 

@@ -18,7 +18,7 @@ joints (the keypoint set's order), ``T`` thresholds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax.numpy as jnp
@@ -102,9 +102,3 @@ def _pooled(correct: np.ndarray, total: np.ndarray, excludes: Sequence[int]) -> 
   keep = np.ones(correct.shape[0], bool)
   keep[list(excludes)] = False
   return float(ratio(correct[keep].sum(), total[keep].sum()))
-
-
-def pooled_mean(counts: Mapping[str, Array], index: int, excludes: Sequence[int]) -> float:
-  """Pooled fraction at threshold ``index`` of ``counts`` (``correct (T, K)``, ``total (K,)``)
-  over every joint but ``excludes``."""
-  return _pooled(np.asarray(counts["correct"])[index], np.asarray(counts["total"]), excludes)

@@ -88,6 +88,19 @@ def protocol_summary(keypoint_set: KeypointSet, counts: Mapping[str, Array]) -> 
   return {}
 
 
+def format_table(keypoint_set: KeypointSet, summary: Mapping[str, float], title: str = "") -> str:
+  """The protocol's standard table of one decoder's :func:`protocol_summary` (MPII, Penn
+  Action) or COCO keys; LSP's console line is ``reports.print_summary``'s."""
+  p = protocol_of(keypoint_set)
+  if p == "mpii":
+    return pckh.format_mpii_table(summary, title)
+  if p == "penn_action":
+    return penn.format_penn_table(summary, title)
+  if p == "coco":
+    return coco_eval.format_coco_table(summary, title)
+  raise ValueError("LSP's table is reports.print_summary's")
+
+
 def coco_ground_truth(
   keypoint_set: KeypointSet,
   image_ids: Array,
