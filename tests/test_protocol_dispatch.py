@@ -123,3 +123,36 @@ def test_eval_records_carry_the_protocol_fields():
   for key, value in extra.items():
     np.testing.assert_array_equal(out[key], value)
     assert out[key].dtype == value.dtype
+
+
+def test_coco_collector_over_batches_equals_one_evaluation():
+  path = lsp_archive_dir() / "samples" / "coco" / "test_coco.json"
+  if not path.is_file():
+    pytest.skip(f"real COCO sample absent ({path}; set UNIPOSE_LSP_DIR)")
+  data = json.loads(path.read_text())
+  anns = [a for a in data["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]]
+  kp = np.array([a["keypoints"] for a in anns], float).reshape(-1, 17, 3)
+  xy = coco_eval.from_coco_frame(kp[..., :2])
+  rng = np.random.default_rng(5)
+  poses = {"dark": xy + rng.normal(scale=3.0, size=xy.shape), "argmax": xy.copy()}
+  scores = rng.uniform(0.1, 1.0, xy.shape[:2])
+  boxes = coco_eval.box_from_coco([a["bbox"] for a in anns])
+  collector = protocols.CocoCollector(keypoint_sets.COCO, ["dark", "argmax"])
+  n = len(anns)
+  for lo in range(0, n + 4, 5):  # batches of 5, the last padded with invalid rows
+    idx = np.arange(lo, lo + 5) % n
+    valid = np.arange(lo, lo + 5) < n
+    batch = {
+      "valid": valid, "image_id": np.array([anns[i]["image_id"] for i in idx]),
+      "annotation_id": np.array([anns[i]["id"] for i in idx], np.int64),
+      "keypoints_orig": xy[idx], "labeled": kp[idx, :, 2] > 0, "visible": kp[idx, :, 2] == 2,
+      "box": boxes[idx], "area": np.array([anns[i]["area"] for i in idx]),
+    }  # fmt: skip
+    collector.add(batch, {d: (p[idx], scores[idx]) for d, p in poses.items()})
+  summary, results = collector.summaries()
+  assert summary["argmax"]["AP"] == 1.0  # the ground truth itself
+  assert len(results["dark"]) == n
+  # The same as the release's file scoring the same results list.
+  for d in poses:
+    assert summary[d] == coco_eval.evaluate(str(path), results[d])
+  assert collector.summaries(str(path))[0] == summary

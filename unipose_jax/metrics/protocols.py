@@ -12,7 +12,10 @@ The evaluator asks this module, by the run's :class:`~unipose_jax.keypoint_sets.
 * :func:`protocol_counts` (inside the jitted step) and :func:`protocol_summary` (after
   merging): the protocol's table keys, plus the set's ``best_metric`` as an alias where the
   table names it differently (MPII: ``pckh@0.5`` = ``Mean``; Penn Action: ``pck@0.2`` =
-  ``Mean``), so the best checkpoint is picked by the protocol's own number.
+  ``Mean``), so the best checkpoint is picked by the protocol's own number;
+* COCO's AP is not a sum: :class:`CocoCollector` gathers the persons and poses on the host
+  and scores them after the loop (rescoring, OKS-NMS, COCOeval), against the release's
+  annotations file when given, else the evaluated persons' own ground truth.
 """
 
 from __future__ import annotations
@@ -159,3 +162,57 @@ def coco_summary(
     areas, sigmas,
   )  # fmt: skip
   return coco_eval.evaluate(ground_truth, results, sigmas), results
+
+
+class CocoCollector:
+  """Host-side gathering of an evaluation's persons for COCO AP after the loop.
+
+  Each :meth:`add` takes one batch as host NumPy arrays (every process's rows, as the
+  evaluator's predictions are): ``valid`` ``(B,)``, ``image_id`` ``(B,)``,
+  ``annotation_id`` ``(B,)`` (int64), ``keypoints_orig`` ``(B, K, 2)``, ``labeled`` and
+  ``visible`` ``(B, K)``, ``box`` ``(B, 4)`` ``[x1, y1, x2, y2]`` and ``area`` ``(B,)``, and
+  ``{decoder: (keypoints (B, K, 2), scores (B, K))}``. Poses are on ground-truth boxes (box
+  score 1; OKS-NMS uses the box areas). :meth:`summaries` scores every decoder.
+  """
+
+  def __init__(self, keypoint_set: KeypointSet, decodings):
+    self.keypoint_set = keypoint_set
+    self.decodings = tuple(decodings)
+    self._gt: dict[str, list] = {k: [] for k in ("image_id", "annotation_id", "keypoints_orig",
+                                                 "labeled", "visible", "box", "area")}  # fmt: skip
+    self._poses: dict[str, list] = {d: [] for d in self.decodings}
+    self._scores: dict[str, list] = {d: [] for d in self.decodings}
+
+  def add(self, batch: Mapping[str, Any], outputs: Mapping[str, tuple[Any, Any]]) -> None:
+    valid = np.asarray(batch["valid"]).astype(bool)
+    for key, rows in self._gt.items():
+      rows.append(np.asarray(batch[key])[valid])
+    for d in self.decodings:
+      kp, sc = outputs[d]
+      self._poses[d].append(np.asarray(kp)[valid])
+      self._scores[d].append(np.asarray(sc)[valid])
+
+  def ground_truth(self) -> dict[str, Any]:
+    """The COCO annotations dict of the gathered persons (:func:`coco_ground_truth`)."""
+    g = {k: np.concatenate(v) for k, v in self._gt.items()}
+    return coco_ground_truth(
+      self.keypoint_set, g["image_id"], g["annotation_id"], g["keypoints_orig"], g["labeled"],
+      g["visible"], g["box"], g["area"],
+    )  # fmt: skip
+
+  def summaries(
+    self, ground_truth: str | Mapping[str, Any] | None = None
+  ) -> tuple[dict[str, dict[str, float]], dict[str, list]]:
+    """``({decoder: COCO keys}, {decoder: results JSON})`` against ``ground_truth`` (the
+    release's annotations file or dict; None: the gathered persons', :meth:`ground_truth`)."""
+    gt = self.ground_truth() if ground_truth is None else ground_truth
+    ids = np.concatenate(self._gt["image_id"])
+    box = np.concatenate(self._gt["box"])
+    areas = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+    out, results = {}, {}
+    for d in self.decodings:
+      out[d], results[d] = coco_summary(
+        self.keypoint_set, gt, ids, np.concatenate(self._poses[d]),
+        np.concatenate(self._scores[d]), areas,
+      )  # fmt: skip
+    return out, results
