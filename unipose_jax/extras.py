@@ -13,6 +13,7 @@ from types import ModuleType
 #: extra -> what it is for (the message says it).
 EXTRAS = {
   "onnx": "ONNX export and running an exported file",
+  "coco": "COCO's OKS AP (pycocotools' COCOeval)",
   "torch": "reading PyTorch checkpoints (.pth)",
 }
 

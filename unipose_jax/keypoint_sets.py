@@ -446,6 +446,16 @@ PENN_ACTION = KeypointSet(
   ),  # fmt: skip
   pck_normaliser="box",
   best_metric="pck@0.2",
+  # The UniPose paper's Penn Action table.
+  table_columns=(
+    ("Head", (0,)),
+    ("Shoulder", (1, 2)),
+    ("Elbow", (3, 4)),
+    ("Wrist", (5, 6)),
+    ("Hip", (7, 8)),
+    ("Knee", (9, 10)),
+    ("Ankle", (11, 12)),
+  ),  # fmt: skip
 )
 
 #: The sets defined in the package, by name.

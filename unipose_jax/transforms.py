@@ -257,6 +257,18 @@ def transform_train(
   return out
 
 
+#: Ground truth a dataset's protocol normalises or matches by, passed through evaluation
+#: batches as the record holds it (original pixels, like ``keypoints_orig``): MPII's
+#: ``head_box`` (4,), the person ``box`` (4,) ``[x1, y1, x2, y2]``, COCO's ``area`` () and
+#: ``annotation_id`` () (``metrics.protocols.batch_keys`` says which a protocol needs).
+PROTOCOL_FIELDS: dict[str, Any] = {
+  "head_box": np.float32,
+  "box": np.float32,
+  "area": np.float32,
+  "annotation_id": np.int64,
+}
+
+
 def transform_eval(record: Mapping[str, Any], *, input_size: int = 368) -> dict[str, np.ndarray]:
   """Letterboxes one record for evaluation (whole image, aspect kept, centred).
 
@@ -267,6 +279,7 @@ def transform_eval(record: Mapping[str, Any], *, input_size: int = 368) -> dict[
     valid           bool () ``record.get('valid', True)``
     source_index    int32 () ``record.get('source_index', -1)``: the record's position in
                     its data source (set by the evaluation loader)
+    and each of :data:`PROTOCOL_FIELDS` the record holds, unchanged.
   """
   image, kp, labeled, visible = check_record(record)
   h, w = image.shape[:2]
@@ -280,4 +293,7 @@ def transform_eval(record: Mapping[str, Any], *, input_size: int = 368) -> dict[
     valid=np.bool_(record.get("valid", True)),
     source_index=np.int32(record.get("source_index", -1)),
   )
+  for key, dtype in PROTOCOL_FIELDS.items():
+    if key in record:
+      out[key] = np.asarray(record[key], dtype)
   return out

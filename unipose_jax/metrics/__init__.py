@@ -2,6 +2,13 @@
 
 * :mod:`~unipose_jax.metrics.keypoints`: LSP's PCK (torso) with its curve and AUC, and
   PCKh (neck to head top); the definitions are in that module's doc.
+* :mod:`~unipose_jax.metrics.pckh`: MPII's PCKh (0.6 x head-box diagonal) and its table;
+  :mod:`~unipose_jax.metrics.penn`: Penn Action's PCK@0.2 (larger side of the box); both on
+  :mod:`~unipose_jax.metrics.pck_tables` (a per-person normaliser, the protocol tables).
+* :mod:`~unipose_jax.metrics.coco_eval`: COCO's OKS AP through pycocotools (rescoring,
+  OKS-NMS, the results JSON in COCO's frame).
+* :mod:`~unipose_jax.metrics.protocols`: which of these scores a keypoint set, its sums in
+  the jitted evaluation step and its keys afterwards.
 * :mod:`~unipose_jax.metrics.boxes`: the person box's IoU and centre error.
 * :mod:`~unipose_jax.metrics.roc`: ROC curve, AUC and the threshold for a stated
   false-positive rate of a ``score >= threshold`` decision (person presence).
