@@ -74,6 +74,7 @@ def test_real_sample_examples_against_the_json(coco_built):
       example["box"], [x - 0.5, y - 0.5, x + w - 0.5, y + h - 0.5], atol=1e-4
     )
     assert example["annotation_id"] == a["id"] and example["annotation_id"].dtype == np.int64
+    assert example["area"] == np.float32(a["area"])  # OKS's scale, as the file has it
     assert example["image_id"] == im["id"]
     assert example["image"].shape == (im["height"], im["width"], 3)
   with PIL.Image.open(coco_dir / expected[0][0]["file_name"]) as real:
@@ -147,6 +148,9 @@ def test_coco_format_dataset_and_its_stored_keypoint_set(tmp_path):
   source = datasets.data_source("coco_format/dogs", "validation", data_dir)
   assert len(source) == 2
   assert [int(e["annotation_id"]) for e in source] == [101, 104]
+  # A file without 'area' (as these): the box's w * h.
+  boxes = {a["id"]: a["bbox"] for a in data["annotations"]}
+  assert [float(e["area"]) for e in source] == [boxes[i][2] * boxes[i][3] for i in (101, 104)]
   first, second = source[0], source[1]
   assert first["keypoints"].shape == (3, 2) and first["image"].shape == (40, 50, 3)
   np.testing.assert_array_equal(first["keypoints"], [[5, 6], [7, 8], [0, 0]])

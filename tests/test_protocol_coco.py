@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import lsp_archive_dir
 
-from unipose_jax import keypoint_sets
+from unipose_jax import coco_frame, keypoint_sets
 from unipose_jax.metrics import coco_eval
 
 pytest.importorskip("pycocotools")
@@ -96,18 +96,10 @@ def test_oks_nms_by_hand():
   assert len(res[0]["keypoints"]) == 51 and res[0]["keypoints"][2] == 1.0
 
 
-def test_frames_round_trip():
-  box = np.array([10.0, 20.0, 30.0, 60.0])
-  np.testing.assert_allclose(coco_eval.box_to_coco(box), [10.5, 20.5, 20.0, 40.0])
-  np.testing.assert_allclose(coco_eval.box_from_coco(coco_eval.box_to_coco(box)), box)
-  xy = np.array([[3.0, 4.0]])
-  np.testing.assert_array_equal(coco_eval.from_coco_frame(coco_eval.to_coco_frame(xy)), xy)
-
-
 def _gt_arrays(data):
   anns = [a for a in data["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]]
   kp = np.array([a["keypoints"] for a in anns], np.float64).reshape(len(anns), 17, 3)
-  return anns, coco_eval.from_coco_frame(kp[..., :2]), kp[..., 2] > 0
+  return anns, coco_frame.keypoints_from_coco(kp[..., :2]), kp[..., 2] > 0
 
 
 def test_sample_perfect_predictions_score_one_on_gt_boxes():
@@ -157,7 +149,7 @@ def test_detections_pipeline_rescore_nms_then_cocoeval():
   )
   assert sum(len(v) for v in dets.values()) == 118
   anns, gt, _ = _gt_arrays(data)
-  gt_boxes = coco_eval.box_from_coco([a["bbox"] for a in anns])
+  gt_boxes = coco_frame.box_from_coco([a["bbox"] for a in anns])
   rng = np.random.default_rng(1)
   ids, kps, kscores, bscores, areas = [], [], [], [], []
   for image, boxes in dets.items():

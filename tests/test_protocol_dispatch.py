@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import lsp_archive_dir
 
-from unipose_jax import keypoint_sets, transforms
+from unipose_jax import coco_frame, keypoint_sets, transforms
 from unipose_jax.metrics import coco_eval, pckh, penn, protocols
 
 
@@ -80,8 +80,8 @@ def test_coco_ground_truth_from_examples_scores_like_the_file():
   data = json.loads(path.read_text())
   anns = [a for a in data["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]]
   kp = np.array([a["keypoints"] for a in anns], float).reshape(-1, 17, 3)
-  xy = coco_eval.from_coco_frame(kp[..., :2])
-  boxes = coco_eval.box_from_coco([a["bbox"] for a in anns])
+  xy = coco_frame.keypoints_from_coco(kp[..., :2])
+  boxes = coco_frame.box_from_coco([a["bbox"] for a in anns])
   gt = protocols.coco_ground_truth(
     keypoint_sets.COCO, [a["image_id"] for a in anns], [a["id"] for a in anns], xy,
     kp[..., 2] > 0, kp[..., 2] == 2, boxes, [a["area"] for a in anns],
@@ -132,11 +132,11 @@ def test_coco_collector_over_batches_equals_one_evaluation():
   data = json.loads(path.read_text())
   anns = [a for a in data["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]]
   kp = np.array([a["keypoints"] for a in anns], float).reshape(-1, 17, 3)
-  xy = coco_eval.from_coco_frame(kp[..., :2])
+  xy = coco_frame.keypoints_from_coco(kp[..., :2])
   rng = np.random.default_rng(5)
   poses = {"dark": xy + rng.normal(scale=3.0, size=xy.shape), "argmax": xy.copy()}
   scores = rng.uniform(0.1, 1.0, xy.shape[:2])
-  boxes = coco_eval.box_from_coco([a["bbox"] for a in anns])
+  boxes = coco_frame.box_from_coco([a["bbox"] for a in anns])
   collector = protocols.CocoCollector(keypoint_sets.COCO, ["dark", "argmax"])
   n = len(anns)
   for lo in range(0, n + 4, 5):  # batches of 5, the last padded with invalid rows

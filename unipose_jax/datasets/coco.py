@@ -16,7 +16,9 @@ Examples: one per annotation that is not a crowd (``iscrowd`` 0) and has at leas
 labeled keypoint (``v > 0``), of a category that has keypoint names; in the file's order
 of ``images``, then of ``annotations``. The whole image is stored (every person of an
 image repeats its bytes; COCO train takes about 24 GB). Each example adds
-``annotation_id`` (int64, the annotation's ``id``); ``image_id`` is the image's ``id``.
+``annotation_id`` (int64, the annotation's ``id``) and ``area`` (float32, the annotation's
+``area``, OKS's scale; the box's ``w * h`` where a COCO-format file has none); ``image_id``
+is the image's ``id``.
 
 Coordinates (:mod:`unipose_jax.coco_frame`): COCO's keypoints are pixel indices, the
 project's convention, and are stored unchanged; ``box`` is the annotation's ``bbox``
@@ -168,8 +170,12 @@ def iter_persons(path: pathlib.Path, images: pathlib.Path, joint_names: tuple[st
     bbox = reading.numeric(
       reading.field(a, "bbox", where), f"{where} (id {a.get('id')}) 'bbox'", (4,)
     )
+    # OKS scales by the person's area: COCO's segmentation area, else (a COCO-format file
+    # without it) the box's.
+    area = a.get("area", float(bbox[2] * bbox[3]))
+    area = float(reading.numeric(area, f"{where} (id {a.get('id')}) 'area'", ()))
     per_image[reading.field(a, "image_id", where)].append(
-      (reading.field(a, "id", where), kps, bbox)
+      (reading.field(a, "id", where), kps, bbox, area)
     )
   known = set()
   for j, im in enumerate(data["images"]):
@@ -188,7 +194,7 @@ def iter_persons(path: pathlib.Path, images: pathlib.Path, joint_names: tuple[st
     size = (int(reading.field(im, "height", where)), int(reading.field(im, "width", where)))
     jpeg, _ = reading.read_image(images / str(reading.field(im, "file_name", where)), size)
     image_id = reading.int32(im["id"], f"{where} 'id'")
-    for ann_id, kps, bbox in persons:
+    for ann_id, kps, bbox, area in persons:
       preemption.check("building a COCO-format dataset; the incomplete build is not kept")
       v = kps[:, 2]
       index += 1
@@ -202,6 +208,7 @@ def iter_persons(path: pathlib.Path, images: pathlib.Path, joint_names: tuple[st
           "image_id": image_id,
           "box": coco_frame.box_from_coco(bbox),
           "annotation_id": np.int64(ann_id),
+          "area": np.float32(area),
         },
       )
 
@@ -222,7 +229,7 @@ class _CocoBase(ArrayRecordBuilderMixin, tfds.core.GeneratorBasedBuilder, skip_r
     return tfds.core.DatasetInfo(
       builder=self,
       description=__doc__,
-      features=pose_features(self._num_joints(), extras=("annotation_id",)),
+      features=pose_features(self._num_joints(), extras=("annotation_id", "area")),
       disable_shuffling=True,  # the file's order
       homepage="https://cocodataset.org/",
       citation=_CITATION,

@@ -20,7 +20,8 @@ key             read as          meaning
 
 Extras of some datasets (:data:`EXTRAS`): ``head_box`` (4,) float32 [x1, y1, x2, y2]
 (MPII), ``center`` (2,) float32 and ``scale`` () float32 (MPII's person centre, 0-based,
-and its height / 200 px), ``annotation_id`` int64 () (COCO), ``video_id`` int32 () and
+and its height / 200 px), ``annotation_id`` int64 () and ``area`` float32 () (COCO: OKS's
+scale), ``video_id`` int32 () and
 ``frame`` int32 () (Penn Action). None of the datasets stores a crop, so none has ``offset``.
 
 LSP, LSP-extended and the synthetic set store no ``box`` (their files were written before
@@ -46,6 +47,7 @@ EXTRAS: dict[str, tuple[tuple[int, ...], type]] = {
   "center": ((2,), np.float32),
   "scale": ((), np.float32),
   "annotation_id": ((), np.int64),
+  "area": ((), np.float32),
   "video_id": ((), np.int32),
   "frame": ((), np.int32),
 }

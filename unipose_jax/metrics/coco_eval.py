@@ -25,9 +25,7 @@ Frames. COCO's keypoints are integer *pixel indices* (0 .. W-1; detectron2 reads
 which is the project's frame (0-based, integer = pixel centre): keypoints convert with no
 shift. COCO's boxes ``[x, y, w, h]`` are continuous, pixel ``i`` spanning ``[i, i + 1)``: the
 project's ``[x1, y1, x2, y2]`` is ``[x - 0.5, y - 0.5, x + w - 0.5, y + h - 0.5]``.
-:func:`to_coco_frame` / :func:`from_coco_frame` and :func:`box_to_coco` /
-:func:`box_from_coco` are the one place of these facts here (the COCO builder owns the same
-conversion for the data; the two are to be one).
+:mod:`unipose_jax.coco_frame` owns both conversions, for the data and for the results.
 """
 
 from __future__ import annotations
@@ -42,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from unipose_jax import extras
+from unipose_jax import coco_frame, extras
 from unipose_jax.keypoint_sets import DEFAULT_OKS_SIGMA, KeypointSet
 
 #: The table's keys (COCOeval's ``stats``, in its order), as fractions.
@@ -53,37 +51,10 @@ COCO_KEYS: tuple[str, ...] = (
 RESCORE_THRESHOLD: float = 0.2
 #: OKS above which the lower-scored of two poses of one image is dropped.
 OKS_NMS_THRESHOLD: float = 0.9
-#: Keypoints: COCO frame = project frame + this (none: both are pixel indices).
-COCO_KEYPOINT_OFFSET: float = 0.0
 
 
 class CocoInputError(ValueError):
   """Annotations or results that COCOeval cannot score (one line naming the file)."""
-
-
-# ----------------------------------------------------------------------------- frames
-
-
-def to_coco_frame(xy: Any) -> np.ndarray:
-  """Keypoints ``(..., 2)`` of the project's frame in COCO's (the same numbers)."""
-  return np.asarray(xy, np.float64) + COCO_KEYPOINT_OFFSET
-
-
-def from_coco_frame(xy: Any) -> np.ndarray:
-  """Keypoints ``(..., 2)`` of COCO's frame in the project's."""
-  return np.asarray(xy, np.float64) - COCO_KEYPOINT_OFFSET
-
-
-def box_from_coco(xywh: Any) -> np.ndarray:
-  """COCO boxes ``(..., 4)`` ``[x, y, w, h]`` -> the project's ``[x1, y1, x2, y2]``."""
-  b = np.asarray(xywh, np.float64)
-  return np.concatenate([b[..., :2] - 0.5, b[..., :2] + b[..., 2:] - 0.5], axis=-1)
-
-
-def box_to_coco(box: Any) -> np.ndarray:
-  """The project's boxes ``(..., 4)`` ``[x1, y1, x2, y2]`` -> COCO's ``[x, y, w, h]``."""
-  b = np.asarray(box, np.float64)
-  return np.concatenate([b[..., :2] + 0.5, b[..., 2:] - b[..., :2]], axis=-1)
 
 
 # ----------------------------------------------------------------------------- OKS, rescoring, NMS
@@ -164,7 +135,7 @@ def person_results(
     nms_threshold: :func:`oks_nms` per image, or None for none.
   """
   ids = np.asarray(image_ids, np.int64)
-  kp = to_coco_frame(keypoints)
+  kp = coco_frame.keypoints_to_coco(keypoints)
   ks = np.asarray(keypoint_scores, np.float64)
   n = ids.shape[0]
   if kp.shape[:1] != (n,) or ks.shape != kp.shape[:2]:
@@ -318,7 +289,9 @@ def load_detections(
       continue
     if known is not None and int(d["image_id"]) not in known:
       raise CocoInputError(f"{path}: detection {i}'s image_id {d['image_id']} is not annotated")
-    out.setdefault(int(d["image_id"]), []).append((box_from_coco(d["bbox"]), float(d["score"])))
+    out.setdefault(int(d["image_id"]), []).append(
+      (coco_frame.box_from_coco(d["bbox"]), float(d["score"]))
+    )
   for boxes in out.values():
     boxes.sort(key=lambda b: -b[1])
   return out

@@ -26,6 +26,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from unipose_jax import coco_frame
 from unipose_jax.keypoint_sets import KeypointSet
 from unipose_jax.metrics import coco_eval, pckh, penn
 
@@ -124,10 +125,10 @@ def coco_ground_truth(
   its own person, but the published numbers come from scoring the results file against the
   release's annotations (``python -m unipose_jax.score``), which this does not replace.
   """
-  kp = coco_eval.to_coco_frame(keypoints)
+  kp = coco_frame.keypoints_to_coco(keypoints)
   v = np.where(np.asarray(visible, bool), 2, np.where(np.asarray(labeled, bool), 1, 0))
   kp = np.where(v[..., None] > 0, kp, 0.0)
-  xywh = coco_eval.box_to_coco(boxes)
+  xywh = coco_frame.box_to_coco(boxes)
   anns = [
     {
       "id": int(a), "image_id": int(i), "category_id": category_id, "iscrowd": 0,
