@@ -82,7 +82,6 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -435,13 +434,3 @@ class UniPoseLSTM(nn.Module):
       raise ClipShapeError(f"centre map {centre.shape} does not fit the trunk's {maps.shape}")
     return self.recurrent(state, maps, centre)
 
-
-def unipose_lstm_step_fn(model: UniPoseLSTM) -> Callable:
-  """A jitted ``(variables, frames, state) -> (heatmaps, state)`` evaluation step
-  (``state`` from :func:`initial_state`; ``train=False``)."""
-
-  @jax.jit
-  def step(variables, frames, state):
-    return model.apply(variables, frames, state, train=False, method=UniPoseLSTM.step)
-
-  return step
