@@ -95,13 +95,19 @@ def index_videos(
       instead of refusing the source.
 
   Raises:
-    ClipError: T < 1, a frame number that appears twice in a video, a video shorter than
+    ClipError: records without ``video_id``/``frame`` (an image dataset), T < 1, a frame number that appears twice in a video, a video shorter than
       T (without ``skip_short``), or no clip at all: one line, naming the videos.
   """
   t = int(clip_length)
   if t < 1:
     raise ClipError(f"clip_length must be >= 1, got {clip_length}")
   if metadata is None:
+    if len(source) and not {"video_id", "frame"} <= set(source[0]):
+      raise ClipError(
+        "the source's records have no 'video_id' and 'frame' (keys: "
+        f"{', '.join(sorted(source[0]))}): clips need a video dataset such as penn_action, "
+        "not an image dataset"
+      )
     metadata = [(source[i]["video_id"], source[i]["frame"]) for i in range(len(source))]
   if len(metadata) != len(source):
     raise ClipError(f"metadata has {len(metadata)} entries, the source {len(source)} records")
