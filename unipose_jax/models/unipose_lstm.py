@@ -433,4 +433,3 @@ class UniPoseLSTM(nn.Module):
     if centre.shape != maps.shape[1:3]:  # pragma: no cover - the trunk's grid is ceil(H / 8)
       raise ClipShapeError(f"centre map {centre.shape} does not fit the trunk's {maps.shape}")
     return self.recurrent(state, maps, centre)
-
