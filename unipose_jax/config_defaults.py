@@ -34,7 +34,7 @@ MAX_PIXELS = 120_000_000
 NETWORK_KEYS = ("model", "codec.sigma", "codec.encoding", "data.input_size")
 #: Keys (or sections) only training reads.
 TRAINING_KEYS = (
-  "seed", "data.train_sources", "data.train_splits", "data.mixture_weights",
+  "seed", "data.train_sources", "data.train_splits", "data.mixture_weights", "data.clip_length",
   "data.worker_count", "data.augment", "model.pretrained", "model.init_from", "model.bn_sync",
   "loss",
   "optimizer", "batch_size", "num_train_steps", "parallelism", "log_every",
@@ -76,6 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.input_size = 368  # square network input, pixels
   c.data.worker_count = 2  # grain worker processes (0: in the main process)
   c.data.eval_worker_count = 0
+  c.data.clip_length = 5  # model.arch="unipose_lstm": frames per training clip (T)
   # Training augmentation (input_pipeline.AugmentConfig).
   c.data.augment = ml_collections.ConfigDict()
   c.data.augment.margin = 1.25  # person box x margin fills the input before scaling
@@ -108,6 +109,14 @@ def get_config() -> ml_collections.ConfigDict:
   # UniPose's single-stage person box: 5 more maps (centre, TL, TR, BL, BR) after the joints.
   c.model.box_head = False
   c.model.box_margin = 0.0  # box = extent of the labeled joints, grown by this share per side
+  # "unipose": the per-frame network; "unipose_lstm": UniPose-LSTM, the same trunk and a
+  # convolutional LSTM across the frames of a video (models/unipose_lstm.py), on clips.
+  c.model.arch = "unipose"
+  c.model.input_centre_map = False  # unipose_lstm: the released checkpoint's 4-channel conv1
+  c.model.video_wasp = True  # unipose_lstm: the original's waspVideo (no BN in the pool branch)
+  c.model.feed_previous_heatmaps = False  # unipose_lstm: the improved variant (paper's figure)
+  c.model.lstm_head_features = 128  # unipose_lstm: width of the head on the hidden state
+  c.model.lstm_head_kernel = 11  # unipose_lstm: its three large convolutions (odd)
 
   # --- heatmap codec (DARK or the baselines) ---------------------------------
   c.codec = ml_collections.ConfigDict()

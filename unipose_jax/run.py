@@ -23,7 +23,7 @@ import ml_collections
 
 from unipose_jax import datasets, run_config, skeleton
 from unipose_jax.codecs import HeatmapCodec
-from unipose_jax.models import Bottleneck, ResNet, UniPose, heatmap_size
+from unipose_jax.models import Bottleneck, ResNet, UniPose, UniPoseLSTM, heatmap_size
 from unipose_jax.models.layers import BatchNormSync
 
 CHECKPOINT_DIR = "checkpoints"
@@ -72,6 +72,26 @@ def build_model(config: ml_collections.ConfigDict, bn_sync: BatchNormSync | None
     decoder_features=cfg.decoder_features,
     wasp_dropout=cfg.wasp_dropout,
     decoder_dropouts=tuple(cfg.decoder_dropout),
+    dtype=run_config.DTYPES[cfg.dtype],
+    bn_sync=bn_sync,
+  )
+
+
+def build_video_model(
+  config: ml_collections.ConfigDict, num_joints: int, bn_sync: BatchNormSync | None = None
+) -> UniPoseLSTM:
+  """``UniPoseLSTM`` of ``config.model`` (``model.arch="unipose_lstm"``): the trunk is
+  :func:`build_model`'s network, the LSTM keys are ``model.input_centre_map``,
+  ``video_wasp``, ``feed_previous_heatmaps``, ``lstm_head_features``, ``lstm_head_kernel``."""
+  cfg = config.model
+  return UniPoseLSTM(
+    num_joints=int(num_joints),
+    make_trunk=build_model(config).clone,  # called with the LSTM's own trunk settings
+    input_centre_map=bool(cfg.input_centre_map),
+    video_wasp=bool(cfg.video_wasp),
+    feed_previous_heatmaps=bool(cfg.feed_previous_heatmaps),
+    head_features=int(cfg.lstm_head_features),
+    head_kernel=int(cfg.lstm_head_kernel),
     dtype=run_config.DTYPES[cfg.dtype],
     bn_sync=bn_sync,
   )

@@ -105,6 +105,13 @@ def _model_checks(config, errors: list[str]) -> None:
   _choice(config, "model.dtype", tuple(DTYPES), errors)
   _choice(config, "model.output_stride", (8, 16), errors)
   _number(config, "model.box_margin", errors)
+  _choice(config, "model.arch", ("unipose", "unipose_lstm"), errors)
+  _positive(config, "model.lstm_head_features", errors)
+  kernel = m.lstm_head_kernel
+  if not (isinstance(kernel, int) and not isinstance(kernel, bool) and kernel > 0 and kernel % 2):
+    errors.append(f"model.lstm_head_kernel={kernel!r}: must be odd and > 0")
+  if m.arch == "unipose_lstm" and m.box_head:
+    errors.append("model.box_head=True: UniPose-LSTM (model.arch=unipose_lstm) has no box head")
   try:
     from unipose_jax.parallel import bn_group_size  # noqa: PLC0415
 
@@ -117,6 +124,7 @@ def _training_checks(config, errors: list[str]) -> None:
   """The keys only training reads (``config_defaults.TRAINING_KEYS``)."""
   for key in ("num_train_steps", "log_every", "checkpoint_every", "batch_size"):
     _positive(config, key, errors)
+  _positive(config, "data.clip_length", errors)
   _positive(config, "eval_every", errors, zero_ok=True)
   _positive(config, "keep_checkpoints", errors)
   _positive(config, "stop_check_every", errors)

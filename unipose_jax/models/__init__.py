@@ -12,6 +12,7 @@ from unipose_jax.models.original_import import (
   original_key,
   to_original_input,
 )
+from unipose_jax.models.original_lstm_import import load_original_unipose_lstm, original_lstm_key
 from unipose_jax.models.resnet import (
   RESNET_SPECS,
   BasicBlock,
@@ -35,6 +36,14 @@ from unipose_jax.models.unipose import (
   num_maps,
   split_maps,
 )
+from unipose_jax.models.unipose_lstm import (
+  ClipShapeError,
+  LSTMState,
+  UniPoseLSTM,
+  centre_map,
+  initial_state,
+  pooled_centre_map,
+)
 from unipose_jax.models.wasp import WASP, default_wasp_rates
 
 __all__ = [
@@ -45,13 +54,21 @@ __all__ = [
   "RESNET_SPECS",
   "WASP",
   "BasicBlock",
+  "ClipShapeError",
+  "LSTMState",
   "Bottleneck",
   "Decoder",
   "ResNet",
   "ResNetTiny",
   "UniPose",
   "UniPose101",
+  "UniPoseLSTM",
   "UniPoseTiny",
+  "centre_map",
+  "initial_state",
+  "load_original_unipose_lstm",
+  "original_lstm_key",
+  "pooled_centre_map",
   "default_wasp_rates",
   "heatmap_size",
   "load_original_unipose",

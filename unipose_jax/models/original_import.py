@@ -51,7 +51,11 @@ from typing import Any
 import jax.numpy as jnp
 from flax import traverse_util
 
-from unipose_jax.models.torch_checkpoint import read_torch_state_dict, size_limits
+from unipose_jax.models.torch_checkpoint import (
+  WeightImportError,
+  read_torch_state_dict,
+  size_limits,
+)
 from unipose_jax.models.torch_import import (
   match_state_dict,
   mismatch_error,
@@ -64,6 +68,9 @@ from unipose_jax.models.unipose import IMAGENET_MEAN, IMAGENET_STD
 #: Keys of the original's state dict that its forward pass never uses.
 UNUSED_PREFIXES: tuple[str, ...] = ("decoder.conv2.", "decoder.bn2.")
 UNUSED_SUFFIXES: tuple[str, ...] = (".num_batches_tracked",)
+
+#: Prefixes only an original UniPose-LSTM state dict has (``model/uniposeLSTM.py``).
+LSTM_PREFIXES: tuple[str, ...] = ("lstm_0.", "lstm.")
 
 #: The original's head: a 1x1 conv with bias, ``K + 1`` output maps (+ 5 with the box head).
 HEAD_KEY = "decoder.last_conv.8"
@@ -109,6 +116,11 @@ def original_key(collection: str, path: tuple[str, ...]) -> str:
     if name is not None:
       return f"{scope}.{name}.{torch_leaf_name(collection, leaf)}"
   raise ValueError(f"no original UniPose name for Flax variable {collection}/{'/'.join(path)}")
+
+
+def is_lstm_state_dict(state: Mapping[str, Any]) -> bool:
+  """Whether a (prefix-free) state dict is an original UniPose-LSTM's (it has LSTM keys)."""
+  return any(k.startswith(LSTM_PREFIXES) for k in state)
 
 
 def _is_unused(key: str) -> bool:
@@ -196,18 +208,25 @@ def load_original_unipose(
 
   Raises:
     ValueError: one error naming every missing, unexpected or wrongly shaped key
-      (a head of another size first, in words), or an unreadable checkpoint.
+      (a head of another size first, in words), or an unreadable checkpoint; one line
+      for a checkpoint of the original UniPose-LSTM (``load_original_unipose_lstm``).
     FileNotFoundError, ImportError: no such file; a path but no torch.
   """
-  state, source = read_torch_state_dict(
-    path_or_state_dict, allow_pickle=allow_pickle, limits=size_limits(variables)
-  )
   params = variables.get("params", {})
   absent = [s for s in ("backbone", "wasp", "decoder") if s not in params]
   if absent:
-    raise ValueError(
+    raise WeightImportError(
       f"variables are not a UniPose's: params lack {', '.join(absent)} "
       f"(they have {', '.join(sorted(params)) or 'nothing'})"
+      + ("; for a UniPoseLSTM use load_original_unipose_lstm" if "recurrent" in params else "")
+    )
+  state, source = read_torch_state_dict(
+    path_or_state_dict, allow_pickle=allow_pickle, limits=size_limits(variables)
+  )
+  if is_lstm_state_dict(state):
+    raise WeightImportError(
+      f"{source} is an original UniPose-LSTM checkpoint (it has lstm_0.* and lstm.* keys), "
+      "not an image UniPose's: load it with load_original_unipose_lstm into a UniPoseLSTM"
     )
   targets: dict[str, tuple[str, tuple[str, ...], Any]] = {}
   for collection in ("params", "batch_stats"):

@@ -75,6 +75,9 @@ class UniPose(nn.Module):
     wasp_features, low_level_features, decoder_features: 256, 48, 256.
     wasp_dropout: 0.5; decoder_dropouts: (0.5, 0.1).
     wasp_projection_repeats: see ``WASP`` (2 = the original's shared 1x1 applied twice).
+    wasp_pool_batch_norm: see ``WASP`` (False = the original's video WASP, ``waspVideo``).
+    input_channels: channels of ``images`` (3, RGB; 4 for UniPose-LSTM's released
+      checkpoint, whose first convolution also takes a centre map).
     dtype: compute dtype (e.g. ``jnp.bfloat16``); parameters are ``param_dtype``
       (float32) and the returned heatmaps are always float32.
 
@@ -94,14 +97,18 @@ class UniPose(nn.Module):
   wasp_dropout: float = 0.5
   decoder_dropouts: Sequence[float] = (0.5, 0.1)
   wasp_projection_repeats: int = 2
+  wasp_pool_batch_norm: bool = True
+  input_channels: int = 3
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   bn_sync: BatchNormSync | None = None  # whose statistics BatchNorm trains with
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
-    if images.ndim != 4 or images.shape[-1] != 3:
-      raise ValueError(f"UniPose expects images of shape (B, H, W, 3), got {images.shape}")
+    if images.ndim != 4 or images.shape[-1] != self.input_channels:
+      raise ValueError(
+        f"UniPose expects images of shape (B, H, W, {self.input_channels}), got {images.shape}"
+      )
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, bn_sync=self.bn_sync)
     if self.backbone is not None:
       make_backbone = self.backbone
@@ -118,6 +125,7 @@ class UniPose(nn.Module):
       features=self.wasp_features,
       dropout_rate=self.wasp_dropout,
       projection_repeats=self.wasp_projection_repeats,
+      pool_batch_norm=self.wasp_pool_batch_norm,
       name="wasp",
       **kw,
     )(feats["layer4"], train)

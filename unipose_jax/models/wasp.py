@@ -30,6 +30,13 @@ twin in ``tests/test_model_parity_torch.py`` does the same. Set
 ``projection_repeats=0`` to drop it (then ``branch_proj`` has no parameters),
 or ``1`` to apply it once.
 
+Video WASP (``pool_batch_norm=False``). The original's UniPose-LSTM builds its trunk with
+``model/modules/waspVideo.py``, which is this module with ONE difference: its image-pooling
+branch is ``AdaptiveAvgPool2d(1) -> 1x1 conv (no bias) -> ReLU``, without the BatchNorm
+(commented out there). Everything else (rates, the shared projection applied twice, the
+final 1x1 + BN + ReLU + dropout) is the same. With ``pool_batch_norm=False`` there is no
+``pool_bn`` (in the original's state dict: no ``wasp.global_avg_pool.2.*``).
+
 The image-pooling branch is 1x1 spatially; upsampling a 1x1 map bilinearly
 with ``align_corners=True`` (the original) is a broadcast, which is what is done.
 """
@@ -64,16 +71,19 @@ class WASP(nn.Module):
     dropout_rate: dropout after the final 1x1 projection (0.5); rng stream ``'dropout'``.
     projection_repeats: how often the shared 1x1 ``branch_proj`` is applied to
       each cascade output (2 = the original).
+    pool_batch_norm: BatchNorm in the image-pooling branch (True, the image model);
+      False is the original's video WASP (``waspVideo``), conv + ReLU only.
 
   ``__call__(x, train)``: (B, h, w, C) -> (B, h, w, features), in ``dtype``.
   Parameter names: ``branch0_conv/bn`` (1x1), ``branch{1,2,3}_conv/bn`` (atrous),
-  ``branch_proj``, ``pool_conv/bn``, ``project_conv/bn``.
+  ``branch_proj``, ``pool_conv/bn`` (no ``pool_bn`` in the video WASP), ``project_conv/bn``.
   """
 
   rates: Sequence[int] = WASP_RATES_OS16
   features: int = 256
   dropout_rate: float = 0.5
   projection_repeats: int = 2
+  pool_batch_norm: bool = True
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   bn_sync: BatchNormSync | None = None  # whose statistics BatchNorm trains with
@@ -96,7 +106,9 @@ class WASP(nn.Module):
 
     pooled = jnp.mean(jnp.asarray(x, jnp.float32), axis=(1, 2), keepdims=True).astype(self.dtype)
     pooled = conv(f, 1, name="pool_conv", **kw)(pooled)
-    pooled = nn.relu(batch_norm(train, name="pool_bn", sync=self.bn_sync, **kw)(pooled))
+    if self.pool_batch_norm:
+      pooled = batch_norm(train, name="pool_bn", sync=self.bn_sync, **kw)(pooled)
+    pooled = nn.relu(pooled)
     pooled = jnp.broadcast_to(pooled, branches[0].shape[:3] + (f,))
 
     y = jnp.concatenate([*branches, pooled], axis=-1)
