@@ -265,6 +265,10 @@ def _work(mode: str) -> None:
 
     config_dir = FLAGS.config.data.data_dir if FLAGS.config else "data/tfds"
     return modes.prepare(FLAGS.datasets, FLAGS.manual_dir, FLAGS.data_dir or config_dir)
+  if mode != "export" and (FLAGS.format != "onnx" or FLAGS.release_dtype != "float32"):
+    raise CommandLineError(f"--format and --release_dtype are for --mode=export, not {mode}")
+  if FLAGS.format != "release" and FLAGS.release_dtype != "float32":
+    raise CommandLineError("--release_dtype is for --format=release")
   if FLAGS.workdir is None:
     raise CommandLineError(f"--mode={mode} needs --workdir")
   inputs = split_inputs(FLAGS.inputs)

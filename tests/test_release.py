@@ -224,3 +224,8 @@ def test_release_errors_are_one_line(trained_run, tmp_path):
   assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
   assert f"error: release output {busy} exists and is not a release folder" in r.stderr
   assert (busy / "x.txt").read_text() == "keep"
+  r = launch("--mode=eval", f"--workdir={trained_run}", "--format=release")
+  assert r.returncode == 2 and "--format and --release_dtype are for --mode=export" in r.stderr
+  r = launch("--mode=export", f"--workdir={trained_run}", "--release_dtype=bfloat16",
+             f"--output={tmp_path / 'm.onnx'}")  # fmt: skip
+  assert r.returncode == 2 and "--release_dtype is for --format=release" in r.stderr, r.stderr
