@@ -138,10 +138,14 @@ if steps < c.num_train_steps:
     cmd=("$PY" launch.py --mode=train --config="$config" --workdir="$wd"
       --config.data.data_dir="$S/tfds" --config.codec.encoding=$enc
       --config.calibrate_presence=$calibrate --config.flip_test=True "${schedule[@]}" "$@")
-    # The unbiased run gets half of the time, the quantized one what is left (40 s kept for
-    # the release and the packing).
-    left=$((seconds - 40 - ($(date +%s) - T0)))
+    # The unbiased run gets half of the time, the quantized one what is left (20 s kept for
+    # its packing; the release is made between the two).
+    left=$((seconds - 20 - ($(date +%s) - T0)))
     limit=$([ $enc = unbiased ] && echo $(((seconds - 40) / 2)) || echo $left)
+    if [ "$limit" -lt 30 ]; then
+      stamp "no time left for the $enc run (${limit}s)"
+      continue
+    fi
     stamp "training $enc (at most ${limit}s): ${cmd[*]}"
     timeout "$limit" "${cmd[@]}" >"$S/train_$enc.log" 2>&1
     stamp "train $enc rc=$?: $(grep -c . "$S/train_$enc.log") log lines"
@@ -155,10 +159,12 @@ if steps < c.num_train_steps:
     $PY results/validation_curve.py "$wd" --csv="$pack/validation_curve.csv" \
       --png="$pack/validation_curve.png" >>"$OUT/session.log" 2>&1
     tar -C "$pack" -czf "$OUT/$enc.tgz" . && stamp "$enc.tgz: $(ls "$pack" | tr '\n' ' ')"
+    if [ $enc = unbiased ]; then  # the release first: it must not wait for the second run
+      timeout 60 "$PY" launch.py --mode=export --format=release --workdir="$wd" \
+        --release_dtype="${RELEASE_DTYPE:-bfloat16}" --output="$OUT/release" >"$S/release.log" 2>&1
+      stamp "release rc=$?: $(tail -1 "$S/release.log")"
+    fi
   done
-  timeout 60 "$PY" launch.py --mode=export --format=release --workdir="$S/ablation_unbiased" \
-    --release_dtype="${RELEASE_DTYPE:-bfloat16}" --output="$OUT/release" >>"$S/release.log" 2>&1
-  stamp "release rc=$?: $(tail -1 "$S/release.log")"
   ;;
 train)
   add_part "$1"
