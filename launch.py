@@ -5,6 +5,8 @@
   python launch.py --mode=eval    --workdir=runs/dark
   python launch.py --mode=predict --workdir=runs/dark --inputs=photos/,clip.mp4 --output=out/
   python launch.py --mode=export  --workdir=runs/dark --output=unipose.onnx
+  python launch.py --mode=export  --workdir=runs/dark --format=release --output=dark_release
+      # config.json + parameters, <= 8 files; eval/predict/export take it as --workdir
   python launch.py --mode=calibrate --workdir=runs/dark   # person presence (training does it)
   python launch.py --mode=eval    --config=configs/unipose_lsp.py --workdir=runs/official \
       --config.model.init_from=UniPose_LSP.pth        # an original UniPose checkpoint
@@ -62,7 +64,18 @@ flags.DEFINE_multi_string(
 )
 flags.DEFINE_alias("images", "inputs")
 flags.DEFINE_string(
-  "output", None, "predict: output folder; export: the .onnx file; compile: JSON."
+  "output",
+  None,
+  "predict: output folder; export: the .onnx file (--format=release: a folder); compile: JSON.",
+)
+flags.DEFINE_enum(
+  "format",
+  "onnx",
+  ["onnx", "release"],
+  "export: an ONNX file, or a release folder (config.json + parameters, no checkpoint).",
+)
+flags.DEFINE_enum(
+  "release_dtype", "float32", ["float32", "bfloat16"], "export --format=release: parameter dtype."
 )
 flags.DEFINE_integer("stop_after", None, "train: stop (with a checkpoint) after N steps.")
 flags.DEFINE_string("target", None, "compile: a GPU node (h100x8) or TPU slice (v5e:4x4); list.")
@@ -96,6 +109,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     extras,
     media,
     models,
+    release,
     run_config,
     train,
   )
@@ -103,7 +117,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
   return (
     checkpoints.CheckpointError, datasets.DatasetError, run_config.ConfigError,
     extras.MissingExtraError, models.WeightImportError, media.PredictInputError,
-    evaluate.EvaluationError, train.NonFiniteError,
+    evaluate.EvaluationError, train.NonFiniteError, release.ReleaseError,
     OSError,  # a full disk, a read-only folder, a missing file: named
   )  # fmt: skip
 
@@ -254,6 +268,10 @@ def _work(mode: str) -> None:
     datasets.check_names(FLAGS.datasets or ())  # an unknown name: exit 2, before any build
     config_dir = FLAGS.config.data.data_dir if FLAGS.config else "data/tfds"
     return modes.prepare(FLAGS.datasets, FLAGS.manual_dir, FLAGS.data_dir or config_dir)
+  if mode != "export" and (FLAGS.format != "onnx" or FLAGS.release_dtype != "float32"):
+    raise CommandLineError(f"--format and --release_dtype are for --mode=export, not {mode}")
+  if FLAGS.format != "release" and FLAGS.release_dtype != "float32":
+    raise CommandLineError("--release_dtype is for --format=release")
   if FLAGS.workdir is None:
     raise CommandLineError(f"--mode={mode} needs --workdir")
   inputs = split_inputs(FLAGS.inputs)
@@ -276,6 +294,8 @@ def _work(mode: str) -> None:
     modes.evaluate_checkpoint(run)
   elif mode == "predict":
     modes.predict_inputs(run, inputs, FLAGS.output)
+  elif mode == "export" and FLAGS.format == "release":
+    modes.export_release(run, FLAGS.output, FLAGS.release_dtype)
   elif mode == "export":
     modes.export_checkpoint(run, FLAGS.output)
   elif mode == "calibrate":

@@ -1,4 +1,5 @@
-"""The command line's modes besides training: prepare, eval, predict, export, calibrate.
+"""The command line's modes besides training: prepare, eval, predict, export (ONNX or a
+release folder), calibrate.
 
 ``launch.py`` parses the flags, finds the run (``run.Run``) and calls one of these with
 plain arguments; ``--mode=train`` is ``train.train_and_evaluate``. Every expected failure
@@ -65,7 +66,7 @@ def evaluate_checkpoint(run: Run, step: int | None = None) -> dict[str, dict[str
     files.check_writable(os.path.join(run.workdir, "eval"), "the evaluation folder")
   mesh = distributed.data_mesh()
   model = run.model()
-  if config.model.init_from and not os.path.isdir(run.checkpoint_dir):
+  if config.model.init_from and not os.path.isdir(run.checkpoint_dir) and not run.is_release:
     variables = _original_variables(run, model)
     name = "original_" + os.path.splitext(os.path.basename(config.model.init_from))[0]
     title = f"{config.model.init_from} (an original UniPose checkpoint)"
@@ -118,6 +119,29 @@ def export_checkpoint(run: Run, output: str | None) -> str:
   )  # fmt: skip
   print(f"wrote {path} (checkpoint {step}) and its decoding settings {settings}")
   return str(path)
+
+
+def export_release(run: Run, output: str | None, dtype: str = "float32") -> str:
+  """``--mode=export --format=release``: the run's best intact checkpoint (or the release
+  it is) as a release folder ``output`` (default ``<workdir>/release``): config.json, the
+  parameters in ``dtype`` (float32 or bfloat16) and a manifest (``release.write_release``),
+  at most 8 files of at most 16 MB. Returns the folder."""
+  from unipose_jax import release  # noqa: PLC0415
+
+  variables, step = run.load_variables()  # no checkpoint: said first
+  output = output or os.path.join(run.workdir, "release")
+  if os.path.abspath(output) == os.path.abspath(run.workdir):
+    raise release.ReleaseError(f"release output {output} is the run folder itself; give another")
+  manifest = release.write_release(
+    output, run.config, variables, step, dtype=dtype, source=os.path.abspath(run.workdir)
+  )
+  names = [p["file"] for p in manifest["parts"]]
+  print(
+    f"wrote release {output} (checkpoint {step}, {dtype} parameters, "
+    f"{manifest['bytes'] / 1e6:.1f} MB in {len(names)} part(s) + config.json + "
+    f"{release.MANIFEST})"
+  )
+  return output
 
 
 def calibrate_presence(run: Run) -> dict | None:

@@ -3,7 +3,7 @@
 A :class:`Run` is a config (``<workdir>/config.json``, or one given and checked against
 it) and a work directory. From it come the model and the heatmap codec, the data
 sources, the checkpoint folder and the metric that picks its best checkpoint, the best
-intact checkpoint's variables, the settings an ONNX export writes beside its file and
+intact checkpoint's variables (or a release folder's, ``release.py``), the settings an ONNX export writes beside its file and
 what :class:`~unipose_jax.predict.Predictor` needs. Training, ``--mode=eval``,
 ``--mode=predict``, ``--mode=export`` and ``Predictor.from_workdir`` all go through it;
 ``run_config`` only checks, saves, loads and compares configs.
@@ -186,6 +186,14 @@ class Run:
   # ----------------------------------------------------------------------- checkpoints
 
   @property
+  def is_release(self) -> bool:
+    """Whether the work directory is a release folder (``release.py``: config.json, the
+    parameters and a manifest, no checkpoints)."""
+    from unipose_jax import release  # noqa: PLC0415
+
+    return self.workdir is not None and release.is_release(self.workdir)
+
+  @property
   def checkpoint_dir(self) -> str:
     return os.path.join(self.workdir, CHECKPOINT_DIR)
 
@@ -208,10 +216,19 @@ class Run:
 
     Default: the best checkpoint by :attr:`best_metric`, else the newest intact one
     (damaged ones are reported and skipped). Raises ``checkpoints.CheckpointError`` when
-    there is none (or ``step`` is missing or damaged).
+    there is none (or ``step`` is missing or damaged). A release folder
+    (:attr:`is_release`) gives its variables (float32) and the step they came from
+    (``release.ReleaseError`` when damaged, or for another ``step``).
     """
-    from unipose_jax import checkpoints  # noqa: PLC0415
+    from unipose_jax import checkpoints, release  # noqa: PLC0415
 
+    if self.is_release:
+      variables, saved_step = release.load_release(self.workdir)
+      if step is not None and step != saved_step:
+        raise release.ReleaseError(
+          f"{self.workdir} is a release of checkpoint {saved_step}: it holds no checkpoint {step}"
+        )
+      return variables, saved_step
     with self.checkpointer(read_only=True) as ckpt:
       if not ckpt.all_steps():
         raise checkpoints.CheckpointError(
