@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unipose_jax import media, predict, skeleton, visualize
+from unipose_jax import keypoint_sets, media, predict, visualize
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.models import heatmap_size
 
-K = skeleton.NUM_JOINTS
+K = keypoint_sets.LSP.num_joints
 S = 256  # stub network input side
 CODEC = HeatmapCodec(
   input_size=(S, S), heatmap_size=(heatmap_size(S),) * 2, sigma=2.0, decoding="dark", dark_kernel=5
@@ -268,7 +268,7 @@ def test_prediction_json_and_overlay_of_a_photo(tmp_path, photo):
   records = media.predict_all(media.collect_inputs([str(tmp_path)]), predictor, str(tmp_path / "o"))
   rec = records["images"][0]
   assert rec["person_found"] is True and rec["passes"] == 2
-  assert rec["joint_names"] == list(skeleton.JOINT_NAMES)
+  assert rec["joint_names"] == list(keypoint_sets.LSP.joint_names)
   assert rec["visible"] == [True] * K and np.all(np.array(rec["scores"]) > 0.9)
   np.testing.assert_allclose(rec["keypoints"], TRUTH, atol=0.1)
   np.testing.assert_allclose(rec["box"], [*TRUTH.min(0), *TRUTH.max(0)], atol=0.1)

@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unipose_jax import deploy, distributed, evaluate, metrics, preemption, reports, skeleton
+from unipose_jax import deploy, distributed, evaluate, keypoint_sets, metrics, preemption, reports
 from unipose_jax.metric_writers import MetricWriter
 from unipose_jax.preemption import PreemptionGuard
 
-K = skeleton.NUM_JOINTS
+K = keypoint_sets.LSP.num_joints
 
 
 def _source(n: int = 5):

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from unipose_jax import keypoint_sets
 from unipose_jax.datasets import archives, integrity
 from unipose_jax.datasets.archives import DatasetError
 from unipose_jax.datasets.lsp import Lsp, LspExtended
@@ -55,6 +56,7 @@ __all__ = [
   "builder",
   "data_source",
   "is_prepared",
+  "keypoint_set",
   "prepare",
   "prepare_command",
 ]
@@ -104,6 +106,16 @@ def _split_name(name: str) -> tuple[str, str | None]:
   if config and base != "synthetic":
     raise ValueError(f"dataset {base!r} has no configs, got {name!r}")
   return base, config or None
+
+
+def keypoint_set(name: str, data_dir: str | os.PathLike) -> keypoint_sets.KeypointSet:
+  """The keypoint set of dataset ``name`` (``"lsp"``, ``"lsp_extended"``,
+  ``"synthetic[/config]"``: all :data:`keypoint_sets.LSP`). ``data_dir`` is where a
+  dataset whose set comes from its own files (COCO-format) would be read; unknown names
+  raise ``ValueError`` listing the known ones."""
+  del data_dir  # every dataset here has a built-in set
+  _split_name(name)
+  return keypoint_sets.LSP
 
 
 def builder(name: str, data_dir: str | os.PathLike) -> tfds.core.DatasetBuilder:

@@ -7,7 +7,7 @@ key             read as          meaning
 ==============  ===============  ====================================================
 ``image``       uint8 (H, W, 3)  RGB image, stored as JPEG bytes
 ``keypoints``   float32 (14, 2)  (x, y) in original-image pixels, integer = pixel
-                                 centre, 0-based; joint order of ``skeleton``
+                                 centre, 0-based; joint order of ``keypoint_sets.LSP``
 ``visible``     bool (14,)       the joint is visible
 ``labeled``     bool (14,)       the joint's location is meaningful (weight > 0)
 ``image_id``    int32 ()         number in the source file name (im0001.jpg -> 1);
@@ -25,9 +25,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-from unipose_jax import skeleton
+from unipose_jax import keypoint_sets
 
-NUM_JOINTS = skeleton.NUM_JOINTS
+NUM_JOINTS = keypoint_sets.LSP.num_joints
 
 
 def pose_features() -> tfds.features.FeaturesDict:

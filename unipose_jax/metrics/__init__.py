@@ -1,7 +1,8 @@
 """Metrics: pure functions of coordinates (never heatmaps), accumulated as sums and counts.
 
-* :mod:`~unipose_jax.metrics.keypoints`: LSP's PCK (torso) with its curve and AUC, and
-  PCKh (neck to head top); the definitions are in that module's doc.
+* :mod:`~unipose_jax.metrics.keypoints`: PCK (a torso of two joints) with its curve and AUC, and
+  PCKh (a head segment of two joints), as LSP defines them, the joints given by the
+  keypoint set; the definitions are in that module's doc.
 * :mod:`~unipose_jax.metrics.boxes`: the person box's IoU and centre error.
 * :mod:`~unipose_jax.metrics.roc`: ROC curve, AUC and the threshold for a stated
   false-positive rate of a ``score >= threshold`` decision (person presence).
