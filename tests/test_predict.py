@@ -132,8 +132,9 @@ class StubNet:
 def stub_predictor(**kwargs) -> predict.Predictor:
   net = StubNet(kwargs.pop("box_head", False))
   return predict.Predictor(
-    net, input_size=S, codec=CODEC, box_head=net.box_head, decoding="dark", **kwargs
-  )
+    net, input_size=S, codec=CODEC, keypoint_set=keypoint_sets.LSP, box_head=net.box_head,
+    decoding="dark", **kwargs,
+  )  # fmt: skip
 
 
 # Subpixel placement: no joint sits on a pixel centre of the original image.
@@ -511,7 +512,8 @@ def test_predictor_with_a_tiny_real_network(box_head):
     return model.apply(variables, normalize(images), train=False)[..., 1:].astype(jnp.float32)
 
   predictor = predict.Predictor(
-    heatmap_fn, input_size=32, codec=codec, box_head=box_head, decoding="dark",
+    heatmap_fn, input_size=32, codec=codec, keypoint_set=keypoint_sets.LSP, box_head=box_head,
+    decoding="dark",
     score_threshold=-np.inf,  # random weights: accept every joint, so pass 2 runs
   )  # fmt: skip
   image = np.random.default_rng(0).integers(0, 256, (90, 140, 3), dtype=np.uint8)
