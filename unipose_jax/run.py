@@ -206,11 +206,14 @@ class Run:
     """``K`` of :attr:`keypoint_set`."""
     return self.keypoint_set.num_joints
 
-  def _no_flip(self, what: str) -> None:
+  def _no_flip(self) -> None:
+    """One line, once per command, for a set without flip pairs whose config asks for a
+    flip (augmentation or test)."""
     kset = self.keypoint_set
     self.say_once(
-      f"note: keypoint set {kset.name!r} has no left/right flip pairs (give them with "
-      f"--config.data.flip_pairs): {what}"
+      f"note: keypoint set {kset.name!r} has no left/right flip pairs: no flip augmentation "
+      "and no flip test (data.augment.flip_prob and flip_test are ignored; give pairs with "
+      "--config.data.flip_pairs)"
     )
 
   @property
@@ -220,7 +223,7 @@ class Run:
     if not self.config.flip_test:
       return False
     if not self.keypoint_set.has_flip:
-      self._no_flip("no flip test (flip_test is ignored)")
+      self._no_flip()
       return False
     return True
 
@@ -237,7 +240,7 @@ class Run:
 
     settings = self.config.data.augment.to_dict()
     if settings["flip_prob"] > 0 and not self.keypoint_set.has_flip:
-      self._no_flip("no flip augmentation (data.augment.flip_prob is ignored)")
+      self._no_flip()
       settings["flip_prob"] = 0.0
     return transforms.AugmentConfig(**settings)
 
