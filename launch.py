@@ -286,7 +286,7 @@ def _work(mode: str) -> None:
   if mode == "train":
     from unipose_jax import train  # noqa: PLC0415
 
-    train.train_and_evaluate(run.config, FLAGS.workdir, stop_after=FLAGS.stop_after)
+    train.train_run(run, stop_after=FLAGS.stop_after)
     return None
   from unipose_jax import modes  # noqa: PLC0415
 

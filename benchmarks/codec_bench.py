@@ -39,7 +39,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 import dark_reference as ref  # noqa: E402
 from hardware import describe_device, parse_args  # noqa: E402
 
+from unipose_jax import keypoint_sets  # noqa: E402
 from unipose_jax.codecs import DECODINGS, ENCODINGS, HeatmapCodec  # noqa: E402
+
+#: K of the LSP configs these benchmarks time.
+LSP_K = keypoint_sets.LSP.num_joints
 
 
 def median_time(fn, repeats: int) -> float:
@@ -122,7 +126,7 @@ def bench_eval_step(codec: HeatmapCodec, batch: int, repeats: int, device: str):
   common = dict(
     name="eval_step_decode_dark",
     batch=batch,
-    joints=14,
+    joints=LSP_K,
     heatmap_size=list(codec.heatmap_size),
     device=device,
   )
@@ -140,7 +144,7 @@ def bench_eval_step(codec: HeatmapCodec, batch: int, repeats: int, device: str):
     return
   from unipose_jax import inference
 
-  model = UniPose(num_joints=14)
+  model = UniPose(num_joints=LSP_K)
   images = jnp.zeros((batch, *codec.input_size, 3), jnp.uint8)
   variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, train=False))(
     images[:1].astype(jnp.float32)
@@ -174,7 +178,7 @@ def bench_eval_step(codec: HeatmapCodec, batch: int, repeats: int, device: str):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batches", default="1,64,512", help="comma-separated batch sizes")
-  parser.add_argument("--joints", type=int, default=14)
+  parser.add_argument("--joints", type=int, default=LSP_K)
   parser.add_argument("--repeats", type=int, default=20, help="timed calls of the jitted codec")
   parser.add_argument(
     "--eval-batch", type=int, default=64, help="batch of the optional GPU eval-step section"

@@ -80,6 +80,12 @@ SPECS = {
 }
 
 
+from unipose_jax import keypoint_sets  # noqa: E402
+
+#: K of the LSP configs these benchmarks time.
+LSP_K = keypoint_sets.LSP.num_joints
+
+
 def build(depth: str, input_size: int, seed: int = 0):
   """The twin (eval mode), the Flax module and its variables holding the twin's weights."""
   import functools
@@ -88,12 +94,12 @@ def build(depth: str, input_size: int, seed: int = 0):
 
   block_t, block_f, layers, width, (wasp, low, dec) = SPECS[depth]
   twin = twin_lib.UniPoseTwin(
-    14, block=block_t, layers=layers, width=width, output_stride=16, wasp_planes=wasp,
+    LSP_K, block=block_t, layers=layers, width=width, output_stride=16, wasp_planes=wasp,
     low_planes=low, decoder_planes=dec,
   )  # fmt: skip
   twin_lib.randomise_(twin, seed)
   model = UniPose(
-    num_joints=14,
+    num_joints=LSP_K,
     backbone=functools.partial(
       ResNet,
       stage_sizes=layers,

@@ -49,6 +49,12 @@ from hardware import describe_device, parse_args  # noqa: E402
 KEEPS_UP = 1.2
 
 
+from unipose_jax import keypoint_sets  # noqa: E402
+
+#: K of the LSP configs these benchmarks time.
+LSP_K = keypoint_sets.LSP.num_joints
+
+
 def load_config(name: str):
   return importlib.import_module(f"configs.{name}").get_config()
 
@@ -84,9 +90,11 @@ def read_only_rate(sources: list, n: int) -> float:
 
 def pipeline_rate(config, sources, workers: int, batch: int, seconds: float, warmup: int):
   """(images/s, image dtype) of the training iterator train.make_train_iterator builds."""
-  from unipose_jax import input_pipeline, transforms  # noqa: PLC0415
+  from unipose_jax import input_pipeline  # noqa: PLC0415
+  from unipose_jax.run import Run  # noqa: PLC0415
 
   d = config.data
+  run = Run(config)  # the run's keypoint set: its flips, as training runs them
   it = input_pipeline.make_train_iterator(
     sources,
     mixture_weights=list(d.mixture_weights),
@@ -94,7 +102,8 @@ def pipeline_rate(config, sources, workers: int, batch: int, seconds: float, war
     input_size=d.input_size,
     seed=config.seed,
     worker_count=workers,
-    augment=transforms.AugmentConfig(**d.augment.to_dict()),
+    augment=run.augment_config(),
+    flip_permutation=run.flip_permutation,
   )
   try:
     for _ in range(warmup):  # worker start-up, first buffers
@@ -126,8 +135,8 @@ def step_rate(config_name: str, batch: int, dtype: str, steps: int) -> dict:
   rng = np.random.default_rng(0)
   local = {
     "image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
-    "keypoints": rng.uniform(4, size - 5, (batch, 14, 2)).astype(np.float32),
-    "weights": np.ones((batch, 14), np.float32),
+    "keypoints": rng.uniform(4, size - 5, (batch, LSP_K, 2)).astype(np.float32),
+    "weights": np.ones((batch, LSP_K), np.float32),
   }
   batches = trainer.batches(iter([local] * (steps + 2)), size=2)
   state, m = trainer.step(state, next(batches))  # compilation

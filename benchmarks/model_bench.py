@@ -48,9 +48,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from hardware import describe_device, flops_of, is_oom, parse_args, peak_flops  # noqa: E402
 
-from unipose_jax import inference  # noqa: E402
+from unipose_jax import (
+  inference,  # noqa: E402
+  keypoint_sets,  # noqa: E402
+)
 from unipose_jax.codecs import HeatmapCodec  # noqa: E402
 from unipose_jax.models import UniPose, UniPoseTiny, heatmap_size  # noqa: E402
+
+#: K of the LSP configs these benchmarks time.
+LSP_K = keypoint_sets.LSP.num_joints
 
 
 def random_variables(model, input_shape, seed=0):
@@ -87,9 +93,9 @@ def timed(fn, args, repeats):
 
 def make_model(depth: str, output_stride: int, dtype):
   if depth == "tiny":
-    return UniPoseTiny(output_stride=output_stride, dtype=dtype), "resnet-tiny"
+    return UniPoseTiny(num_joints=LSP_K, output_stride=output_stride, dtype=dtype), "resnet-tiny"
   return UniPose(
-    backbone_depth=int(depth), output_stride=output_stride, dtype=dtype
+    num_joints=LSP_K, backbone_depth=int(depth), output_stride=output_stride, dtype=dtype
   ), f"resnet{depth}"
 
 

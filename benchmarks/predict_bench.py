@@ -64,7 +64,9 @@ def build_predictor(config, seed: int = 0) -> predict.Predictor:
   model = run.model()
   size = config.data.input_size
   variables = model.init(jax.random.key(seed), jnp.zeros((1, size, size, 3)), train=False)
-  heatmaps = inference.heatmap_fn(model, variables, flip_test=bool(config.flip_test))
+  heatmaps = inference.heatmap_fn(
+    model, variables, flip_test=run.flip_test, flip_permutation=run.flip_permutation
+  )
   settings = {**run.predictor_settings(), "score_threshold": -np.inf, "second_pass": True}
   return predict.Predictor(heatmaps, **settings)
 

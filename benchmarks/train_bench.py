@@ -44,7 +44,14 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from hardware import describe_device, flops_of, is_oom, parse_args, peak_flops  # noqa: E402
 
-from unipose_jax import distributed, train  # noqa: E402
+from unipose_jax import (  # noqa: E402
+  distributed,
+  keypoint_sets,  # noqa: E402
+  train,
+)
+
+#: K of the LSP configs these benchmarks time.
+LSP_K = keypoint_sets.LSP.num_joints
 
 
 def peaks_for(dtype: str, peak_tflops: float | None) -> tuple[dict[str, float] | None, str]:
@@ -63,8 +70,8 @@ def uint8_batch(n: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(seed)
   return {
     "image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
-    "keypoints": rng.uniform(4, size - 5, (n, 14, 2)).astype(np.float32),
-    "weights": (rng.uniform(size=(n, 14)) > 0.1).astype(np.float32),
+    "keypoints": rng.uniform(4, size - 5, (n, LSP_K, 2)).astype(np.float32),
+    "weights": (rng.uniform(size=(n, LSP_K)) > 0.1).astype(np.float32),
   }
 
 

@@ -9,11 +9,23 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unipose_jax import metrics, skeleton
+from unipose_jax import keypoint_sets, metrics, skeleton
 from unipose_jax.codecs import DECODINGS, HeatmapCodec
 from unipose_jax.codecs import box as box_lib
 
-K = skeleton.NUM_JOINTS
+K = keypoint_sets.LSP.num_joints
+
+LSP = keypoint_sets.LSP
+
+
+def lsp_counts(*args, **kwargs):
+  """``metrics.keypoint_counts`` with LSP's torso and head joints."""
+  return metrics.keypoint_counts(*args, **kwargs, torso=LSP.torso, head=LSP.head)
+
+
+def lsp_summary(*args, **kwargs):
+  """``metrics.summarize`` with LSP's joint names."""
+  return metrics.summarize(*args, **kwargs, joint_names=LSP.joint_names)
 
 
 # ---------------------------------------------------------------------------
@@ -244,20 +256,20 @@ def test_box_counts_merge_and_summary_equal_numpy():
   assert 0.2 < expected["box_iou>=0.5"] < 0.95  # the threshold matters in this data
 
   def step(lo, hi):  # what evaluate.eval_step does, on two uneven batches
-    c = metrics.keypoint_counts(kp_pred[lo:hi], kp_gt[lo:hi])
+    c = lsp_counts(kp_pred[lo:hi], kp_gt[lo:hi])
     c.update(jax.jit(metrics.box_counts)(pred[lo:hi], gt[lo:hi], mask[lo:hi]))
     return jax.device_get(c)
 
   merged = metrics.merge_counts(metrics.merge_counts(None, step(0, 17)), step(17, 50))
   assert merged["box_total"].dtype == np.int32 and int(merged["box_total"]) == mask.sum()
-  s = metrics.summarize(merged)
+  s = lsp_summary(merged)
   for key, value in expected.items():
     assert s[key] == pytest.approx(value, rel=1e-5), key
   assert s["num_images"] == 50 and s["pck@0.2"] == pytest.approx(1.0)
 
   # Keypoint counts alone still merge and summarise, without box keys.
-  plain = metrics.merge_counts(None, metrics.keypoint_counts(kp_pred, kp_gt))
-  assert not any(k.startswith(("box", "num_boxes")) for k in metrics.summarize(plain))
+  plain = metrics.merge_counts(None, lsp_counts(kp_pred, kp_gt))
+  assert not any(k.startswith(("box", "num_boxes")) for k in lsp_summary(plain))
   with pytest.raises(ValueError, match="cannot merge counts with keys"):
     metrics.merge_counts(plain, merged)
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from unipose_jax import config_defaults, media, modes, predict, run_config
+from unipose_jax import config_defaults, keypoint_sets, media, modes, predict, run_config
 from unipose_jax.run import NotAWorkdirError, Run, check_workdir
 
 MAIN_CONFIG = pathlib.Path(__file__).parent / "data" / "config_main_8106d4f.json"
@@ -34,9 +34,16 @@ def test_every_key_has_exactly_one_role_and_the_lists_do_not_overlap():
            config_defaults.RUN_TIME_KEYS)  # fmt: skip
   prefixes = [p for lst in lists for p in lst]
   assert len(prefixes) == len(set(prefixes))  # no prefix in two lists
-  # Every listed prefix names a real key or section.
+  # Every listed prefix names a real key or section (the keypoint set's section is empty
+  # in the defaults: a run fills it with the set it resolved).
   sections = {k.rsplit(".", i)[0] for k in keys for i in range(3)}
-  assert set(prefixes) <= sections | set(keys)
+  assert set(prefixes) <= sections | set(keys) | {run_config.KEYPOINTS_SECTION}
+  assert config_defaults.get_config().keypoints.to_dict() == {}
+  resolved = Run(smoke.get_config()).resolved_config()
+  for key in run_config.flat_keys(resolved):
+    assert config_defaults.key_role(key) is not None, key
+  assert config_defaults.key_role("keypoints.flip_pairs") == "network"
+  assert config_defaults.key_role("data.flip_pairs") == "training"
 
 
 @pytest.mark.parametrize(
@@ -255,8 +262,11 @@ def test_a_workdir_that_is_a_file_is_named(tmp_path):
 def test_predict_reads_every_image_under_the_runs_max_pixels(tmp_path, monkeypatch):
   assert config_defaults.get_config().predict.max_pixels == media.MAX_PIXELS == 120_000_000
   cv2.imwrite(str(tmp_path / "a.png"), np.zeros((50, 70, 3), np.uint8))  # 3500 pixels
-  k = 14
-  answer = predict.Prediction(np.zeros((k, 2)), np.zeros(k), np.zeros(k, bool), None, False)
+  k = keypoint_sets.LSP.num_joints
+  answer = predict.Prediction(
+    np.zeros((k, 2)), np.zeros(k), np.zeros(k, bool), None, False,
+    keypoint_set=keypoint_sets.LSP,
+  )  # fmt: skip
   monkeypatch.setattr(
     predict.Predictor, "from_run", classmethod(lambda cls, run: lambda im: answer)
   )

@@ -27,7 +27,7 @@ import scipy.io
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from unipose_jax import datasets, skeleton
+from unipose_jax import datasets, keypoint_sets
 from unipose_jax.datasets import archives, synthetic
 from unipose_jax.datasets.lsp import Lsp, LspExtended
 
@@ -514,7 +514,7 @@ def test_synthetic_examples_deterministic_and_in_bounds():
     assert (kp >= 0).all() and (kp <= 95).all()
     # Front-facing figure: seen along the pelvis->neck axis, the right shoulder is
     # always on the image's left of the axis (negative cross product, y down).
-    neck, r_sh, l_sh = kp[skeleton.HEAD[0]], kp[8], kp[9]
+    neck, r_sh, l_sh = kp[keypoint_sets.LSP.head[0]], kp[8], kp[9]
     up = neck - (kp[2] + kp[3]) / 2
     cross = lambda u, v: u[0] * v[1] - u[1] * v[0]  # noqa: E731
     assert cross(up, r_sh - neck) < 0 < cross(up, l_sh - neck)

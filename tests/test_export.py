@@ -24,7 +24,7 @@ ort = pytest.importorskip(
 )
 onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install unipose_jax[onnx])")
 
-from unipose_jax import deploy  # noqa: E402
+from unipose_jax import deploy, keypoint_sets  # noqa: E402
 from unipose_jax.codecs import HeatmapCodec  # noqa: E402
 from unipose_jax.export import export_onnx  # noqa: E402
 from unipose_jax.models import BasicBlock, ResNet, UniPose, UniPoseTiny, normalize  # noqa: E402
@@ -34,6 +34,8 @@ from unipose_jax.transforms import (  # noqa: E402
   letterbox_affine,
   warp_image,
 )
+
+LSP_K = keypoint_sets.LSP.num_joints
 
 S = 64
 
@@ -70,7 +72,7 @@ def _rel_error(got, ref):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-  model = UniPoseTiny()
+  model = UniPoseTiny(num_joints=LSP_K)
   variables = _random_variables(model, (S, S))
   path = export_onnx(model, variables, tmp_path_factory.mktemp("onnx") / "tiny.onnx", S)
   return model, variables, path
@@ -106,7 +108,7 @@ def test_numpy_decoding_matches_jax_path_on_non_square_image(tiny):
   for decoding in ("argmax", "dark"):
     kp_in, ref_scores = codec.decode(jnp.asarray(heatmaps), decoding)
     ref = apply_affine_to_points(invert_affine(affine), np.asarray(kp_in, np.float64))
-    got, scores = deploy.predict(run, [image], S, decoding=decoding, sigma=2.0)
+    got, scores = deploy.predict(run, [image], S, num_joints=LSP_K, decoding=decoding, sigma=2.0)
     assert got.shape == (1, 14, 2) and scores.shape == (1, 14)
     np.testing.assert_allclose(got, ref, atol=1e-3, rtol=0)
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-4, atol=1e-5)

@@ -198,4 +198,4 @@ def test_inputs_may_repeat_and_hold_commas(tmp_path):
 
 def test_deploy_with_no_image_is_a_clear_error():
   with pytest.raises(ValueError, match="deploy.predict needs at least one image; got none"):
-    deploy.predict(lambda x: x, [], 32)
+    deploy.predict(lambda x: x, [], 32, num_joints=14)

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unipose_jax import geometry, skeleton
+from unipose_jax import geometry, keypoint_sets, skeleton
 from unipose_jax.codecs import box as box_lib
 
-K = skeleton.NUM_JOINTS
+K = keypoint_sets.LSP.num_joints
 
 
 def _joints():
@@ -71,19 +71,34 @@ def test_crop_affine_maps_the_square_around_the_box_onto_the_input():
 
 def test_split_maps_follows_the_channel_layout():
   maps = np.arange(2 * 3 * 3 * (K + 6)).reshape(2, 3, 3, K + 6)
-  bg, joints, box = skeleton.split_maps(maps)
+  bg, joints, box = skeleton.split_maps(maps, num_joints=K)
   assert bg.shape == (2, 3, 3, 1) and joints.shape == (2, 3, 3, K) and box.shape == (2, 3, 3, 5)
   np.testing.assert_array_equal(np.concatenate([bg, joints, box], -1), maps)
   assert skeleton.num_maps(K, True) == K + 6 and skeleton.num_maps(K, False) == K + 1
-  bg, joints, box = skeleton.split_maps(maps[..., : K + 1])
+  bg, joints, box = skeleton.split_maps(maps[..., : K + 1], num_joints=K)
   assert box is None and joints.shape[-1] == K
   points = np.arange((K + 5) * 2).reshape(K + 5, 2)
-  none, kp, box_points = skeleton.split_maps(points, background=False, axis=-2)
+  none, kp, box_points = skeleton.split_maps(points, background=False, num_joints=K, axis=-2)
   assert none is None and kp.shape == (K, 2) and box_points.shape == (5, 2)
   np.testing.assert_array_equal(box_points, points[K:])
-  _, joints, box = skeleton.split_maps(jnp.zeros((1, 2, 2, K + 6)))  # JAX arrays too
+  _, joints, box = skeleton.split_maps(jnp.zeros((1, 2, 2, K + 6)), num_joints=K)  # JAX arrays too
   assert joints.shape == (1, 2, 2, K) and box.shape == (1, 2, 2, 5)
   with pytest.raises(
     ValueError, match=r"expected 1 \+ 14 \(\+ 5 box\) channels on axis -1, got 17"
   ):
-    skeleton.split_maps(np.zeros((1, 2, 2, 17)))
+    skeleton.split_maps(np.zeros((1, 2, 2, 17)), num_joints=K)
+  # Any K (here Penn Action's 13): the layout is K + 1 (+ 5), nothing assumes LSP's 14.
+  bg, joints, box = skeleton.split_maps(np.zeros((1, 2, 2, 19)), num_joints=13)
+  assert bg.shape[-1] == 1 and joints.shape[-1] == 13 and box.shape[-1] == 5
+  with pytest.raises(TypeError, match="num_joints"):
+    skeleton.split_maps(maps)  # no default K
+  with pytest.raises(TypeError, match="num_joints"):
+    skeleton.num_maps()
+
+
+def test_flip_channels_appends_the_box_points_after_the_joints():
+  perm = np.array([1, 0, 2])  # 3 joints, 0 and 1 a left/right pair
+  np.testing.assert_array_equal(skeleton.flip_channels(perm, 3), [1, 0, 2])
+  np.testing.assert_array_equal(skeleton.flip_channels(perm, 8), [1, 0, 2, 3, 5, 4, 7, 6])
+  with pytest.raises(ValueError, match=r"expected 3 \(\+ 5 box\) channels, got 4"):
+    skeleton.flip_channels(perm, 4)

@@ -10,11 +10,11 @@ import pytest
 
 from unipose_jax import geometry as geo
 from unipose_jax import input_pipeline as ip
-from unipose_jax import skeleton
+from unipose_jax import keypoint_sets
 from unipose_jax import transforms as tr
 
-K = skeleton.NUM_JOINTS
-PERM = skeleton.FLIP_PERMUTATION
+K = keypoint_sets.LSP.num_joints
+PERM = keypoint_sets.LSP.flip_permutation
 
 
 def take(iterator, n: int) -> list:
@@ -128,7 +128,9 @@ def test_train_transform_moves_painted_dots_to_their_keypoints(seed):
       "labeled": np.ones(K, bool),
       "image_id": np.int32(7),
     }
-    out = tr.transform_train(rec, np.random.default_rng(seed), cfg=GEOM_CFG, input_size=size)
+    out = tr.transform_train(
+      rec, np.random.default_rng(seed), cfg=GEOM_CFG, input_size=size, flip_permutation=PERM
+    )
     flipped = geo.is_flipping(out["affine"])
     flips.append(flipped)
     k = PERM[j] if flipped else j
@@ -167,7 +169,9 @@ def test_flip_relabels_left_and_right():
     scale_range=(1, 1), rotation_deg=0, rotation_prob=0, flip_prob=1.0, translate_frac=0
   )
   rec = _record(0, 60, 50)
-  out = tr.transform_train(rec, np.random.default_rng(0), cfg=cfg, input_size=64)
+  out = tr.transform_train(
+    rec, np.random.default_rng(0), cfg=cfg, input_size=64, flip_permutation=PERM
+  )
   plain = tr.transform_train(rec, np.random.default_rng(0), cfg=tr.NO_AUGMENT, input_size=64)
   # flipped keypoint k is the mirror (about the input centre) of unflipped keypoint PERM[k]
   mirrored = plain["keypoints"].copy()
@@ -224,7 +228,9 @@ def test_weights_zero_for_unlabeled_and_off_input_joints():
   cfg = tr.AugmentConfig(
     scale_range=(1.8, 1.8), rotation_deg=0, rotation_prob=0, flip_prob=0, translate_frac=0
   )
-  out = tr.transform_train(rec, np.random.default_rng(0), cfg=cfg, input_size=64)
+  out = tr.transform_train(
+    rec, np.random.default_rng(0), cfg=cfg, input_size=64, flip_permutation=PERM
+  )
   kp, w = out["keypoints"], out["weights"]
   assert np.all(np.isfinite(kp))
   assert w[0] == 0 and w[13] == 0
@@ -246,8 +252,10 @@ def test_nan_on_labeled_joint_raises_naming_image():
   rec["keypoints"] = rec["keypoints"].copy()
   rec["keypoints"][9, 1] = np.nan
   rec["image_id"] = np.int32(4242)
-  with pytest.raises(ValueError, match=r"4242.*left_shoulder"):
-    tr.transform_train(rec, np.random.default_rng(0))
+  with pytest.raises(ValueError, match=r"4242: non-finite keypoints on labeled joints \['9'\]"):
+    tr.transform_train(rec, np.random.default_rng(0), flip_permutation=PERM)
+  with pytest.raises(ValueError, match=r"4242.*\['left_shoulder'\]"):  # the set's names
+    tr.check_record(rec, keypoint_sets.LSP.joint_names)
   with pytest.raises(ValueError, match="4242"):
     tr.transform_eval(rec)
   bad = _record(1)
@@ -318,7 +326,7 @@ def _assert_batches_equal(a, b):
 
 def test_train_batch_format_and_determinism():
   src = _source(12)
-  it = ip.make_train_iterator([src], None, 4, 32, seed=3)
+  it = ip.make_train_iterator([src], None, 4, 32, seed=3, flip_permutation=PERM)
   b = next(it)
   assert set(b) == TRAIN_KEYS
   assert b["image"].shape == (4, 32, 32, 3) and b["image"].dtype == np.uint8
@@ -329,15 +337,18 @@ def test_train_batch_format_and_determinism():
   for a, inv in zip(b["affine"], b["inverse_affine"]):
     np.testing.assert_allclose(geo.compose_affines(a, inv), np.eye(3)[:2], atol=1e-4)
   _assert_batches_equal(
-    take(ip.make_train_iterator([src], None, 4, 32, seed=3), 3), [b] + take(it, 2)
+    take(ip.make_train_iterator([src], None, 4, 32, seed=3, flip_permutation=PERM), 3),
+    [b] + take(it, 2),
   )
-  other = take(ip.make_train_iterator([src], None, 4, 32, seed=4), 1)[0]
+  other = take(ip.make_train_iterator([src], None, 4, 32, seed=4, flip_permutation=PERM), 1)[0]
   assert not np.array_equal(other["image"], b["image"])
 
 
 def test_train_resume_from_json_state_in_process():
   src = _source(10)
-  kw = dict(sources=[src], mixture_weights=None, batch_size=3, input_size=24, seed=0)
+  kw = dict(
+    sources=[src], mixture_weights=None, batch_size=3, input_size=24, seed=0, flip_permutation=PERM
+  )
   it = ip.make_train_iterator(**kw)
   take(it, 5)  # crosses an epoch boundary (10 records / 3 per batch)
   state = json.loads(json.dumps(it.get_state()))
@@ -350,7 +361,9 @@ def test_train_resume_from_json_state_in_process():
 @pytest.mark.slow
 def test_train_resume_with_workers_and_worker_count_independence():
   src = _source(10)
-  kw = dict(sources=[src], mixture_weights=None, batch_size=2, input_size=24, seed=1)
+  kw = dict(
+    sources=[src], mixture_weights=None, batch_size=2, input_size=24, seed=1, flip_permutation=PERM
+  )
   reference = take(ip.make_train_iterator(**kw), 5)
   it = ip.make_train_iterator(**kw, worker_count=2)
   try:
@@ -373,7 +386,15 @@ def test_train_shards_are_disjoint_and_cover_the_source():
   seen = []
   for shard in range(3):
     it = ip.make_train_iterator(
-      [src], None, 1, 16, seed=0, shard_index=shard, shard_count=3, num_epochs=1
+      [src],
+      None,
+      1,
+      16,
+      seed=0,
+      shard_index=shard,
+      shard_count=3,
+      num_epochs=1,
+      flip_permutation=PERM,
     )
     ids = [int(b["image_id"][0]) for b in it]
     assert len(ids) == len(set(ids))
@@ -381,14 +402,16 @@ def test_train_shards_are_disjoint_and_cover_the_source():
   assert sum(len(s) for s in seen) == 11
   assert set().union(*seen) == set(range(11))
   with pytest.raises(ValueError, match="shard"):
-    ip.make_train_iterator([src], None, 1, 16, seed=0, shard_index=3, shard_count=3)
+    ip.make_train_iterator(
+      [src], None, 1, 16, seed=0, shard_index=3, shard_count=3, flip_permutation=PERM
+    )
 
 
 def test_train_epochs_reshuffle():
   src = _source(8)
   ids = [
     int(i)
-    for b in ip.make_train_iterator([src], None, 4, 16, seed=0, num_epochs=2)
+    for b in ip.make_train_iterator([src], None, 4, 16, seed=0, num_epochs=2, flip_permutation=PERM)
     for i in b["image_id"]
   ]
   assert sorted(ids[:8]) == list(range(8)) and sorted(ids[8:]) == list(range(8))
@@ -399,7 +422,7 @@ def test_mixture_follows_weights():
   # tiny images: only ids are of interest
   a = _source(40, offset=0, height=8, width=8)
   b = _source(40, offset=1000, height=8, width=8)
-  it = ip.make_train_iterator([a, b], [3.0, 1.0], 8, 8, seed=0)
+  it = ip.make_train_iterator([a, b], [3.0, 1.0], 8, 8, seed=0, flip_permutation=PERM)
   ids = np.concatenate([x["image_id"] for x in take(it, 30)])
   frac_a = np.mean(ids < 1000)
   assert abs(frac_a - 0.75) < 0.03, frac_a

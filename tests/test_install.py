@@ -114,7 +114,8 @@ def test_readme_snippets_from_an_installed_wheel(trained_run, tmp_path):
   assert s["dark_kernel"] == 13 and s["dark_sigma"] == 2.0
   image = cv2.cvtColor(cv2.imread(str(user / "photo.jpg")), cv2.COLOR_BGR2RGB)
   here, _ = deploy.predict(
-    deploy.onnx_runner(user / "runs" / "dark" / "unipose.onnx"), [image], s["input_size"], decoding="dark",
-    sigma=s["sigma"], dark_kernel=s["dark_kernel"], dark_sigma=s["dark_sigma"],
+    deploy.onnx_runner(user / "runs" / "dark" / "unipose.onnx"), [image], s["input_size"],
+    decoding="dark", num_joints=s["num_joints"], sigma=s["sigma"], dark_kernel=s["dark_kernel"],
+    dark_sigma=s["dark_sigma"],
   )  # fmt: skip
   np.testing.assert_allclose(keypoints, here, atol=1e-5)

@@ -12,6 +12,8 @@ import pytest
 from conftest import TRAINED_RUN_FLAGS, TRAINED_RUN_STEPS, copy_of, launch, small_flags
 from PIL import Image
 
+from unipose_jax import keypoint_sets
+
 pytestmark = pytest.mark.slow
 
 
@@ -109,6 +111,8 @@ def test_export_reproduces_predict_with_the_numpy_decoder(trained_run, tmp_path)
   assert settings == {
     "checkpoint_step": 4, "input_size": 32, "heatmap_size": [4, 4], "sigma": 2.0,
     "decoding": "dark", "dark_kernel": 13, "dark_sigma": 2.0, "box_head": True,
+    "num_joints": 14, "joint_names": list(keypoint_sets.LSP.joint_names),
+    "flip_pairs": [list(p) for p in keypoint_sets.LSP.flip_pairs],
   }  # fmt: skip
 
   good = _images(tmp_path)
@@ -122,8 +126,8 @@ def test_export_reproduces_predict_with_the_numpy_decoder(trained_run, tmp_path)
   for image, p in zip(images, predictions):
     keypoints, scores = deploy.predict(
       deploy.onnx_runner(onnx_path), [image], settings["input_size"],
-      decoding=settings["decoding"], sigma=settings["sigma"], dark_kernel=settings["dark_kernel"],
-      dark_sigma=settings["dark_sigma"],
+      num_joints=settings["num_joints"], decoding=settings["decoding"], sigma=settings["sigma"],
+      dark_kernel=settings["dark_kernel"], dark_sigma=settings["dark_sigma"],
     )  # fmt: skip
     assert keypoints.shape == (1, 14 + 5, 2)  # the joints, then the 5 box points
     np.testing.assert_allclose(keypoints[0, :14], np.asarray(p["keypoints"]), atol=2e-3)

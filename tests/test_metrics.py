@@ -9,9 +9,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unipose_jax import metrics, skeleton
+from unipose_jax import keypoint_sets, metrics
 
-K = skeleton.NUM_JOINTS
+K = keypoint_sets.LSP.num_joints
+
+LSP = keypoint_sets.LSP
+
+
+def lsp_counts(*args, **kwargs):
+  """``metrics.keypoint_counts`` with LSP's torso and head joints."""
+  return metrics.keypoint_counts(*args, **kwargs, torso=LSP.torso, head=LSP.head)
+
+
+def lsp_summary(*args, **kwargs):
+  """``metrics.summarize`` with LSP's joint names."""
+  return metrics.summarize(*args, **kwargs, joint_names=LSP.joint_names)
 
 
 def _hand_batch():
@@ -49,15 +61,15 @@ HAND = {
 
 def test_reference_lengths():
   pred, gt = _hand_batch()
-  np.testing.assert_allclose(metrics.torso_lengths(gt), [50.0, 20.0], rtol=1e-6)
-  np.testing.assert_allclose(metrics.head_lengths(gt), [16.0, 30.0], rtol=1e-6)
+  np.testing.assert_allclose(metrics.torso_lengths(gt, LSP.torso), [50.0, 20.0], rtol=1e-6)
+  np.testing.assert_allclose(metrics.head_lengths(gt, LSP.head), [16.0, 30.0], rtol=1e-6)
   np.testing.assert_allclose(metrics.keypoint_distances(pred, gt)[0, :4], [0, 2, 4, 7], rtol=1e-5)
 
 
 def test_pck_counts_hand_computed():
   pred, gt = _hand_batch()
   thresholds = (0.05, 0.1, 0.2)
-  c = metrics.keypoint_counts(pred, gt, thresholds=thresholds)
+  c = lsp_counts(pred, gt, thresholds=thresholds)
   assert c["pck_correct"].dtype == jnp.int32 and c["pck_correct"].shape == (3, K)
   for i, t in enumerate(thresholds):
     np.testing.assert_array_equal(c["pck_correct"][i], np.sum(HAND[t], axis=0), err_msg=str(t))
@@ -67,13 +79,13 @@ def test_pck_counts_hand_computed():
 
 def test_summary_hand_computed():
   pred, gt = _hand_batch()
-  s = metrics.summarize(metrics.keypoint_counts(pred, gt))
+  s = lsp_summary(lsp_counts(pred, gt))
   assert s["pck@0.2"] == pytest.approx(21 / 28)
   assert s["pck@0.1"] == pytest.approx(14 / 28)
   assert s["pck@0.05"] == pytest.approx(10 / 28)
   assert s["pckh@0.5"] == pytest.approx(22 / 28)
   per_joint_02 = np.sum(HAND[0.2], axis=0) / 2
-  for k, name in enumerate(skeleton.JOINT_NAMES):
+  for k, name in enumerate(keypoint_sets.LSP.joint_names):
     assert s[f"pck@0.2/{name}"] == pytest.approx(per_joint_02[k]), name
   assert s["pckh@0.5/head_top"] == pytest.approx(0.5)
   assert s["num_joints"] == 28 and s["num_images"] == 2
@@ -89,11 +101,11 @@ def test_auc_step_curve_hand_computed():
   gt[:, 9] = (0, 0)
   gt[:, 2] = (0, 40)
   pred = gt + np.array([0.0, 3.9], np.float32)
-  counts = metrics.keypoint_counts(pred, gt)
+  counts = lsp_counts(pred, gt)
   t, curve = metrics.pck_curve(counts)
   assert t.shape == curve.shape == (41,)
   np.testing.assert_array_equal(curve, (np.arange(41) >= 20).astype(float))
-  s = metrics.summarize(counts)
+  s = lsp_summary(counts)
   assert s["auc@0.2"] == pytest.approx(0.5125)
   assert s["auc@0.2/neck"] == pytest.approx(0.5125)
   assert s["pck@0.1"] == 1.0 and s["pck@0.05"] == 0.0
@@ -101,7 +113,7 @@ def test_auc_step_curve_hand_computed():
 
 def test_perfect_predictor_scores_one():
   gt = np.random.default_rng(1).uniform(0, 100, (4, K, 2)).astype(np.float32)
-  s = metrics.summarize(metrics.keypoint_counts(gt, gt))
+  s = lsp_summary(lsp_counts(gt, gt))
   for key in ("pck@0.2", "pck@0.1", "pck@0.05", "auc@0.2", "pckh@0.5"):
     assert s[key] == 1.0, key
 
@@ -125,8 +137,8 @@ def test_degenerate_torso_gives_no_nan():
   gt[0, 2] = gt[0, 9]  # zero torso
   pred = gt.copy()
   pred[0, :7, 0] += 0.1  # joints 0..6 off by 0.1 px, the rest exact
-  c = metrics.keypoint_counts(pred, gt)
-  s = metrics.summarize(c)
+  c = lsp_counts(pred, gt)
+  s = lsp_summary(c)
   assert not any(math.isnan(v) for v in s.values())
   # Counted in the total, correct only where the distance is exactly 0.
   assert s["num_joints"] == K
@@ -138,7 +150,7 @@ def test_degenerate_torso_gives_no_nan():
 def test_nan_prediction_is_incorrect_but_counted():
   pred, gt = _hand_batch()
   pred[0, 0] = np.nan  # joint 0 of image 0 was correct at every threshold
-  s = metrics.summarize(metrics.keypoint_counts(pred, gt))
+  s = lsp_summary(lsp_counts(pred, gt))
   assert s["pck@0.2"] == pytest.approx(20 / 28)
   assert s["num_joints"] == 28
 
@@ -147,15 +159,15 @@ def test_mask_excludes_joints_and_padded_images():
   pred, gt = _hand_batch()
   mask = np.ones((2, K), bool)
   mask[0, 6] = False  # an incorrect joint no longer counts
-  c = metrics.keypoint_counts(pred, gt, mask)
+  c = lsp_counts(pred, gt, mask)
   assert int(c["total"][6]) == 1 and int(c["total"].sum()) == 27
-  assert metrics.summarize(c)["pck@0.2"] == pytest.approx(21 / 27)
+  assert lsp_summary(c)["pck@0.2"] == pytest.approx(21 / 27)
 
   # A padded third image full of NaN with valid=False changes nothing.
   pad_pred = np.concatenate([pred, np.full((1, K, 2), np.nan, np.float32)])
   pad_gt = np.concatenate([gt, np.full((1, K, 2), np.nan, np.float32)])
   pad_mask = np.concatenate([mask, np.zeros((1, K), bool)])
-  padded = metrics.keypoint_counts(pad_pred, pad_gt, pad_mask)
+  padded = lsp_counts(pad_pred, pad_gt, pad_mask)
   for key in c:
     np.testing.assert_array_equal(padded[key], c[key], err_msg=key)
 
@@ -164,7 +176,7 @@ def test_joint_with_no_count_is_nan():
   pred, gt = _hand_batch()
   mask = np.ones((2, K), bool)
   mask[:, 13] = False
-  s = metrics.summarize(metrics.keypoint_counts(pred, gt, mask))
+  s = lsp_summary(lsp_counts(pred, gt, mask))
   assert math.isnan(s["pck@0.2/head_top"])
   assert not math.isnan(s["pck@0.2"])
 
@@ -172,15 +184,19 @@ def test_joint_with_no_count_is_nan():
 def test_bad_input_raises():
   pred, gt = _hand_batch()
   with pytest.raises(ValueError, match="does not match"):
-    metrics.keypoint_counts(pred[:, :13], gt)
+    lsp_counts(pred[:, :13], gt)
   with pytest.raises(ValueError, match=r"\(B, K, 2\)"):
-    metrics.keypoint_counts(pred[..., 0], gt[..., 0])
+    lsp_counts(pred[..., 0], gt[..., 0])
   with pytest.raises(ValueError, match="mask"):
-    metrics.keypoint_counts(pred, gt, np.ones((2, 13), bool))
+    lsp_counts(pred, gt, np.ones((2, 13), bool))
   with pytest.raises(ValueError, match="increasing"):
-    metrics.keypoint_counts(pred, gt, thresholds=(0.2, 0.1))
-  with pytest.raises(ValueError, match="at least"):
-    metrics.keypoint_counts(pred[:, :5], gt[:, :5])
+    lsp_counts(pred, gt, thresholds=(0.2, 0.1))
+  with pytest.raises(ValueError, match=r"torso must be two joints of 0\.\.4, got \(9, 2\) \(K=5\)"):
+    lsp_counts(pred[:, :5], gt[:, :5])
+  with pytest.raises(TypeError, match="torso"):  # no set is assumed
+    metrics.keypoint_counts(pred, gt)
+  with pytest.raises(TypeError, match="joint_names"):
+    metrics.summarize(lsp_counts(pred, gt))
 
 
 def _random_batch(n, seed):
@@ -193,23 +209,23 @@ def _random_batch(n, seed):
 
 def test_merged_batches_equal_one_batch_under_jit():
   pred, gt, mask = _random_batch(37, 3)
-  whole = metrics.keypoint_counts(pred, gt, mask)
-  counts = jax.jit(metrics.keypoint_counts)
+  whole = lsp_counts(pred, gt, mask)
+  counts = jax.jit(lsp_counts)
   merged = None
   for lo, hi in ((0, 10), (10, 30), (30, 37)):  # uneven batches
     part = counts(pred[lo:hi], gt[lo:hi], mask[lo:hi])
     merged = part if merged is None else metrics.merge_counts(merged, part)
   for key in whole:
     np.testing.assert_array_equal(merged[key], whole[key], err_msg=key)
-  assert metrics.summarize(merged) == metrics.summarize(whole)
+  assert lsp_summary(merged) == lsp_summary(whole)
 
 
 def test_merge_counts_on_host_arrays_starting_from_none():
   pred, gt, mask = _random_batch(12, 8)
-  whole = metrics.keypoint_counts(pred, gt, mask)
+  whole = lsp_counts(pred, gt, mask)
   acc = None
   for part in (slice(0, 5), slice(5, 12)):
-    host = jax.device_get(metrics.keypoint_counts(pred[part], gt[part], mask[part]))
+    host = jax.device_get(lsp_counts(pred[part], gt[part], mask[part]))
     acc = metrics.merge_counts(acc, host)
   for key in whole:
     np.testing.assert_array_equal(acc[key], whole[key], err_msg=key)
@@ -227,7 +243,7 @@ def test_sharded_over_fake_devices_equals_one_batch():
   spec = jax.sharding.PartitionSpec("batch")
 
   def per_shard(p, g, m):
-    local = metrics.keypoint_counts(p, g, m)
+    local = lsp_counts(p, g, m)
     return jax.tree.map(lambda x: jax.lax.psum(x, "batch"), local)
 
   f = jax.jit(
@@ -237,7 +253,7 @@ def test_sharded_over_fake_devices_equals_one_batch():
   )
   sharding = jax.sharding.NamedSharding(mesh, spec)
   sharded = f(*(jax.device_put(x, sharding) for x in (pred, gt, mask)))
-  whole = metrics.keypoint_counts(pred, gt, mask)
+  whole = lsp_counts(pred, gt, mask)
   for key in whole:
     np.testing.assert_array_equal(sharded[key], whole[key], err_msg=key)
 

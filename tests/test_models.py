@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from unipose_jax import keypoint_sets
 from unipose_jax.models import (
   WASP,
   BasicBlock,
@@ -29,6 +30,8 @@ from unipose_jax.models import (
   stage_strides_and_dilations,
   torch_key,
 )
+
+LSP_K = keypoint_sets.LSP.num_joints  # the LSP network of the original
 
 
 def _abstract_init(model, shape, dtype=jnp.float32):
@@ -61,7 +64,7 @@ def _random_variables(model, shape, seed=0):
 @pytest.fixture(scope="module")
 def tiny_unipose():
   """UniPoseTiny and its variables from a real ``model.init`` (rbg keys: compiles ~4x faster than threefry)."""
-  model = UniPoseTiny()
+  model = UniPoseTiny(num_joints=LSP_K)
   init = jax.jit(lambda key: model.init(key, jnp.zeros((1, 32, 32, 3)), train=False))
   return model, init(jax.random.key(1, impl="rbg"))
 
@@ -76,7 +79,7 @@ def _count(tree) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize("output_stride", [8, 16])
 def test_unipose101_output_shape_368(output_stride):
-  model = UniPose101(output_stride=output_stride)
+  model = UniPose101(num_joints=LSP_K, output_stride=output_stride)
   variables, x = _abstract_init(model, (2, 368, 368, 3))
   out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
   assert out.shape == (2, 46, 46, 15)
@@ -116,7 +119,7 @@ def test_odd_input_sizes_follow_ceil_division():
   assert feats["layer2"].shape == (1, 13, 9, 8)
   assert feats["layer3"].shape == (1, 7, 5, 16)
   assert feats["layer4"].shape == (1, 4, 3, 32)
-  tiny = UniPoseTiny()
+  tiny = UniPoseTiny(num_joints=LSP_K)
   v, x = _abstract_init(tiny, (1, 97, 70, 3))
   out = jax.eval_shape(lambda v, x: tiny.apply(v, x, train=False), v, x)
   assert out.shape == (1, heatmap_size(97), heatmap_size(70), 15) == (1, 13, 9, 15)
@@ -161,9 +164,9 @@ def test_dilated_kernels_and_shapes_in_params():
 
 def test_bad_inputs_raise():
   with pytest.raises(ValueError, match=r"UniPose expects images of shape \(B, H, W, 3\)"):
-    _abstract_init(UniPoseTiny(), (1, 64, 64, 1))
+    _abstract_init(UniPoseTiny(num_joints=LSP_K), (1, 64, 64, 1))
   with pytest.raises(ValueError, match="backbone_depth must be one of"):
-    _abstract_init(UniPose(backbone_depth=42), (1, 64, 64, 3))
+    _abstract_init(UniPose(num_joints=LSP_K, backbone_depth=42), (1, 64, 64, 3))
 
 
 # --------------------------------------------------------------------------- parameter count
@@ -217,7 +220,7 @@ def test_unipose101_parameter_count():
   # torchvision resnet101 has 44,549,160 parameters, of which fc holds 2048 * 1000 + 1000.
   assert backbone == 44_549_160 - (2048 * 1000 + 1000) == 42_500_160
   expected = backbone + _wasp_params(2048, 256) + _decoder_params(256, 256, 48, 256, 14)
-  variables, _ = _abstract_init(UniPose101(), (1, 64, 64, 3))
+  variables, _ = _abstract_init(UniPose101(num_joints=LSP_K), (1, 64, 64, 3))
   n = _count(variables["params"])
   print(f"UniPose ResNet-101 parameters: {n:,} (hand formula: {expected:,})")
   assert n == expected == 47_021_999
@@ -335,7 +338,7 @@ def test_batch_norm_uses_batch_statistics_in_train_mode():
 
 @pytest.mark.slow
 def test_bfloat16_compute_float32_params():
-  model = UniPoseTiny(dtype=jnp.bfloat16)
+  model = UniPoseTiny(num_joints=LSP_K, dtype=jnp.bfloat16)
   x = jax.random.normal(jax.random.key(0), (1, 40, 40, 3))
   abstract, _ = _abstract_init(model, x.shape)
   assert {leaf.dtype for leaf in jax.tree.leaves(abstract)} == {jnp.dtype(jnp.float32)}
@@ -350,7 +353,7 @@ def test_bfloat16_compute_float32_params():
   assert {f.dtype for f in feats.values()} == {jnp.dtype(jnp.bfloat16)}
   assert inter["intermediates"]["wasp"]["__call__"][0].dtype == jnp.bfloat16
   assert inter["intermediates"]["decoder"]["__call__"][0].dtype == jnp.bfloat16
-  ref = jax.jit(lambda v, x: UniPoseTiny().apply(v, x, train=False))(variables, x)
+  ref = jax.jit(lambda v, x: UniPoseTiny(num_joints=LSP_K).apply(v, x, train=False))(variables, x)
   rel = float(jnp.abs(out - ref).max() / jnp.abs(ref).max())
   assert 0 < rel < 0.1, rel
 
@@ -479,7 +482,7 @@ def test_import_round_trip_bare_resnet(tiny_resnet_variables):
 
 
 def test_import_into_unipose_touches_only_backbone():
-  variables = _random_variables(UniPoseTiny(), (1, 32, 32, 3))
+  variables = _random_variables(UniPoseTiny(num_joints=LSP_K), (1, 32, 32, 3))
   sd = _fake_state_dict({c: variables[c]["backbone"] for c in ("params", "batch_stats")})
   new = load_torchvision_resnet(sd, variables)
   np.testing.assert_array_equal(

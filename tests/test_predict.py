@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unipose_jax import media, predict, skeleton, visualize
+from unipose_jax import keypoint_sets, media, predict, visualize
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.models import heatmap_size
 
-K = skeleton.NUM_JOINTS
+K = keypoint_sets.LSP.num_joints
 S = 256  # stub network input side
 CODEC = HeatmapCodec(
   input_size=(S, S), heatmap_size=(heatmap_size(S),) * 2, sigma=2.0, decoding="dark", dark_kernel=5
@@ -132,8 +132,9 @@ class StubNet:
 def stub_predictor(**kwargs) -> predict.Predictor:
   net = StubNet(kwargs.pop("box_head", False))
   return predict.Predictor(
-    net, input_size=S, codec=CODEC, box_head=net.box_head, decoding="dark", **kwargs
-  )
+    net, input_size=S, codec=CODEC, keypoint_set=keypoint_sets.LSP, box_head=net.box_head,
+    decoding="dark", **kwargs,
+  )  # fmt: skip
 
 
 # Subpixel placement: no joint sits on a pixel centre of the original image.
@@ -268,7 +269,7 @@ def test_prediction_json_and_overlay_of_a_photo(tmp_path, photo):
   records = media.predict_all(media.collect_inputs([str(tmp_path)]), predictor, str(tmp_path / "o"))
   rec = records["images"][0]
   assert rec["person_found"] is True and rec["passes"] == 2
-  assert rec["joint_names"] == list(skeleton.JOINT_NAMES)
+  assert rec["joint_names"] == list(keypoint_sets.LSP.joint_names)
   assert rec["visible"] == [True] * K and np.all(np.array(rec["scores"]) > 0.9)
   np.testing.assert_allclose(rec["keypoints"], TRUTH, atol=0.1)
   np.testing.assert_allclose(rec["box"], [*TRUTH.min(0), *TRUTH.max(0)], atol=0.1)
@@ -511,7 +512,8 @@ def test_predictor_with_a_tiny_real_network(box_head):
     return model.apply(variables, normalize(images), train=False)[..., 1:].astype(jnp.float32)
 
   predictor = predict.Predictor(
-    heatmap_fn, input_size=32, codec=codec, box_head=box_head, decoding="dark",
+    heatmap_fn, input_size=32, codec=codec, keypoint_set=keypoint_sets.LSP, box_head=box_head,
+    decoding="dark",
     score_threshold=-np.inf,  # random weights: accept every joint, so pass 2 runs
   )  # fmt: skip
   image = np.random.default_rng(0).integers(0, 256, (90, 140, 3), dtype=np.uint8)

@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unipose_jax import calibrate, negatives, presence, run_config, skeleton
+from unipose_jax import calibrate, keypoint_sets, negatives, presence, run_config
 from unipose_jax.metrics import roc
 
-K = skeleton.NUM_JOINTS
+K = keypoint_sets.LSP.num_joints
 
 
 # ----------------------------------------------------------------------------- ROC maths
@@ -106,9 +106,24 @@ def _gaussian_maps(centres, heights, size=16, sigma=1.5):
   return jnp.asarray(np.stack(maps, -1)[None], jnp.float32)
 
 
+#: LSP's symmetric limbs, found by name: (right bone, left bone) of the upper arms,
+#: forearms, thighs and shins, as the scores have always compared them.
+LIMBS = presence.symmetric_limbs(keypoint_sets.LSP.joint_names)
+
+
+def test_symmetric_limbs_are_found_by_the_joints_names():
+  assert LIMBS == (((8, 7), (9, 10)), ((7, 6), (10, 11)), ((2, 1), (3, 4)), ((1, 0), (4, 5)))
+  # Penn Action spells them the same way, in another order: right elbow 4, left wrist 5...
+  penn = presence.symmetric_limbs(keypoint_sets.PENN_ACTION.joint_names)
+  assert penn == (((2, 4), (1, 3)), ((4, 6), (3, 5)), ((8, 10), (7, 9)), ((10, 12), (9, 11)))
+  assert presence.symmetric_limbs(("a", "b", "c")) == ()
+  with pytest.raises(ValueError, match="symmetric limbs"):
+    presence.limb_symmetry(jnp.zeros((1, 4, 4, 3)), num_joints=3, sigma=1.0, limb_pairs=())
+
+
 @functools.cache
 def _jitted(name, sigma):
-  return jax.jit(presence.score_fn(name, num_joints=K, sigma=sigma))
+  return jax.jit(presence.score_fn(name, num_joints=K, sigma=sigma, limb_pairs=LIMBS))
 
 
 def _score(name, maps, sigma=1.5):
@@ -165,8 +180,10 @@ def test_box_scores_need_the_box_maps():
   assert _score("box_fit", maps) == pytest.approx((1 - 0.2**2 + 4) / 5, abs=1e-5)
   with pytest.raises(ValueError, match=r"box_centre needs the box head's maps.*\(1, 16, 16, 14\)"):
     _score("box_centre", joints)
-  assert presence.candidates(False) == tuple(n for n in presence.SCORES if "box" not in n)
-  assert set(presence.candidates(True)) == set(presence.SCORES)
+  assert presence.candidates(False, LIMBS) == tuple(n for n in presence.SCORES if "box" not in n)
+  assert set(presence.candidates(True, LIMBS)) == set(presence.SCORES)
+  # A set without symmetric limbs (names that say no side) has no limb_symmetry score.
+  assert "limb_symmetry" not in presence.candidates(True, ())
   with pytest.raises(ValueError, match="unknown presence score 'nope'"):
     presence.score_fn("nope", num_joints=K, sigma=1.0)
 
@@ -362,11 +379,11 @@ def test_training_calibrates_and_predict_tells_a_figure_from_grey_and_noise(
   rec = json.loads(open(os.path.join(smoke_run, "presence", "calibration.json")).read())
   config = run_config.load(smoke_run)
   assert config.predict.presence_score == rec["score"]
-  assert rec["score"] in (*presence.candidates(False), presence.COMBINED)
+  assert rec["score"] in (*presence.candidates(False, LIMBS), presence.COMBINED)
   assert len(rec["combined_weights"]) == presence.num_features(K, False) + 1
   if rec["score"] == presence.COMBINED:
     assert config.predict.presence_weights == tuple(rec["combined_weights"])
-  assert set(rec["candidates"]) == {*presence.candidates(False), presence.COMBINED}
+  assert set(rec["candidates"]) == {*presence.candidates(False, LIMBS), presence.COMBINED}
   assert config.predict.presence_threshold == rec["threshold"]
   assert config.predict.presence_step == rec["checkpoint_step"] == 150
   assert rec["negatives"]["flat"] == 50 and rec["num_positives"] == 32

@@ -15,11 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unipose_jax import deploy, distributed, evaluate, metrics, preemption, reports, skeleton
+from unipose_jax import deploy, distributed, evaluate, keypoint_sets, metrics, preemption, reports
 from unipose_jax.metric_writers import MetricWriter
 from unipose_jax.preemption import PreemptionGuard
 
-K = skeleton.NUM_JOINTS
+K = keypoint_sets.LSP.num_joints
+LSP = keypoint_sets.LSP
 
 
 def _source(n: int = 5):
@@ -47,7 +48,7 @@ def _stub_step(shift: float):
     res = {
       "keypoints": pred,
       "scores": np.full(truth.shape[:2], 0.5, np.float32),
-      "counts": metrics.keypoint_counts(pred, truth, mask),
+      "counts": metrics.keypoint_counts(pred, truth, mask, **evaluate.metric_joints(LSP)),
     }
     out = {"argmax": res, "heatmaps": np.zeros((len(truth), 2, 2, K), np.float32)}
     return jax.tree.map(jnp.asarray, out)  # device arrays, as the jitted step's
@@ -60,7 +61,7 @@ def test_the_evaluator_measures_and_the_reports_write(tmp_path, capsys):
   mesh = distributed.data_mesh()
   evaluator = evaluate.Evaluator(
     _stub_step(0.0), source, mesh, decodings=("argmax",), batch_size=8, input_size=16,
-    num_examples=2,
+    keypoint_set=LSP, num_examples=2,
   )  # fmt: skip
   result = evaluator.run(None)
   assert result.summary["argmax"]["pck@0.05"] == 1.0
@@ -87,7 +88,13 @@ def test_the_evaluator_measures_and_the_reports_write(tmp_path, capsys):
 
   # A torso-sized shift: every joint is wrong at 0.05 (torsos are far over 1 px here).
   off = evaluate.Evaluator(
-    _stub_step(100.0), source, mesh, decodings=("argmax",), batch_size=8, input_size=16
+    _stub_step(100.0),
+    source,
+    mesh,
+    decodings=("argmax",),
+    batch_size=8,
+    input_size=16,
+    keypoint_set=LSP,
   ).run(None, examples=False)
   assert off.summary["argmax"]["pck@0.05"] == 0.0 and off.examples == []
   reports.write_eval(str(tmp_path / "metrics_only"), off, all_files=False)
@@ -103,7 +110,7 @@ def test_a_stop_signal_ends_the_evaluation_between_batches_and_writes_nothing(tm
 
   evaluator = evaluate.Evaluator(
     _stub_step(0.0), _source(20), distributed.data_mesh(), decodings=("argmax",),
-    batch_size=8, input_size=16,
+    batch_size=8, input_size=16, keypoint_set=LSP,
   )  # fmt: skip
   with pytest.raises(preemption.Preempted) as info:
     evaluator.run(None, should_stop=should_stop)
@@ -118,7 +125,7 @@ def test_eval_metrics_json_is_written_last(tmp_path, monkeypatch):
   disk while drawing the PCK curve) leaves no eval_metrics.json."""
   result = evaluate.Evaluator(
     _stub_step(0.0), _source(), distributed.data_mesh(), decodings=("argmax",), batch_size=8,
-    input_size=16, num_examples=1,
+    input_size=16, keypoint_set=LSP, num_examples=1,
   ).run(None)  # fmt: skip
 
   def full(*args, **kwargs):
@@ -180,9 +187,9 @@ def test_deploy_predicts_through_the_channel_layout_and_the_letterbox():
     return maps
 
   image = np.zeros((16, 32, 3), np.uint8)  # letterbox: scale 1, 8 px bands top and bottom
-  keypoints, scores = deploy.predict(run, [image], size, decoding="argmax")
+  keypoints, scores = deploy.predict(run, [image], size, num_joints=K, decoding="argmax")
   assert keypoints.shape == (1, K + 5, 2) and scores.shape == (1, K + 5)
   expected = (targets + 0.5) * 4 - 0.5 - [0, 8]  # heatmap -> input -> original pixels
   np.testing.assert_allclose(keypoints[0], expected, atol=1e-5)
   with pytest.raises(ValueError, match="channels"):
-    deploy.predict(lambda images: run(images)[..., :17], [image], size)
+    deploy.predict(lambda images: run(images)[..., :17], [image], size, num_joints=K)

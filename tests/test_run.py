@@ -12,7 +12,7 @@ import pytest
 from conftest import copy_of
 
 from configs import smoke
-from unipose_jax import datasets, modes, run_config
+from unipose_jax import datasets, keypoint_sets, modes, run_config
 from unipose_jax.run import NoConfigError, Run
 
 #: ``config.json`` as the main branch at 8106d4f writes it, for configs/dark_lsp_box.py
@@ -42,13 +42,20 @@ def test_an_old_config_json_loads_with_its_missing_keys_from_the_package(tmp_pat
   # Sigma 3 and kernel 0 ("the default"): the codec, the export file and a re-saved
   # config all hold the size the codec uses, 2 * ceil(3 * 3) + 1 = 19.
   assert run.codec.dark_kernel_size == 19 and run.codec.heatmap_size == (46, 46)
+  # Saved before keypoint sets: the run is LSP, and says so in its export settings.
+  assert run.keypoint_set is keypoint_sets.LSP and model.num_joints == 14
   assert run.export_settings(7) == {
     "checkpoint_step": 7, "input_size": 368, "heatmap_size": [46, 46], "sigma": 3.0,
     "decoding": "dark", "dark_kernel": 19, "dark_sigma": 3.0, "box_head": True,
+    "num_joints": 14, "joint_names": list(keypoint_sets.LSP.joint_names),
+    "flip_pairs": [[0, 5], [1, 4], [2, 3], [6, 11], [7, 10], [8, 9]],
   }  # fmt: skip
-  assert run.resolved_config().codec.dark_kernel == 19 and run.config.codec.dark_kernel == 0
+  resolved = run.resolved_config()
+  assert resolved.codec.dark_kernel == 19 and run.config.codec.dark_kernel == 0
+  assert resolved.keypoints.to_dict() == keypoint_sets.LSP.to_dict()
   settings = run.predictor_settings()
   assert settings["codec"] is run.codec and settings["box_head"] and settings["crop_margin"] == 1.25
+  assert settings["keypoint_set"] is keypoint_sets.LSP
 
 
 def test_a_given_config_is_checked_against_the_runs_and_none_at_all_is_named(tmp_path):

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unipose_jax import charts, skeleton, visualize
+from unipose_jax import charts, keypoint_sets, visualize
+
+LSP = keypoint_sets.LSP
 
 # A standing person in a 100 x 100 frame: joints well apart, (x, y) pixels.
 PERSON = np.array(
@@ -43,12 +45,12 @@ def _read(path):
 
 def test_joint_pixels_have_joint_colours():
   black = np.zeros((100, 100, 3), np.uint8)
-  out = visualize.draw_skeleton(black, PERSON, (200, 0, 0))
+  out = visualize.draw_skeleton(black, PERSON, (200, 0, 0), keypoint_set=LSP)
   assert out.shape == black.shape and out.dtype == np.uint8
   assert not black.any(), "input must not be modified"
-  colors = visualize.joint_colors((200, 0, 0))
+  colors = visualize.joint_colors((200, 0, 0), LSP)
   for k, (x, y) in enumerate(PERSON.astype(int)):
-    np.testing.assert_array_equal(out[y, x], colors[k], err_msg=skeleton.JOINT_NAMES[k])
+    np.testing.assert_array_equal(out[y, x], colors[k], err_msg=keypoint_sets.LSP.joint_names[k])
   # Left and right are distinguishable; centre joints use the base colour.
   assert tuple(colors[9]) != tuple(colors[8])
   assert tuple(colors[9]) == visualize.left_color((200, 0, 0))
@@ -61,18 +63,18 @@ def test_joint_pixels_have_joint_colours():
 
 def test_subpixel_keypoint_lands_on_its_pixel_centre():
   black = np.zeros((60, 60, 3), np.uint8)
-  kp = np.full((skeleton.NUM_JOINTS, 2), np.nan)
+  kp = np.full((keypoint_sets.LSP.num_joints, 2), np.nan)
   kp[0] = (10.4, 20.6)  # pixel centre convention: column 10, row 21
-  out = visualize.draw_skeleton(black, kp, (0, 0, 255), radius=1)
+  out = visualize.draw_skeleton(black, kp, (0, 0, 255), radius=1, keypoint_set=LSP)
   np.testing.assert_array_equal(out[21, 10], (0, 0, 255))
   assert not out[40:, 40:].any()  # NaN joints (and their limbs) are skipped
 
 
 def test_mask_hides_joints_and_their_limbs():
   black = np.zeros((100, 100, 3), np.uint8)
-  mask = np.ones(skeleton.NUM_JOINTS, bool)
+  mask = np.ones(keypoint_sets.LSP.num_joints, bool)
   mask[13] = False  # head top
-  out = visualize.draw_skeleton(black, PERSON, (200, 0, 0), mask)
+  out = visualize.draw_skeleton(black, PERSON, (200, 0, 0), mask, keypoint_set=LSP)
   assert not out[3, 50].any()
   assert not out[9, 50].any()  # on the neck-head limb, which is hidden too
   assert out[15, 50].any()
@@ -80,19 +82,23 @@ def test_mask_hides_joints_and_their_limbs():
 
 def test_draw_skeleton_bad_input():
   with pytest.raises(ValueError, match="uint8"):
-    visualize.draw_skeleton(np.zeros((10, 10, 3)), PERSON)
+    visualize.draw_skeleton(np.zeros((10, 10, 3)), PERSON, keypoint_set=LSP)
   with pytest.raises(ValueError, match="keypoints"):
-    visualize.draw_skeleton(np.zeros((10, 10, 3), np.uint8), PERSON[:5])
+    visualize.draw_skeleton(np.zeros((10, 10, 3), np.uint8), PERSON[:5], keypoint_set=LSP)
   with pytest.raises(ValueError, match="mask"):
-    visualize.draw_skeleton(np.zeros((10, 10, 3), np.uint8), PERSON, mask=np.ones(3, bool))
+    visualize.draw_skeleton(
+      np.zeros((10, 10, 3), np.uint8), PERSON, mask=np.ones(3, bool), keypoint_set=LSP
+    )
 
 
 def test_prediction_png_size_and_placement(tmp_path):
   image = np.full((150, 60, 3), 90, np.uint8)  # a small, LSP-like portrait image
-  gt = np.tile(np.array([[30.0, 75.0]]), (skeleton.NUM_JOINTS, 1))
-  gt[:, 1] += np.arange(skeleton.NUM_JOINTS) * 5 - 35
+  gt = np.tile(np.array([[30.0, 75.0]]), (keypoint_sets.LSP.num_joints, 1))
+  gt[:, 1] += np.arange(keypoint_sets.LSP.num_joints) * 5 - 35
   pred = gt.copy()
-  path = visualize.save_prediction_png(tmp_path / "p.png", image, pred, gt, title="img 1001")
+  path = visualize.save_prediction_png(
+    tmp_path / "p.png", image, pred, gt, title="img 1001", keypoint_set=LSP
+  )
   out = _read(path)
   new_h, new_w = visualize.scaled_size(150, 60, 300)
   assert (new_h, new_w) == (300, 120)
@@ -102,7 +108,7 @@ def test_prediction_png_size_and_placement(tmp_path):
   np.testing.assert_array_equal(out[22 + y, x], visualize.GT_COLOR)
   np.testing.assert_array_equal(out[22 + y, 120 + 4 + x], visualize.PRED_COLOR)
   # Without gt and title: one panel of the scaled size.
-  single = _read(visualize.save_prediction_png(tmp_path / "q.png", image, pred))
+  single = _read(visualize.save_prediction_png(tmp_path / "q.png", image, pred, keypoint_set=LSP))
   assert single.shape == (300, 120, 3)
 
 
@@ -110,10 +116,14 @@ def test_prediction_png_uses_pixel_centre_scaling(tmp_path):
   # A 10 x 10 image is scaled 30x. Pixel centre (2, 3) maps to
   # ((2 + 0.5) * 30 - 0.5, (3 + 0.5) * 30 - 0.5) = (74.5, 104.5), not (60, 90).
   image = np.zeros((10, 10, 3), np.uint8)
-  kp = np.zeros((skeleton.NUM_JOINTS, 2))
+  kp = np.zeros((keypoint_sets.LSP.num_joints, 2))
   kp[0] = (2, 3)
-  only_first = np.arange(skeleton.NUM_JOINTS) == 0
-  out = _read(visualize.save_prediction_png(tmp_path / "p.png", image, kp, pred_mask=only_first))
+  only_first = np.arange(keypoint_sets.LSP.num_joints) == 0
+  out = _read(
+    visualize.save_prediction_png(
+      tmp_path / "p.png", image, kp, pred_mask=only_first, keypoint_set=LSP
+    )
+  )
   assert out.shape == (300, 300, 3)
   np.testing.assert_array_equal(out[104, 74], visualize.PRED_COLOR)
   np.testing.assert_array_equal(out[105, 75], visualize.PRED_COLOR)
@@ -122,10 +132,10 @@ def test_prediction_png_uses_pixel_centre_scaling(tmp_path):
 
 def test_heatmap_panel_alignment_and_size(tmp_path):
   image = np.zeros((64, 64, 3), np.uint8)
-  heatmaps = np.zeros((16, 16, skeleton.NUM_JOINTS + 1), np.float32)  # stride 4
+  heatmaps = np.zeros((16, 16, keypoint_sets.LSP.num_joints + 1), np.float32)  # stride 4
   heatmaps[10, 3, 1] = 1.0  # right ankle peak at heatmap (x=3, y=10) -> input (13.5, 41.5)
   path = visualize.save_heatmap_panel(
-    tmp_path / "h.png", image, heatmaps, tile_size=64, columns=5, alpha=1.0
+    tmp_path / "h.png", image, heatmaps, tile_size=64, columns=5, alpha=1.0, keypoint_set=LSP
   )
   out = _read(path)
   # 1 image tile + 15 channels = 16 tiles -> 4 rows of 5.
@@ -143,9 +153,11 @@ def test_heatmap_panel_alignment_and_size(tmp_path):
 def test_heatmap_panel_bad_input(tmp_path):
   image = np.zeros((64, 64, 3), np.uint8)
   with pytest.raises(ValueError, match="heatmaps"):
-    visualize.save_heatmap_panel(tmp_path / "h.png", image, np.zeros((16, 16)))
+    visualize.save_heatmap_panel(tmp_path / "h.png", image, np.zeros((16, 16)), keypoint_set=LSP)
   with pytest.raises(ValueError, match="names"):
-    visualize.save_heatmap_panel(tmp_path / "h.png", image, np.zeros((16, 16, 3)), names=["a"])
+    visualize.save_heatmap_panel(
+      tmp_path / "h.png", image, np.zeros((16, 16, 3)), names=["a"], keypoint_set=LSP
+    )
   assert not list(tmp_path.iterdir())
 
 
@@ -179,8 +191,12 @@ def test_pck_curve_legend_is_off_the_data_and_gives_the_end_values():
 
 def test_prediction_png_is_deterministic(tmp_path):
   image = np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8)
-  a = visualize.save_prediction_png(tmp_path / "a.png", image, PERSON, PERSON + 2.3, title="x")
-  b = visualize.save_prediction_png(tmp_path / "b.png", image, PERSON, PERSON + 2.3, title="x")
+  a = visualize.save_prediction_png(
+    tmp_path / "a.png", image, PERSON, PERSON + 2.3, title="x", keypoint_set=LSP
+  )
+  b = visualize.save_prediction_png(
+    tmp_path / "b.png", image, PERSON, PERSON + 2.3, title="x", keypoint_set=LSP
+  )
   assert a.read_bytes() == b.read_bytes()
 
 
@@ -217,24 +233,28 @@ def test_no_pyplot_and_no_global_backend_change(tmp_path):
 
 def test_draw_prediction_visible_joints_box_and_banner():
   black = np.zeros((100, 100, 3), np.uint8)
-  visible = np.ones(skeleton.NUM_JOINTS, bool)
+  visible = np.ones(keypoint_sets.LSP.num_joints, bool)
   visible[[0, 13]] = False  # right ankle, head top
   box = np.array([10.0, -5.0, 90.0, 99.0])  # the top side is above the image
-  out = visualize.draw_prediction(black, PERSON, visible, box=box)
+  out = visualize.draw_prediction(black, PERSON, visible, box=box, keypoint_set=LSP)
   assert not black.any()
   assert not out[95, 30].any() and not out[85, 31].any()  # hidden ankle and its shin
   assert not out[3, 50].any() and not out[9, 50].any()  # hidden head top and its limb
-  np.testing.assert_array_equal(out[55, 35], visualize.joint_colors(visualize.PRED_COLOR)[2])
+  np.testing.assert_array_equal(out[55, 35], visualize.joint_colors(visualize.PRED_COLOR, LSP)[2])
   np.testing.assert_array_equal(out[70, 10], visualize.BOX_COLOR)  # left side of the box
   np.testing.assert_array_equal(out[99, 60], visualize.BOX_COLOR)  # bottom side
   assert not out[70, 5].any() and not out[70, 95].any()  # outside it
-  found = visualize.draw_prediction(black, PERSON, visible)
+  found = visualize.draw_prediction(black, PERSON, visible, keypoint_set=LSP)
   assert not found[:14, 70:].any()  # no banner when a person is found
-  lost = visualize.draw_prediction(black, PERSON, np.zeros(14, bool), person_found=False)
+  lost = visualize.draw_prediction(
+    black, PERSON, np.zeros(14, bool), person_found=False, keypoint_set=LSP
+  )
   np.testing.assert_array_equal(lost[1, 98], visualize.BANNER_COLOR)
   assert (lost[:14] >= 200).all(-1).any()  # white text on the band
   assert not lost[20:].any()  # no joint drawn
-  labelled = visualize.draw_prediction(black, PERSON, visible, scores=np.full(14, 0.5))
+  labelled = visualize.draw_prediction(
+    black, PERSON, visible, scores=np.full(14, 0.5), keypoint_set=LSP
+  )
   assert (labelled[:14, :60] >= 200).all(-1).any() and not (found[:14, :60] >= 200).all(-1).any()
   np.testing.assert_array_equal(labelled[1, 98], visualize.LABEL_COLOR)
 
@@ -253,10 +273,12 @@ def test_overlay_banner_is_drawn_once_inside_the_image(monkeypatch, height, widt
 
   monkeypatch.setattr(visualize.cv2, "putText", put_text)
   image = np.zeros((height, width, 3), np.uint8)
-  visible = np.ones(skeleton.NUM_JOINTS, bool)
+  visible = np.ones(keypoint_sets.LSP.num_joints, bool)
   visible[:2] = False
-  scores = np.full(skeleton.NUM_JOINTS, 0.28)
-  out = visualize.draw_prediction(image, PERSON, visible, person_found=found, scores=scores)
+  scores = np.full(keypoint_sets.LSP.num_joints, 0.28)
+  out = visualize.draw_prediction(
+    image, PERSON, visible, person_found=found, scores=scores, keypoint_set=LSP
+  )
   text = "12/14 joints, mean score 0.28" if found else "no person found"
   assert " ".join(c[0] for c in calls) == text  # every word once, nothing drawn twice
   if width >= 200:
@@ -274,13 +296,19 @@ def test_overlay_banner_is_drawn_once_inside_the_image(monkeypatch, height, widt
 
 def test_prediction_png_draws_the_box_scaled(tmp_path):
   image = np.zeros((50, 50, 3), np.uint8)  # scaled 6x to 300
-  kp = np.full((skeleton.NUM_JOINTS, 2), 25.0)
+  kp = np.full((keypoint_sets.LSP.num_joints, 2), 25.0)
   box = np.array([5.0, 10.0, 40.0, 45.0])  # x0 -> (5.5 * 6 - 0.5) = 32.5
-  out = _read(visualize.save_prediction_png(tmp_path / "p.png", image, kp, box=box, title="t"))
+  out = _read(
+    visualize.save_prediction_png(
+      tmp_path / "p.png", image, kp, box=box, title="t", keypoint_set=LSP
+    )
+  )
   assert out.shape == (22 + 300, 300, 3)
   np.testing.assert_array_equal(out[22 + 150, 32], visualize.BOX_COLOR)
   assert not out[22 + 150, 20].any()
-  plain = _read(visualize.save_prediction_png(tmp_path / "q.png", image, kp, title="t"))
+  plain = _read(
+    visualize.save_prediction_png(tmp_path / "q.png", image, kp, title="t", keypoint_set=LSP)
+  )
   assert not plain[22 + 150, 32].any()
   with pytest.raises(ValueError, match="box"):
-    visualize.save_prediction_png(tmp_path / "r.png", image, kp, box=[1, 2, 3])
+    visualize.save_prediction_png(tmp_path / "r.png", image, kp, box=[1, 2, 3], keypoint_set=LSP)

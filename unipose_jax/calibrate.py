@@ -42,10 +42,8 @@ from unipose_jax import (
   preemption,
   presence,
   run_config,
-  skeleton,
   transforms,
 )
-from unipose_jax import run as run_lib
 from unipose_jax.metrics import roc
 
 #: Negative images of each kind (and background crops at most), unless told.
@@ -74,16 +72,20 @@ def letterbox_batches(
 
 def score_images(
   images: Iterable[np.ndarray], heatmap_fn: Callable, names: tuple[str, ...], *,
-  input_size: int, batch_size: int, num_joints: int, sigma: float,
+  input_size: int, batch_size: int, num_joints: int, sigma: float, limb_pairs=(),
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:  # fmt: skip
   """``({name: (N,) float64}, features (N, F) float64)``: every score ``names`` and the
   :func:`presence.features` of every image's first-pass heatmaps (``heatmap_fn``: uint8
-  ``(B, S, S, 3)`` -> ``(B, h, w, N)``)."""
+  ``(B, S, S, 3)`` -> ``(B, h, w, N)``; ``limb_pairs``: the keypoint set's
+  :func:`presence.symmetric_limbs`)."""
   kw = dict(num_joints=num_joints, sigma=sigma)
 
   @jax.jit
   def fn(maps):
-    return presence.all_scores(maps, names, **kw), presence.features(maps, **kw)
+    return (
+      presence.all_scores(maps, names, **kw, limb_pairs=limb_pairs),
+      presence.features(maps, **kw),
+    )
 
   out: dict[str, list] = {n: [] for n in names}
   feats = []
@@ -228,19 +230,21 @@ def write_scores_csv(path, pos, neg, neg_kinds):
 
 def calibrate(
   heatmap_fn: Callable, source, *, input_size: int, batch_size: int, sigma: float,
-  box_head: bool, target_fpr: float, seed: int = 0, per_kind: int = PER_KIND,
+  box_head: bool, target_fpr: float, keypoint_set, seed: int = 0, per_kind: int = PER_KIND,
 ) -> tuple[dict, dict, dict, list[str]]:  # fmt: skip
   """Scores and calibration of a network (``heatmap_fn``) on the positives of ``source``
-  (random-access records with ``image``, ``keypoints``, ``labeled``) and the negatives.
+  (random-access records with ``image``, ``keypoints``, ``labeled``) and the negatives;
+  ``keypoint_set``: the run's (``K``, the limbs ``limb_symmetry`` compares).
 
   Returns ``(record, positive scores, negative scores, negative kinds)`` (see
   :func:`choose`; scores ``{name: (N,)}``, :data:`presence.COMBINED` included).
   ``record`` also holds ``negatives`` (``{kind: count}``), ``num_positives`` and
   ``combined_weights`` (:func:`add_combined`).
   """
-  names = presence.candidates(box_head)
-  kw = dict(input_size=input_size, batch_size=batch_size, num_joints=skeleton.NUM_JOINTS,
-            sigma=sigma)  # fmt: skip
+  limbs = presence.symmetric_limbs(keypoint_set.joint_names)
+  names = presence.candidates(box_head, limbs)
+  kw = dict(input_size=input_size, batch_size=batch_size, num_joints=keypoint_set.num_joints,
+            sigma=sigma, limb_pairs=limbs)  # fmt: skip
   sizes = []
 
   def positives():
@@ -270,9 +274,11 @@ def calibrate_run(run) -> dict:
 
   config, workdir = run.config, run.workdir
   variables, step = run.load_variables()
-  forward = inference.heatmap_fn(run.model(), variables, flip_test=bool(config.flip_test))
+  forward = inference.heatmap_fn(
+    run.model(), variables, flip_test=run.flip_test, flip_permutation=run.flip_permutation
+  )
   d = config.data
-  source = run_lib.data_source(d.eval_source, d.eval_split, d.data_dir)
+  source = run.eval_source
   print(
     f"calibrating person presence of checkpoint {step} of {workdir}: positives "
     f"{d.eval_source}:{d.eval_split} ({len(source)} images), negatives built here",
@@ -281,7 +287,7 @@ def calibrate_run(run) -> dict:
   record, pos, neg, kinds = calibrate(
     forward, source, input_size=d.input_size, batch_size=config.eval_batch_size,
     sigma=run.codec.sigma, box_head=bool(config.model.box_head),
-    target_fpr=config.predict.presence_fpr, seed=config.seed,
+    target_fpr=config.predict.presence_fpr, keypoint_set=run.keypoint_set, seed=config.seed,
     per_kind=config.predict.presence_negatives,
   )  # fmt: skip
   record["checkpoint_step"] = int(step)

@@ -10,8 +10,8 @@ command line (``--config.foo=1``) is an error everywhere. Sizes are in pixels;
 Every key has one role (:func:`key_role`), which says what a saved run may change:
 
 * network keys (:data:`NETWORK_KEYS`): the checkpoint's weights were trained with these
-  values (the network's shape, the heatmaps' sigma and encoding, the input size); eval,
-  predict, export and a resumed training refuse to change them;
+  values (the network's shape, the heatmaps' sigma and encoding, the input size, the
+  keypoint set); eval, predict, export and a resumed training refuse to change them;
 * training keys (:data:`TRAINING_KEYS`): only training reads them; an override on
   ``--mode=eval/predict/export`` would change nothing and is refused;
 * run-time keys (:data:`RUN_TIME_KEYS`): what eval, predict and export read (data folder
@@ -31,11 +31,12 @@ import ml_collections
 MAX_PIXELS = 120_000_000
 
 #: Keys (or sections) the trained weights depend on.
-NETWORK_KEYS = ("model", "codec.sigma", "codec.encoding", "data.input_size")
+NETWORK_KEYS = ("model", "codec.sigma", "codec.encoding", "data.input_size", "keypoints")
 #: Keys (or sections) only training reads.
 TRAINING_KEYS = (
   "seed", "data.train_sources", "data.train_splits", "data.mixture_weights", "data.clip_length",
-  "data.worker_count", "data.augment", "model.pretrained", "model.init_from", "model.bn_sync",
+  "data.worker_count", "data.augment", "data.flip_pairs", "model.pretrained", "model.init_from",
+  "model.bn_sync",
   "loss",
   "optimizer", "batch_size", "num_train_steps", "parallelism", "log_every",
   "stop_check_every", "checkpoint_every", "eval_every", "keep_checkpoints",
@@ -77,6 +78,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.worker_count = 2  # grain worker processes (0: in the main process)
   c.data.eval_worker_count = 0
   c.data.clip_length = 5  # model.arch="unipose_lstm": frames per training clip (T)
+  # An explicit flip map, ((a, b), ...) joint index pairs of the run's keypoint set, for a
+  # set whose joint names say nothing about sides (or to replace the set's own pairs);
+  # () = the set's own pairs. Checked against K when the run resolves its set.
+  c.data.flip_pairs = ()
   # Training augmentation (input_pipeline.AugmentConfig).
   c.data.augment = ml_collections.ConfigDict()
   c.data.augment.margin = 1.25  # person box x margin fills the input before scaling
@@ -176,4 +181,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.predict.presence_threshold = 0.0
   c.predict.presence_weights = ()  # the "combined" score's fitted weights, bias last
   c.predict.presence_step = -1  # the checkpoint calibrated
+
+  # --- the keypoint set -------------------------------------------------------
+  # Empty here: a training run resolves its set from its training sources
+  # (``Run.keypoint_set``) and writes it into its config.json as this section
+  # (``keypoint_sets.KeypointSet.to_dict``); a saved config.json without it is LSP.
+  c.keypoints = ml_collections.ConfigDict()
   return c

@@ -17,7 +17,8 @@ JAX nor Flax. The maths is the project's:
 ::
 
     run = onnx_runner("unipose.onnx")
-    keypoints, scores = predict(run, [image], input_size=368)   # (1, K, 2) original pixels
+    s = json.load(open("unipose.json"))  # the export's settings: K, the joints' names, ...
+    keypoints, scores = predict(run, [image], s["input_size"], num_joints=s["num_joints"])
 """
 
 from __future__ import annotations
@@ -263,6 +264,7 @@ def predict(
   images: Sequence[np.ndarray],
   input_size: int,
   *,
+  num_joints: int,
   decoding: str = "dark",
   sigma: float = 3.0,
   dark_kernel: int | None = None,
@@ -271,18 +273,20 @@ def predict(
   """Keypoints of uint8 RGB images of any sizes, in their original pixels.
 
   ``run`` maps a uint8 (N, S, S, 3) batch to (N, h, w, C) heatmaps (e.g.
-  :func:`onnx_runner`), laid out as ``skeleton.split_maps`` reads them. Returns
-  ``(keypoints (N, C - 1, 2), scores (N, C - 1))`` float32 for heatmap channels
-  ``1..C-1`` (the K joints in ``skeleton`` order, then the 5 box points of a box head);
-  the background channel 0 is dropped. The decoding arguments are those of an export's
-  settings file (``dark_kernel`` and ``dark_sigma`` resolved). An empty ``images`` is a
-  ``ValueError`` (the number of channels, hence the result's shape, needs one image).
+  :func:`onnx_runner`), laid out as ``skeleton.split_maps`` reads them, with
+  ``num_joints`` joint maps (the export settings' ``num_joints``; their names are its
+  ``joint_names``). Returns ``(keypoints (N, C - 1, 2), scores (N, C - 1))`` float32 for
+  heatmap channels ``1..C-1`` (the K joints in the keypoint set's order, then the 5 box
+  points of a box head); the background channel 0 is dropped. The decoding arguments are
+  those of an export's settings file (``dark_kernel`` and ``dark_sigma`` resolved). An
+  empty ``images`` is a ``ValueError`` (the number of channels, hence the result's shape,
+  needs one image).
   """
   images = list(images)
   if not images:
     raise ValueError("deploy.predict needs at least one image; got none")
   inputs, affines = zip(*(letterbox(image, input_size) for image in images))
-  _, joints, box = split_maps(np.asarray(run(np.stack(inputs))))
+  _, joints, box = split_maps(np.asarray(run(np.stack(inputs))), num_joints=num_joints)
   heatmaps = joints if box is None else np.concatenate([joints, box], axis=-1)
   keypoints, scores = decode_heatmaps(
     heatmaps,

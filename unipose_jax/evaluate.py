@@ -23,10 +23,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unipose_jax import distributed, inference, input_pipeline, metrics, preemption, skeleton
+from unipose_jax import (
+  distributed,
+  inference,
+  input_pipeline,
+  keypoint_sets,
+  metrics,
+  preemption,
+  run_config,
+  skeleton,
+)
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.codecs import box as box_lib
-from unipose_jax.run import data_source
 
 EVAL_KEYS = ("image", "inverse_affine", "keypoints_orig", "labeled", "valid")
 
@@ -40,9 +48,13 @@ class EvaluationError(Exception):
 
 def eval_step(
   variables, batch, *, model, codec: HeatmapCodec, decodings: Sequence[str], flip_test: bool,
+  torso: tuple[int, int], head: tuple[int, int], flip_permutation: Sequence[int] | None = None,
   box_margin: float = 0.0,
 ) -> dict[str, Any]:  # fmt: skip
   """Predictions and metric sums of one (global) batch.
+
+  ``K`` is ``model.num_joints``; ``torso``, ``head`` (the metrics' normaliser joints) and
+  ``flip_permutation`` (for ``flip_test``) are the keypoint set's.
 
   batch: ``image`` (B, S, S, 3) uint8, ``inverse_affine`` (B, 2, 3) input -> original,
   ``keypoints_orig`` (B, K, 2), ``labeled`` (B, K), ``valid`` (B,).
@@ -50,20 +62,25 @@ def eval_step(
   ["box": (B, 4) x0 y0 x1 y1 original pixels,] "counts": sums}}`` and ``"heatmaps"``
   (B, h, w, K) of the joints.
   """
-  maps = inference.predict_heatmaps(variables, batch["image"], model=model, flip_test=flip_test)
+  maps = inference.predict_heatmaps(
+    variables, batch["image"], model=model, flip_test=flip_test, flip_permutation=flip_permutation
+  )
+  k = model.num_joints
   labeled = batch["labeled"].astype(bool)
   valid = batch["valid"].astype(bool)
   mask = jnp.logical_and(valid[:, None], labeled)
   if model.box_head:
     gt_box, has_box = box_lib.box_from_keypoints(batch["keypoints_orig"], labeled, box_margin)
-  out: dict[str, Any] = {"heatmaps": skeleton.split_maps(maps, background=False)[1]}
+  out: dict[str, Any] = {"heatmaps": skeleton.split_maps(maps, background=False, num_joints=k)[1]}
   for decoding in decodings:
     points, scores = inference.decode_to_original(codec, maps, batch["inverse_affine"], decoding)
-    _, keypoints, box_points = skeleton.split_maps(points, background=False, axis=-2)
+    _, keypoints, box_points = skeleton.split_maps(points, background=False, num_joints=k, axis=-2)
     res = {
       "keypoints": keypoints,
-      "scores": skeleton.split_maps(scores, background=False)[1],
-      "counts": metrics.keypoint_counts(keypoints, batch["keypoints_orig"], mask),
+      "scores": skeleton.split_maps(scores, background=False, num_joints=k)[1],
+      "counts": metrics.keypoint_counts(
+        keypoints, batch["keypoints_orig"], mask, torso=torso, head=head
+      ),
     }
     if model.box_head:
       res["box"] = box_lib.box_from_points(box_points)
@@ -97,6 +114,7 @@ class EvalResult:
       boxes (B, 4) or None), ...]}`` per batch, valid images only, original pixels.
     examples: a few :class:`Example` (primary process; empty unless asked for).
     example_decoding: the decoder of the examples.
+    keypoint_set: the set of the ``K`` joints (names in the files, limbs in the pictures).
   """
 
   summary: dict[str, dict[str, float]]
@@ -104,15 +122,29 @@ class EvalResult:
   predictions: dict[str, list]
   examples: list[Example]
   example_decoding: str
+  keypoint_set: keypoint_sets.KeypointSet
+
+
+def metric_joints(kset: keypoint_sets.KeypointSet) -> dict[str, tuple[int, int]]:
+  """``{"torso": (a, b), "head": (a, b)}``: the joints of a keypoint set that normalise
+  :func:`metrics.keypoint_counts`. Raises ``run_config.ConfigError`` for a set that names
+  none (its own protocol is not one of this evaluator's)."""
+  if kset.torso is None or kset.head is None:
+    raise run_config.ConfigError(
+      f"keypoint set {kset.name!r} has no torso and head joints: its protocol "
+      f"({kset.best_metric}) is not evaluated here"
+    )
+  return {"torso": tuple(kset.torso), "head": tuple(kset.head)}
 
 
 def eval_step_of(run, model=None) -> Callable:
-  """:func:`eval_step` with a ``run.Run``'s decoders, flip test and box margin bound
-  (``model`` defaults to ``run.model()``)."""
+  """:func:`eval_step` with a ``run.Run``'s decoders, flip test (its keypoint set's
+  permutation), metric joints and box margin bound (``model`` defaults to ``run.model()``)."""
   config = run.config
   return functools.partial(
     eval_step, model=model or run.model(), codec=run.codec, decodings=run.eval_decodings,
-    flip_test=config.flip_test, box_margin=config.model.box_margin,
+    flip_test=run.flip_test, flip_permutation=run.flip_permutation,
+    box_margin=config.model.box_margin, **metric_joints(run.keypoint_set),
   )  # fmt: skip
 
 
@@ -125,9 +157,11 @@ class Evaluator:
 
   def __init__(
     self, predict_fn: Callable, source, mesh, *, decodings: Sequence[str], batch_size: int,
-    input_size: int, worker_count: int = 0, num_examples: int = 0, example_decoding=None,
+    input_size: int, keypoint_set: keypoint_sets.KeypointSet, worker_count: int = 0,
+    num_examples: int = 0, example_decoding=None,
   ):  # fmt: skip
     self.predict_fn, self.source, self.mesh = predict_fn, source, mesh
+    self.keypoint_set = keypoint_set
     self.decodings = tuple(decodings)
     self.batch_size = distributed.per_process_batch_size(batch_size, mesh)
     self.input_size, self.worker_count = input_size, worker_count
@@ -136,16 +170,16 @@ class Evaluator:
 
   @classmethod
   def from_run(cls, run, mesh, model=None) -> Evaluator:
-    """The evaluator of a ``run.Run``: its ``data.eval_source/eval_split``, decoders, flip
-    test and batch size; ``model`` defaults to ``run.model()``."""
+    """The evaluator of a ``run.Run``: its evaluation source (``Run.eval_source``),
+    keypoint set, decoders, flip test and batch size; ``model`` defaults to ``run.model()``."""
     config = run.config
     decodings = run.eval_decodings
     d = config.data
     return cls(
-      jax.jit(eval_step_of(run, model)), data_source(d.eval_source, d.eval_split, d.data_dir), mesh,
+      jax.jit(eval_step_of(run, model)), run.eval_source, mesh,
       decodings=decodings, batch_size=config.eval_batch_size, input_size=d.input_size,
-      worker_count=d.eval_worker_count, num_examples=config.num_example_images,
-      example_decoding=config.codec.decoding,
+      keypoint_set=run.keypoint_set, worker_count=d.eval_worker_count,
+      num_examples=config.num_example_images, example_decoding=config.codec.decoding,
     )  # fmt: skip
 
   def run(self, variables, examples: bool = True, should_stop: Callable[[], bool] | None = None,
@@ -197,8 +231,9 @@ class Evaluator:
       if progress and distributed.is_primary() and (done == 0 or now - last >= PROGRESS_EVERY_S):
         last = now
         print(f"evaluated batch {done + 1}/{batches} ({now - start:.1f} s)", flush=True)
-    summary = {d: metrics.summarize(counts[d]) for d in self.decodings}
-    return EvalResult(summary, counts, rows, found, self.example_decoding)
+    names = self.keypoint_set.joint_names
+    summary = {d: metrics.summarize(counts[d], joint_names=names) for d in self.decodings}
+    return EvalResult(summary, counts, rows, found, self.example_decoding, self.keypoint_set)
 
   def _examples(self, local, out, have: int) -> list[Example]:
     """A few valid images of this process's batch (primary only)."""

@@ -97,6 +97,7 @@ def make_train_dataset(
   shard_count: int = 1,
   augment: AugmentConfig = AugmentConfig(),
   num_epochs: int | None = None,
+  flip_permutation: Sequence[int] | None = None,
 ) -> grain.MapDataset:
   """The training pipeline as a ``grain.MapDataset`` of batches (see :func:`make_train_iterator`)."""
   if not sources:
@@ -121,7 +122,11 @@ def make_train_dataset(
     ds = ds.shuffle(seed=_derive_seed(seed, 0, i)).repeat(num_epochs)
     parts.append(ds)
   ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, list(mixture_weights))
-  fn = functools.partial(transform_train, cfg=augment, input_size=input_size)
+  if augment.flip_prob > 0 and flip_permutation is None:
+    raise ValueError("flip augmentation needs the keypoint set's flip permutation")
+  fn = functools.partial(
+    transform_train, cfg=augment, input_size=input_size, flip_permutation=flip_permutation
+  )
   ds = ds.random_map(fn, seed=_derive_seed(seed, 1, shard_index))
   return ds.batch(batch_size, drop_remainder=True)
 
@@ -138,6 +143,7 @@ def make_train_iterator(
   augment: AugmentConfig = AugmentConfig(),
   num_epochs: int | None = None,
   *,
+  flip_permutation: Sequence[int] | None = None,
   read_threads: int = 2,
   prefetch_batches: int = 2,
 ) -> grain.DatasetIterator:
@@ -158,6 +164,8 @@ def make_train_iterator(
     worker_count: grain worker processes (0 = in this process, with
       ``read_threads`` threads).
     augment: augmentation ranges.
+    flip_permutation: the keypoint set's ``(K,)`` flip permutation (needed when
+      ``augment.flip_prob > 0``; a set without flip pairs trains with flips off).
     num_epochs: ``None`` repeats forever; ``n`` repeats each source ``n``
       times and ends when the first source (relative to its weight) runs out
       (with one source: exactly ``n`` passes minus the dropped remainder).
@@ -172,7 +180,7 @@ def make_train_iterator(
   """
   ds = make_train_dataset(
     sources, mixture_weights, batch_size, input_size, seed, shard_index, shard_count, augment,
-    num_epochs,
+    num_epochs, flip_permutation,
   )  # fmt: skip
   return _finish_iterator(
     ds, worker_count=worker_count, read_threads=read_threads, prefetch_batches=prefetch_batches

@@ -201,10 +201,14 @@ PROGRESS_EVERY_S = 2.0
 
 
 def overlay(image: np.ndarray, pred) -> np.ndarray:
-  """The picture written for a ``predict.Prediction``: :func:`visualize.draw_prediction`."""
+  """The picture written for a ``predict.Prediction``: :func:`visualize.draw_prediction`
+  (its keypoint set's limbs and sides)."""
+  if pred.keypoint_set is None:
+    raise ValueError("an overlay needs the prediction's keypoint_set")
   return visualize.draw_prediction(
-    image, pred.keypoints, pred.visible, pred.box, pred.person_found, pred.scores
-  )
+    image, pred.keypoints, pred.visible, pred.box, pred.person_found, pred.scores,
+    keypoint_set=pred.keypoint_set,
+  )  # fmt: skip
 
 
 def predict_images(

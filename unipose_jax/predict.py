@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from unipose_jax import geometry, skeleton, transforms
+from unipose_jax.keypoint_sets import KeypointSet
 
 # ----------------------------------------------------------------------------- results
 
@@ -60,6 +61,8 @@ class Prediction:
       threshold (uncalibrated runs: any joint visible).
     passes: how many network passes produced these keypoints (1 or 2).
     presence: the first pass's presence score, or None for an uncalibrated run.
+    keypoint_set: what the ``K`` joints are (names, limbs: the run's set), or None
+      (joints then named ``joint_<k>``; an overlay needs the set).
   """
 
   keypoints: np.ndarray
@@ -69,13 +72,16 @@ class Prediction:
   person_found: bool
   passes: int = 1
   presence: float | None = None
+  keypoint_set: KeypointSet | None = None
 
   def to_json(self) -> dict[str, Any]:
     """Plain JSON (full precision): ``person_found``, ``presence`` (score or None),
-    ``passes``, ``box`` (``[x0, y0, x1, y1]`` or None), ``joint_names`` (LSP order),
-    ``keypoints`` (K lists ``[x, y]``), ``scores`` (K) and ``visible`` (K bools)."""
+    ``passes``, ``box`` (``[x0, y0, x1, y1]`` or None), ``joint_names`` (the keypoint
+    set's order), ``keypoints`` (K lists ``[x, y]``), ``scores`` (K) and ``visible`` (K
+    bools)."""
     k = len(self.keypoints)
-    names = skeleton.JOINT_NAMES if k == skeleton.NUM_JOINTS else [f"joint_{i}" for i in range(k)]
+    kset = self.keypoint_set
+    names = kset.joint_names if kset is not None else [f"joint_{i}" for i in range(k)]
     return {
       "person_found": bool(self.person_found),
       "presence": None if self.presence is None else float(self.presence),
@@ -118,7 +124,7 @@ class Predictor:
       background channel dropped, the 5 box maps last when ``box_head``.
     input_size: ``S``, the network's square input side.
     codec: a ``HeatmapCodec`` for that input (its ``decode`` maps heatmaps to input pixels).
-    num_joints: ``K``.
+    keypoint_set: the run's keypoint set (``K`` and the joints' names in the output).
     box_head: whether the heatmaps carry the 5 box maps after the joints.
     decoding: the codec's decoder name ("dark", "argmax", ...).
     score_threshold: joints scoring below are not visible.
@@ -136,7 +142,7 @@ class Predictor:
     *,
     input_size: int,
     codec: Any,
-    num_joints: int = skeleton.NUM_JOINTS,
+    keypoint_set: KeypointSet,
     box_head: bool = False,
     decoding: str = "dark",
     score_threshold: float = 0.2,
@@ -153,7 +159,8 @@ class Predictor:
     self.heatmap_fn = heatmap_fn
     self.input_size = int(input_size)
     self.codec = codec
-    self.num_joints = int(num_joints)
+    self.keypoint_set = keypoint_set
+    self.num_joints = keypoint_set.num_joints
     self.box_head = bool(box_head)
     self.decoding = decoding
     self.score_threshold = float(score_threshold)
@@ -172,8 +179,9 @@ class Predictor:
           f"values, the {presence.COMBINED!r} score of this network needs {want}: recalibrate"
         )
       fn = presence.score_fn(
-        presence_score, num_joints=self.num_joints, sigma=codec.sigma, weights=presence_weights
-      )
+        presence_score, num_joints=self.num_joints, sigma=codec.sigma, weights=presence_weights,
+        limb_pairs=presence.symmetric_limbs(keypoint_set.joint_names),
+      )  # fmt: skip
       self._presence = jax.jit(fn)
 
   @classmethod
@@ -191,7 +199,9 @@ class Predictor:
     from unipose_jax import inference  # noqa: PLC0415
 
     variables, step = run.load_variables()
-    heatmaps = inference.heatmap_fn(run.model(), variables, flip_test=bool(run.config.flip_test))
+    heatmaps = inference.heatmap_fn(
+      run.model(), variables, flip_test=run.flip_test, flip_permutation=run.flip_permutation
+    )
     predictor = cls(heatmaps, **run.predictor_settings())
     note = presence_note(run.config, run.workdir, step)
     if note:
@@ -255,7 +265,10 @@ class Predictor:
       found = presence >= self.presence_threshold
     if not found:
       visible, box = np.zeros_like(visible), None
-    return Prediction(kp, sc, visible, box, person_found=found, passes=1, presence=presence)
+    return Prediction(
+      kp, sc, visible, box, person_found=found, passes=1, presence=presence,
+      keypoint_set=self.keypoint_set,
+    )  # fmt: skip
 
   def __call__(self, image: np.ndarray) -> Prediction:
     """Both passes (the second only when enabled and a person was found)."""
@@ -269,7 +282,10 @@ class Predictor:
     affine = geometry.crop_affine(first.box, h, w, self.input_size, self.crop_margin)
     kp, sc, visible, box, _ = self._pass(image, affine)
     box = first.box if box is None else box
-    return Prediction(kp, sc, visible, box, True, passes=2, presence=first.presence)
+    return Prediction(
+      kp, sc, visible, box, True, passes=2, presence=first.presence,
+      keypoint_set=self.keypoint_set,
+    )  # fmt: skip
 
 
 def presence_note(config, workdir: str, step: int) -> str | None:

@@ -26,14 +26,36 @@ import jax.numpy as jnp
 import numpy as np
 
 from unipose_jax import skeleton
+from unipose_jax.keypoint_sets import name_side
 
-#: Symmetric limbs (right bone, left bone) compared by :func:`limb_symmetry`.
-SYMMETRIC_LIMBS: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = (
-  ((8, 7), (9, 10)),  # upper arms
-  ((7, 6), (10, 11)),  # forearms
-  ((2, 1), (3, 4)),  # thighs
-  ((1, 0), (4, 5)),  # shins
+#: The bones :func:`limb_symmetry` compares between the right and left side, by the
+#: joints' names without their side word (``keypoint_sets.name_side``).
+SYMMETRIC_BONES: tuple[tuple[str, str], ...] = (
+  ("shoulder", "elbow"),  # upper arms
+  ("elbow", "wrist"),  # forearms
+  ("hip", "knee"),  # thighs
+  ("knee", "ankle"),  # shins
 )
+
+LimbPairs = tuple[tuple[tuple[int, int], tuple[int, int]], ...]
+
+
+def symmetric_limbs(joint_names) -> LimbPairs:
+  """``((right bone), (left bone))`` joint-index pairs of :data:`SYMMETRIC_BONES` that a
+  keypoint set's ``joint_names`` have on both sides, in that order (LSP: upper arms
+  ``((8, 7), (9, 10))``, forearms, thighs, shins). Empty for a set without them."""
+  index = {}
+  for k, name in enumerate(joint_names):
+    side, rest = name_side(name)
+    if side:
+      index[(side, rest)] = k
+  out = []
+  for a, b in SYMMETRIC_BONES:
+    keys = [(side, j) for side in ("right", "left") for j in (a, b)]
+    if all(key in index for key in keys):
+      ra, rb, la, lb = (index[key] for key in keys)
+      out.append(((ra, rb), (la, lb)))
+  return tuple(out)
 
 
 def _split(heatmaps: jax.Array, num_joints: int) -> tuple[jax.Array, jax.Array | None]:
@@ -151,17 +173,22 @@ def joint_concentration(heatmaps: jax.Array, *, num_joints: int, sigma: float) -
   return jnp.mean(p * jnp.minimum(c, 1.0), axis=-1)
 
 
-def limb_symmetry(heatmaps: jax.Array, *, num_joints: int, sigma: float) -> jax.Array:
-  """Whether the joints' argmax positions form a body: minus the mean over the four
-  symmetric limb pairs (:data:`SYMMETRIC_LIMBS`) of ``|log(right length / left length)|``
-  (lengths at least half a heatmap pixel). 0 for a symmetric skeleton, lower otherwise."""
+def limb_symmetry(
+  heatmaps: jax.Array, *, num_joints: int, sigma: float, limb_pairs: LimbPairs
+) -> jax.Array:
+  """Whether the joints' argmax positions form a body: minus the mean over the symmetric
+  limb pairs (``limb_pairs``, :func:`symmetric_limbs` of the keypoint set) of
+  ``|log(right length / left length)|`` (lengths at least half a heatmap pixel). 0 for a
+  symmetric skeleton, lower otherwise."""
   del sigma
+  if not limb_pairs:
+    raise ValueError("limb_symmetry needs the keypoint set's symmetric limbs; it has none")
   pts = argmax_points(_joint_maps(heatmaps, num_joints))
 
   def length(a: int, b: int) -> jax.Array:
     return jnp.maximum(jnp.linalg.norm(pts[:, a] - pts[:, b], axis=-1), 0.5)
 
-  terms = [jnp.abs(jnp.log(length(*r) / length(*lft))) for r, lft in SYMMETRIC_LIMBS]
+  terms = [jnp.abs(jnp.log(length(*r) / length(*lft))) for r, lft in limb_pairs]
   return -jnp.mean(jnp.stack(terms, -1), axis=-1)
 
 
@@ -182,16 +209,20 @@ SCORES: dict[str, ScoreFn] = {
 BOX_SCORES: tuple[str, ...] = ("box_centre", "box_fit")
 
 
-def candidates(box_head: bool) -> tuple[str, ...]:
-  """The names of :data:`SCORES` that apply to a run with or without a box head."""
-  return tuple(n for n in SCORES if box_head or n not in BOX_SCORES)
+def candidates(box_head: bool, limb_pairs: LimbPairs = ()) -> tuple[str, ...]:
+  """The names of :data:`SCORES` that apply to a run with or without a box head, and
+  with or without symmetric limbs (``limb_pairs``, :func:`symmetric_limbs`)."""
+  return tuple(
+    n for n in SCORES
+    if (box_head or n not in BOX_SCORES) and (limb_pairs or n != "limb_symmetry")
+  )  # fmt: skip
 
 
 def score_fn(
-  name: str, *, num_joints: int, sigma: float, weights=None
+  name: str, *, num_joints: int, sigma: float, weights=None, limb_pairs: LimbPairs = ()
 ) -> Callable[[jax.Array], jax.Array]:
   """``heatmaps (B, h, w, N) -> (B,)``: score ``name`` with its settings bound (``weights``
-  ``(F + 1,)`` for :data:`COMBINED` only)."""
+  ``(F + 1,)`` for :data:`COMBINED` only, ``limb_pairs`` for ``limb_symmetry`` only)."""
   if name == COMBINED:
     if weights is None or not len(weights):
       raise ValueError(f"the {COMBINED!r} presence score needs its fitted weights")
@@ -200,14 +231,20 @@ def score_fn(
   if name not in SCORES:
     known = ", ".join([*SCORES, COMBINED])
     raise ValueError(f"unknown presence score {name!r}; known: {known}")
+  if name == "limb_symmetry":
+    return functools.partial(
+      limb_symmetry, num_joints=num_joints, sigma=sigma, limb_pairs=tuple(limb_pairs)
+    )
   return functools.partial(SCORES[name], num_joints=num_joints, sigma=sigma)
 
 
 def all_scores(
-  heatmaps: jax.Array, names: tuple[str, ...], *, num_joints: int, sigma: float
-) -> dict[str, jax.Array]:
+  heatmaps: jax.Array, names: tuple[str, ...], *, num_joints: int, sigma: float,
+  limb_pairs: LimbPairs = (),
+) -> dict[str, jax.Array]:  # fmt: skip
   """``{name: (B,)}`` of several scores of the same heatmaps."""
-  return {n: score_fn(n, num_joints=num_joints, sigma=sigma)(heatmaps) for n in names}
+  kw = dict(num_joints=num_joints, sigma=sigma, limb_pairs=limb_pairs)
+  return {n: score_fn(n, **kw)(heatmaps) for n in names}
 
 
 # ----------------------------------------------------------------------------- a learned score

@@ -4,7 +4,7 @@ Written into an evaluation's folder by :func:`write_eval`:
 
 * ``eval_metrics.json``: ``{decoder: flat metrics}`` (``metrics.summarize``);
 * ``predictions.csv``: decoder, image_id, joint, joint_name, x, y, score (original-image
-  pixels, 0-based pixel centres);
+  pixels, 0-based pixel centres; the names are the run's keypoint set's);
 * with a box head ``boxes.csv``: decoder, image_id, x0, y0, x1, y1 (same pixels);
 * ``pck_curve.png`` (every decoder) and ``example_<i>.png`` / ``heatmaps_0.png``;
 
@@ -19,9 +19,9 @@ or prints.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from unipose_jax import charts, distributed, files, metrics, skeleton, visualize
+from unipose_jax import charts, distributed, files, metrics, visualize
 
 EVAL_METRICS_FILE = "eval_metrics.json"
 
@@ -40,7 +40,8 @@ def write_eval(out_dir: str, result, all_files: bool = True) -> None:
 
 
 def _write_files(out_dir: str, result) -> None:
-  write_predictions(out_dir, result.predictions)
+  kset = result.keypoint_set
+  write_predictions(out_dir, result.predictions, kset.joint_names)
   charts.save_pck_curve(
     os.path.join(out_dir, "pck_curve.png"),
     {d: metrics.pck_curve(c) for d, c in result.counts.items()},
@@ -48,20 +49,30 @@ def _write_files(out_dir: str, result) -> None:
   for i, ex in enumerate(result.examples):
     visualize.save_prediction_png(
       os.path.join(out_dir, f"example_{i}.png"), ex.image, ex.keypoints, ex.annotation,
-      box=ex.box, title=result.example_decoding,
+      keypoint_set=kset, box=ex.box, title=result.example_decoding,
     )  # fmt: skip
     if i == 0:
-      visualize.save_heatmap_panel(os.path.join(out_dir, "heatmaps_0.png"), ex.input, ex.heatmaps)
+      visualize.save_heatmap_panel(
+        os.path.join(out_dir, "heatmaps_0.png"), ex.input, ex.heatmaps,
+        names=visualize.heatmap_channel_names(ex.heatmaps.shape[-1], kset.joint_names),
+      )  # fmt: skip
 
 
-def write_predictions(out_dir: str, predictions: Mapping[str, list]) -> None:
+def write_predictions(
+  out_dir: str, predictions: Mapping[str, list], joint_names: Sequence[str]
+) -> None:
   """``predictions.csv`` and, when there are boxes, ``boxes.csv`` of
-  ``{decoder: [(image_ids (B,), keypoints (B, K, 2), scores (B, K), boxes (B, 4) or None)]}``."""
+  ``{decoder: [(image_ids (B,), keypoints (B, K, 2), scores (B, K), boxes (B, 4) or None)]}``;
+  ``joint_names``: the keypoint set's K names."""
+  for chunks in predictions.values():
+    for _, kps, _, _ in chunks:
+      if kps.shape[1] != len(joint_names):
+        raise ValueError(f"{len(joint_names)} joint names for {kps.shape[1]} joints")
   files.write_csv(
     os.path.join(out_dir, "predictions.csv"),
     ["decoder", "image_id", "joint", "joint_name", "x", "y", "score"],
     (
-      [dec, int(i), j, skeleton.JOINT_NAMES[j], f"{kp[j, 0]:.4f}", f"{kp[j, 1]:.4f}", f"{sc[j]:.5f}"]
+      [dec, int(i), j, joint_names[j], f"{kp[j, 0]:.4f}", f"{kp[j, 1]:.4f}", f"{sc[j]:.5f}"]
       for dec, chunks in predictions.items()
       for ids, kps, scores, _ in chunks
       for i, kp, sc in zip(ids, kps, scores)

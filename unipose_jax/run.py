@@ -8,9 +8,17 @@ what :class:`~unipose_jax.predict.Predictor` needs. Training, ``--mode=eval``,
 ``--mode=predict``, ``--mode=export`` and ``Predictor.from_workdir`` all go through it;
 ``run_config`` only checks, saves, loads and compares configs.
 
+The run's keypoint set (:attr:`Run.keypoint_set`: ``K``, the joint names, flip pairs,
+limbs, metric normalisers and the best-checkpoint metric) is resolved here, once: from the
+config's ``keypoints`` section when the run has saved one, else from its training sources
+(``datasets.keypoint_set`` of each; ``keypoint_sets.common`` refuses sources whose sets
+differ), with ``data.flip_pairs`` as an explicit flip map. Training writes it into
+``config.json`` (:meth:`Run.resolved_config`).
+
 Work directories written by earlier versions load: keys their ``config.json`` lacks
-come from the package's defaults (``config_defaults``), and a ``codec.dark_kernel`` of
-0 (meaning "the default size") is resolved here.
+come from the package's defaults (``config_defaults``), a ``codec.dark_kernel`` of
+0 (meaning "the default size") is resolved here, and a ``config.json`` without a
+``keypoints`` section (saved before keypoint sets) is :data:`keypoint_sets.LSP`.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import Any
 
 import ml_collections
 
-from unipose_jax import datasets, run_config, skeleton
+from unipose_jax import datasets, keypoint_sets, run_config
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.models import Bottleneck, ResNet, UniPose, UniPoseLSTM, heatmap_size
 from unipose_jax.models.layers import BatchNormSync
@@ -47,20 +55,23 @@ def check_workdir(workdir: str) -> None:
     raise NotAWorkdirError(f"{workdir}: not a work directory ({path} is a file, not a folder)")
 
 
-def best_metric(config: ml_collections.ConfigDict) -> str:
+def best_metric(config: ml_collections.ConfigDict, kset: keypoint_sets.KeypointSet) -> str:
   """The key of the evaluation metrics that picks a run's best checkpoint (higher is
-  better): PCK@0.2 of the run's own decoder, e.g. ``"dark/pck@0.2"``."""
-  return f"{config.codec.decoding}/pck@0.2"
+  better): the keypoint set's metric (``KeypointSet.best_metric``: PCK@0.2 for LSP) of
+  the run's own decoder, e.g. ``"dark/pck@0.2"``."""
+  return f"{config.codec.decoding}/{kset.best_metric}"
 
 
-def build_model(config: ml_collections.ConfigDict, bn_sync: BatchNormSync | None = None) -> UniPose:
-  """``UniPose`` of ``config.model`` (plain arguments from here on)."""
+def build_model(config: ml_collections.ConfigDict, num_joints: int,
+                bn_sync: BatchNormSync | None = None) -> UniPose:  # fmt: skip
+  """``UniPose`` of ``config.model`` with ``num_joints`` joint maps (the run's set's
+  ``K``; plain arguments from here on)."""
   cfg = config.model
   backbone = None
   if cfg.stage_sizes:  # a custom (small) bottleneck ResNet instead of a standard depth
     backbone = functools.partial(ResNet, stage_sizes=tuple(cfg.stage_sizes), block_cls=Bottleneck)
   return UniPose(
-    num_joints=skeleton.NUM_JOINTS,
+    num_joints=int(num_joints),
     box_head=bool(cfg.box_head),
     backbone_depth=cfg.backbone_depth,
     backbone=backbone,
@@ -118,6 +129,28 @@ def eval_decodings(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   return names if config.codec.decoding in names else names + (config.codec.decoding,)
 
 
+def resolve_keypoint_set(config: ml_collections.ConfigDict) -> keypoint_sets.KeypointSet:
+  """The keypoint set of a config's training sources (``datasets.keypoint_set`` of each
+  of ``data.train_sources``; sources with different sets are refused), with
+  ``data.flip_pairs`` as its flip map when given. Raises ``run_config.ConfigError``
+  naming the key."""
+  d = config.data
+  names = list(d.train_sources)
+  try:
+    kset = keypoint_sets.common([datasets.keypoint_set(n, d.data_dir) for n in names], names)
+  except keypoint_sets.KeypointSetError as e:
+    raise run_config.ConfigError(f"data.train_sources: {e}") from None
+  if d.flip_pairs:
+    try:
+      kset = kset.with_flip_pairs(d.flip_pairs)
+    except keypoint_sets.KeypointSetError as e:
+      raise run_config.ConfigError(
+        f"data.flip_pairs={tuple(d.flip_pairs)!r}: {e} ({kset.num_joints} joints: "
+        f"{', '.join(kset.joint_names)})"
+      ) from None
+  return kset
+
+
 def data_source(name: str, split: str, data_dir: str):
   """A random-access source of a prepared dataset; the synthetic set (no download) is
   built on first use."""
@@ -140,6 +173,14 @@ class Run:
   def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None,
                saved: ml_collections.ConfigDict | None = None):  # fmt: skip
     self.config, self.workdir, self.saved = config, workdir, saved
+    self._said: set[str] = set()
+
+  def say_once(self, message: str) -> None:
+    """Print ``message`` the first time this run is told it (a note said once per
+    command, e.g. that a set without flip pairs trains and evaluates without flipping)."""
+    if message not in self._said:
+      self._said.add(message)
+      print(message, flush=True)
 
   @classmethod
   def from_workdir(cls, workdir: str, config: ml_collections.ConfigDict | None = None) -> Run:
@@ -161,12 +202,103 @@ class Run:
     run_config.validate(config, training=False, source=path if config is saved else "")
     return cls(config, workdir, saved)
 
+  # ----------------------------------------------------------------------- keypoint set
+
+  @functools.cached_property
+  def keypoint_set(self) -> keypoint_sets.KeypointSet:
+    """The run's keypoint set (the module doc): the config's ``keypoints`` section, else
+    the saved run's, else LSP for a run saved before sets existed, else the training
+    sources' (:func:`resolve_keypoint_set`)."""
+    for config in (self.config, self.saved):
+      if config is not None:
+        try:
+          stored = run_config.stored_keypoint_set(config)
+        except keypoint_sets.KeypointSetError as e:
+          raise run_config.ConfigError(str(e)) from None
+        if stored is not None:
+          return stored
+    if self.saved is not None:
+      return keypoint_sets.LSP  # a config.json written before keypoint sets existed
+    return resolve_keypoint_set(self.config)
+
+  @property
+  def num_joints(self) -> int:
+    """``K`` of :attr:`keypoint_set`."""
+    return self.keypoint_set.num_joints
+
+  def _no_flip(self) -> None:
+    """One line, once per command, for a set without flip pairs whose config asks for a
+    flip (augmentation or test)."""
+    kset = self.keypoint_set
+    self.say_once(
+      f"note: keypoint set {kset.name!r} has no left/right flip pairs: no flip augmentation "
+      "and no flip test (data.augment.flip_prob and flip_test are ignored; give pairs with "
+      "--config.data.flip_pairs)"
+    )
+
+  @property
+  def flip_test(self) -> bool:
+    """Whether evaluation and prediction use the flip test: ``config.flip_test`` and a
+    set with flip pairs (a set without them says so once and goes without)."""
+    if not self.config.flip_test:
+      return False
+    if not self.keypoint_set.has_flip:
+      self._no_flip()
+      return False
+    return True
+
+  @property
+  def flip_permutation(self):
+    """``(K,)`` the set's flip permutation, or None when it has no flip pairs."""
+    kset = self.keypoint_set
+    return kset.flip_permutation if kset.has_flip else None
+
+  def augment_config(self):
+    """``transforms.AugmentConfig`` of ``data.augment``; flip augmentation off (said
+    once) for a set without flip pairs."""
+    from unipose_jax import transforms  # noqa: PLC0415
+
+    settings = self.config.data.augment.to_dict()
+    if settings["flip_prob"] > 0 and not self.keypoint_set.has_flip:
+      self._no_flip()
+      settings["flip_prob"] = 0.0
+    return transforms.AugmentConfig(**settings)
+
+  # ----------------------------------------------------------------------- data sources
+
+  @functools.cached_property
+  def train_sources(self) -> list:
+    """The training sources (``data.train_sources``/``train_splits``), opened once; each
+    checked to carry the run's keypoint set."""
+    d = self.config.data
+    names = list(d.train_sources)
+    self._check_sets(names)
+    return [data_source(n, s, d.data_dir) for n, s in zip(names, d.train_splits)]
+
+  @functools.cached_property
+  def eval_source(self):
+    """The evaluation source (``data.eval_source``/``eval_split``), opened once; refused
+    (``run_config.ConfigError``) when its keypoint set is not the run's."""
+    d = self.config.data
+    self._check_sets([d.eval_source])
+    return data_source(d.eval_source, d.eval_split, d.data_dir)
+
+  def _check_sets(self, names) -> None:
+    kset = self.keypoint_set
+    for name in names:
+      theirs = datasets.keypoint_set(name, self.config.data.data_dir)
+      if theirs.joint_names != kset.joint_names:
+        raise run_config.ConfigError(
+          f"data source {name!r} has keypoint set {theirs.name!r} ({theirs.num_joints} "
+          f"joints), the run's is {kset.name!r} ({kset.num_joints} joints)"
+        )
+
   # ----------------------------------------------------------------------- model and codec
 
   def model(self, bn_sync: BatchNormSync | None = None) -> UniPose:
-    """The network (``bn_sync``: whose BatchNorm statistics it trains with,
-    ``parallel.batch_norm_sync`` of ``model.bn_sync``)."""
-    return build_model(self.config, bn_sync)
+    """The network, ``K`` joint maps of the run's set (``bn_sync``: whose BatchNorm
+    statistics it trains with, ``parallel.batch_norm_sync`` of ``model.bn_sync``)."""
+    return build_model(self.config, self.num_joints, bn_sync)
 
   @functools.cached_property
   def codec(self) -> HeatmapCodec:
@@ -177,10 +309,12 @@ class Run:
     return eval_decodings(self.config)
 
   def resolved_config(self) -> ml_collections.ConfigDict:
-    """The config with its defaults resolved (``codec.dark_kernel`` 0 -> the size used),
-    as training writes it to ``config.json``."""
+    """The config with its defaults resolved (``codec.dark_kernel`` 0 -> the size used,
+    the ``keypoints`` section -> :attr:`keypoint_set`), as training writes it to
+    ``config.json``."""
     config = ml_collections.ConfigDict(self.config.to_dict())
     config.codec.dark_kernel = self.codec.dark_kernel_size
+    config[run_config.KEYPOINTS_SECTION] = run_config.keypoint_section(self.keypoint_set)
     return config
 
   # ----------------------------------------------------------------------- checkpoints
@@ -200,8 +334,8 @@ class Run:
   @property
   def best_metric(self) -> str:
     """:func:`best_metric` of the saved config (the one training selected with), else of
-    this config."""
-    return best_metric(self.saved if self.saved is not None else self.config)
+    this config, for the run's keypoint set."""
+    return best_metric(self.saved if self.saved is not None else self.config, self.keypoint_set)
 
   def checkpointer(self, **kwargs):
     """A ``checkpoints.Checkpointer`` of the run's folder that keeps and prefers the best
@@ -255,6 +389,11 @@ class Run:
       "dark_kernel": codec.dark_kernel_size,
       "dark_sigma": codec.dark_kernel_sigma,
       "box_head": bool(self.config.model.box_head),
+      # The keypoint set: K channels after the background, their names and, for a flip
+      # test outside JAX, the left/right pairs (0-based joint indices).
+      "num_joints": self.num_joints,
+      "joint_names": list(self.keypoint_set.joint_names),
+      "flip_pairs": [list(p) for p in self.keypoint_set.flip_pairs],
     }
 
   def predictor_settings(self) -> dict[str, Any]:
@@ -263,7 +402,7 @@ class Run:
     return {
       "input_size": c.data.input_size,
       "codec": self.codec,
-      "num_joints": skeleton.NUM_JOINTS,
+      "keypoint_set": self.keypoint_set,
       "box_head": bool(c.model.box_head),
       "decoding": c.codec.decoding,
       "score_threshold": c.predict.score_threshold,

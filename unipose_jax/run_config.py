@@ -25,12 +25,14 @@ from typing import Any
 import jax.numpy as jnp
 import ml_collections
 
-from unipose_jax import config_defaults, files
+from unipose_jax import config_defaults, files, keypoint_sets
 from unipose_jax.models.resnet import RESNET_SPECS
 from unipose_jax.models.unipose import HEATMAP_STRIDE
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 CONFIG_FILE = "config.json"
+#: The config section holding the run's resolved keypoint set (``Run.keypoint_set``).
+KEYPOINTS_SECTION = "keypoints"
 
 
 class ConfigError(ValueError):
@@ -120,6 +122,25 @@ def _model_checks(config, errors: list[str]) -> None:
     errors.append(str(e))
 
 
+def _flip_pairs_check(pairs, errors: list[str]) -> None:
+  """``data.flip_pairs``: pairs of two different joint indices >= 0, no joint twice (K
+  is checked when the run resolves its set)."""
+  seen: list[int] = []
+  for pair in pairs:
+    ok = isinstance(pair, tuple | list) and len(pair) == 2
+    ok = ok and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in pair)
+    if not ok or pair[0] == pair[1]:
+      errors.append(
+        f"data.flip_pairs={tuple(pairs)!r}: must be ((a, b), ...) pairs of two different "
+        "joint indices >= 0"
+      )
+      return
+    seen += list(pair)
+  twice = sorted({i for i in seen if seen.count(i) > 1})
+  if twice:
+    errors.append(f"data.flip_pairs={tuple(pairs)!r}: joints {twice} are in two pairs")
+
+
 def _training_checks(config, errors: list[str]) -> None:
   """The keys only training reads (``config_defaults.TRAINING_KEYS``)."""
   for key in ("num_train_steps", "log_every", "checkpoint_every", "batch_size"):
@@ -152,6 +173,7 @@ def _training_checks(config, errors: list[str]) -> None:
     )
   if any(not w >= 0 for w in d.mixture_weights) or not sum(d.mixture_weights) > 0:
     errors.append(f"data.mixture_weights={tuple(d.mixture_weights)}: need >= 0, sum > 0")
+  _flip_pairs_check(d.flip_pairs, errors)
   a = d.augment
   _number(config, "data.augment.margin", errors, above=True)
   _number(config, "data.augment.rotation_deg", errors, high=180.0)
@@ -269,8 +291,10 @@ def _typed(default: Any, value: Any) -> tuple[Any, str | None]:
   if isinstance(default, tuple):
     kinds = {type(v) for v in default}
     item = kinds.pop()() if len(kinds) == 1 else None  # 0, 0.0 or "": the items' type
+    rows = isinstance(value, list) and bool(value) and all(isinstance(v, list) for v in value)
     if isinstance(value, list):
-      typed = [_typed(item, v)[0] if item is not None else _scalar(v) for v in value]
+      untyped = _scalar_or_row if rows else _scalar  # all rows ((a, b) pairs) or no rows
+      typed = [_typed(item, v)[0] if item is not None else untyped(v) for v in value]
       if None not in typed:
         return tuple(typed), None
     return None, f"expected a list of {_PLURALS.get(type(item), 'numbers or strings')}"
@@ -285,6 +309,15 @@ def _typed(default: Any, value: Any) -> tuple[Any, str | None]:
 def _scalar(value: Any) -> Any:
   """A number or string as is, anything else None."""
   return value if isinstance(value, int | float | str) and not isinstance(value, bool) else None
+
+
+def _scalar_or_row(value: Any) -> Any:
+  """A list of numbers or strings as a tuple (a row of ``data.flip_pairs``), anything
+  else None."""
+  if isinstance(value, list):
+    row = tuple(_scalar(v) for v in value)
+    return None if None in row else row
+  return None
 
 
 def _merge(target: ml_collections.ConfigDict, saved: dict, prefix: str, errors: list[str],
@@ -328,17 +361,43 @@ def load(workdir: str, defaults: ml_collections.ConfigDict | None = None):
     raise ConfigError(f"{path}: not a config (a JSON object expected, got {json.dumps(saved)})")
   config = ml_collections.ConfigDict((defaults or config_defaults.get_config()).to_dict())
   errors: list[str] = []
+  stored_set = saved.pop(KEYPOINTS_SECTION, None)
   _merge(config, saved, "", errors, config)
+  if stored_set:  # the run's resolved keypoint set (absent or empty: saved before sets)
+    try:
+      config[KEYPOINTS_SECTION] = keypoint_section(
+        keypoint_sets.from_dict(stored_set, source=f"section {KEYPOINTS_SECTION!r}")
+      )
+    except keypoint_sets.KeypointSetError as e:
+      errors.append(str(e))
   if errors:
     raise ConfigError("\n".join(f"{path}: {e}" for e in errors))
   return config
+
+
+def keypoint_section(kset: keypoint_sets.KeypointSet) -> ml_collections.ConfigDict:
+  """The ``keypoints`` section a run's ``config.json`` stores its resolved set in
+  (:meth:`KeypointSet.to_dict`)."""
+  return ml_collections.ConfigDict(kset.to_dict())
+
+
+def stored_keypoint_set(config: ml_collections.ConfigDict) -> keypoint_sets.KeypointSet | None:
+  """The set of a config's ``keypoints`` section, or None when it has none (a config
+  not yet resolved, or a run saved before keypoint sets: LSP)."""
+  section = config.get(KEYPOINTS_SECTION)
+  if section is None or not len(section):
+    return None
+  return keypoint_sets.from_dict(section.to_dict(), source=f"config section {KEYPOINTS_SECTION!r}")
 
 
 def differing_keys(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> list[str]:
   """Network keys (``config_defaults.key_role``) whose values differ between two configs."""
   fa, fb = dict(_flat(a)), dict(_flat(b))
   out = []
+  resolved = [any(k.startswith(f"{KEYPOINTS_SECTION}.") for k in f) for f in (fa, fb)]
   for key in sorted(set(fa) | set(fb)):
+    if key.startswith(f"{KEYPOINTS_SECTION}.") and not all(resolved):
+      continue  # a config not resolved yet takes the run's set (a run saved before: LSP)
     if config_defaults.key_role(key) == "network" and _plain(fa.get(key)) != _plain(fb.get(key)):
       out.append(f"{key}: run has {fa.get(key)!r}, given {fb.get(key)!r}")
   return out

@@ -1,72 +1,14 @@
-"""The 14-joint Leeds Sports Pose skeleton.
+"""The network's channel layout: the background map, the ``K`` joint maps and, with
+UniPose's box head, the 5 box points. The one owner of that layout.
 
-Joint order is the one of LSP's ``joints.mat`` (and LSP-extended): index ``k`` of
-every ``(..., 14, 2)`` keypoint array in this project is ``JOINT_NAMES[k]``.
-"Right" and "left" are the person's own right and left.
+``K`` and what the joints are (names, flip pairs, limbs, metric normalisers) belong to the
+run's keypoint set (:mod:`unipose_jax.keypoint_sets`, ``Run.keypoint_set``); nothing here
+knows any dataset, so every function takes ``num_joints``.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-JOINT_NAMES: tuple[str, ...] = (
-  "right_ankle",
-  "right_knee",
-  "right_hip",
-  "left_hip",
-  "left_knee",
-  "left_ankle",
-  "right_wrist",
-  "right_elbow",
-  "right_shoulder",
-  "left_shoulder",
-  "left_elbow",
-  "left_wrist",
-  "neck",
-  "head_top",
-)
-NUM_JOINTS: int = len(JOINT_NAMES)
-
-#: Left/right pairs swapped by a horizontal flip.
-FLIP_PAIRS: tuple[tuple[int, int], ...] = ((0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9))
-
-#: Torso used by LSP's person-centric PCK: left shoulder to right hip.
-TORSO: tuple[int, int] = (9, 2)
-
-#: Head segment used by PCKh on LSP (no head box exists): neck to head top.
-HEAD: tuple[int, int] = (12, 13)
-
-#: Bones drawn for a skeleton overlay, as (joint a, joint b).
-LIMBS: tuple[tuple[int, int], ...] = (
-  (0, 1),
-  (1, 2),  # right leg
-  (5, 4),
-  (4, 3),  # left leg
-  (2, 3),  # hips
-  (6, 7),
-  (7, 8),  # right arm
-  (11, 10),
-  (10, 9),  # left arm
-  (8, 9),  # shoulders
-  (8, 12),
-  (9, 12),  # shoulders to neck
-  (12, 13),  # neck to head top
-  (2, 8),
-  (3, 9),  # torso sides
-)
-
-
-def _build_flip_permutation() -> np.ndarray:
-  perm = np.arange(NUM_JOINTS)
-  for a, b in FLIP_PAIRS:
-    perm[a], perm[b] = b, a
-  return perm
-
-
-#: ``keypoints[..., FLIP_PERMUTATION, :]`` relabels joints after a horizontal flip.
-FLIP_PERMUTATION: np.ndarray = _build_flip_permutation()
-FLIP_PERMUTATION.setflags(write=False)
-
 
 #: The person box's five points (UniPose's box head, after the K + 1 joint maps): the
 #: centre and the corners of the extent of the labeled joints.
@@ -84,22 +26,30 @@ BOX_FLIP_PERMUTATION: np.ndarray = np.array([0, 2, 1, 4, 3])
 BOX_FLIP_PERMUTATION.setflags(write=False)
 
 
-def is_left(joint: int) -> bool:
-  """Whether joint index ``joint`` is on the person's left side."""
-  return JOINT_NAMES[joint].startswith("left_")
-
-
 # ----------------------------------------------------------------------------- channel layout
-# The network's output channels, in order: the background map, the NUM_JOINTS joint maps
-# and, with UniPose's box head, the NUM_BOX_POINTS box maps. The one owner of that layout.
+# The network's output channels, in order: the background map, the K joint maps and, with
+# UniPose's box head, the NUM_BOX_POINTS box maps.
 
 
-def num_maps(num_joints: int = NUM_JOINTS, box_head: bool = False) -> int:
+def num_maps(num_joints: int, box_head: bool = False) -> int:
   """Output channels: background + ``num_joints`` joints (+ the 5 box points)."""
   return num_joints + 1 + (NUM_BOX_POINTS if box_head else 0)
 
 
-def split_maps(maps, *, background: bool = True, num_joints: int = NUM_JOINTS, axis: int = -1):
+def flip_channels(flip_permutation, num_channels: int) -> np.ndarray:
+  """``(N,)`` int: the channel permutation a horizontal flip applies to ``N`` point maps
+  (background dropped): the joints' ``flip_permutation`` ``(K,)`` (the keypoint set's),
+  then, when ``N == K + 5``, the box points' :data:`BOX_FLIP_PERMUTATION` after them."""
+  perm = [int(i) for i in flip_permutation]
+  k = len(perm)
+  if num_channels not in (k, k + NUM_BOX_POINTS):
+    raise ValueError(f"expected {k} (+ {NUM_BOX_POINTS} box) channels, got {num_channels}")
+  if num_channels > k:
+    perm += [k + int(i) for i in BOX_FLIP_PERMUTATION]
+  return np.asarray(perm)
+
+
+def split_maps(maps, *, num_joints: int, background: bool = True, axis: int = -1):
   """Splits ``maps`` along the channel ``axis`` by the layout above.
 
   Works on NumPy and JAX arrays alike (slicing only): on heatmaps ``(..., h, w, C)`` and,
@@ -107,8 +57,8 @@ def split_maps(maps, *, background: bool = True, num_joints: int = NUM_JOINTS, a
 
   Args:
     maps: the channels; with ``background=False`` channel 0 (background) is already gone.
+    num_joints: ``K``, the run's keypoint set's (required: no set is assumed).
     background: whether ``maps`` starts with the background channel.
-    num_joints: ``K``.
     axis: the channel axis.
 
   Returns:

@@ -47,12 +47,12 @@ from unipose_jax import (
   evaluate,
   files,
   input_pipeline,
+  keypoint_sets,
   losses,
   preemption,
   run_config,
   skeleton,
   train_loop,
-  transforms,
 )
 from unipose_jax import run as run_lib
 from unipose_jax.codecs import HeatmapCodec
@@ -173,6 +173,7 @@ def train_step(
   if axis_name is not None:
     step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
   targets, target_weights = codec.encode(batch["keypoints"], batch["weights"])
+  num_joints = batch["keypoints"].shape[1]
   if model.box_head:
     points, point_weights = box_lib.box_targets(batch["keypoints"], batch["weights"], box_margin)
     box_targets, box_weights = codec.encode(points, point_weights)
@@ -185,7 +186,7 @@ def train_step(
       rngs={"dropout": step_rng},
       mutable=["batch_stats"],
     )
-    background, joints, box = skeleton.split_maps(heatmaps)
+    background, joints, box = skeleton.split_maps(heatmaps, num_joints=num_joints)
     pred = jnp.concatenate([background, joints], axis=-1)
     loss = losses.heatmap_mse(pred, targets, target_weights, background_weight)
     if model.box_head:
@@ -211,9 +212,15 @@ def train_step(
 # ----------------------------------------------------------------------------- the loop
 
 
-def build_trainer(config: ml_collections.ConfigDict, mesh):
-  """Model, codec, optimiser, learning-rate schedule and parallel trainer of a config."""
-  run = run_lib.Run(config)
+def _as_run(run_or_config) -> run_lib.Run:
+  return run_or_config if isinstance(run_or_config, run_lib.Run) else run_lib.Run(run_or_config)
+
+
+def build_trainer(run: run_lib.Run | ml_collections.ConfigDict, mesh):
+  """Model, codec, optimiser, learning-rate schedule and parallel trainer of a run (or of
+  a config: its own ``Run``)."""
+  run = _as_run(run)
+  config = run.config
   sync = batch_norm_sync(config.model.bn_sync, config.parallelism, mesh.devices.size)
   model = run.model(bn_sync=sync)
   tx, lr_fn = make_optimizer(config.optimizer, config.num_train_steps)
@@ -225,14 +232,19 @@ def build_trainer(config: ml_collections.ConfigDict, mesh):
   return model, run.codec, tx, lr_fn, ParallelTrainer(config.parallelism, mesh, step_fn)
 
 
-def make_train_iterator(config, mesh, shard_index: int | None = None, shard_count=None):
-  """This process's share of the training data (shard ``jax.process_index()`` of
-  ``jax.process_count()``); another shard's with ``shard_index``/``shard_count`` (tests)."""
+def make_train_iterator(run, mesh, shard_index: int | None = None, shard_count=None):
+  """This process's share of the training data of a run (or of a config: its own ``Run``)
+  (shard ``jax.process_index()`` of ``jax.process_count()``); another shard's with
+  ``shard_index``/``shard_count`` (tests). Flips relabel joints by the run's keypoint
+  set; a set without flip pairs trains without flips (said once)."""
+  run = _as_run(run)
+  config = run.config
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
   d = config.data
+  augment = run.augment_config()
   return input_pipeline.make_train_iterator(
-    [run_lib.data_source(n, s, d.data_dir) for n, s in zip(d.train_sources, d.train_splits)],
+    run.train_sources,
     mixture_weights=list(d.mixture_weights),
     batch_size=distributed.per_process_batch_size(config.batch_size, mesh, shard_count),
     input_size=d.input_size,
@@ -240,7 +252,8 @@ def make_train_iterator(config, mesh, shard_index: int | None = None, shard_coun
     shard_index=shard_index,
     shard_count=shard_count,
     worker_count=d.worker_count,
-    augment=transforms.AugmentConfig(**d.augment.to_dict()),
+    augment=augment,
+    flip_permutation=run.flip_permutation,
   )
 
 
@@ -256,6 +269,13 @@ def train_and_evaluate(config, workdir: str, stop_after: int | None = None, devi
   :class:`NonFiniteError` when the loss stops being finite, and
   :class:`evaluate.EvaluationError` when training finished but its final evaluation failed.
   """
+  return train_run(run_lib.Run(config, workdir), stop_after=stop_after, devices=devices)
+
+
+def train_run(run: run_lib.Run, stop_after: int | None = None, devices=None):
+  """:func:`train_and_evaluate` of a ``run.Run`` (the command's one ``Run``: its model,
+  codec, keypoint set and data sources serve training, evaluation and calibration)."""
+  config, workdir = run.config, run.workdir
   run_config.validate(config)
   files.check_writable(workdir, "the work directory")
   lock = checkpoints.WorkdirLock(workdir).acquire() if distributed.is_primary() else None
@@ -263,7 +283,9 @@ def train_and_evaluate(config, workdir: str, stop_after: int | None = None, devi
     saved = run_config.load(workdir)
     if saved is not None:
       run_config.check_matches(config, saved, workdir)
-    run = run_lib.Run(config, workdir)  # this config names the best-checkpoint metric
+      _check_same_set(run, saved, workdir)
+    # This config names the best-checkpoint metric; the saved run's keypoint set is kept.
+    run.saved = None
     if distributed.is_primary():
       run_config.save(run.resolved_config(), workdir)
     summary = _train(run, stop_after, distributed.data_mesh(devices))
@@ -275,16 +297,32 @@ def train_and_evaluate(config, workdir: str, stop_after: int | None = None, devi
       lock.release()
 
 
+def _check_same_set(run: run_lib.Run, saved, workdir: str) -> None:
+  """A resumed run keeps its keypoint set: refuse training sources (or ``data.flip_pairs``)
+  that resolve to another one (a run saved before sets is LSP)."""
+  theirs = run_config.stored_keypoint_set(saved) or keypoint_sets.LSP
+  if run_config.stored_keypoint_set(run.config) is None:
+    run.config = ml_collections.ConfigDict(run.config.to_dict())
+    run.config[run_config.KEYPOINTS_SECTION] = run_config.keypoint_section(theirs)
+  ours = run_lib.resolve_keypoint_set(run.config)
+  if (ours.joint_names, ours.flip_pairs) != (theirs.joint_names, theirs.flip_pairs):
+    raise run_config.ConfigError(
+      f"the run in {workdir} trained on keypoint set {theirs.name!r} ({theirs.num_joints} "
+      f"joints), this config's data.train_sources / data.flip_pairs give {ours.name!r} "
+      f"({ours.num_joints} joints); a new set needs a new --workdir"
+    )
+
+
 def _train(run: run_lib.Run, stop_after, mesh):
   config, workdir = run.config, run.workdir
-  model, _, tx, lr_fn, trainer = build_trainer(config, mesh)
+  model, _, tx, lr_fn, trainer = build_trainer(run, mesh)
   with contextlib.ExitStack() as stack:
     guard = preemption.active() or stack.enter_context(PreemptionGuard())
     stack.enter_context(guard.deferring())  # until the checkpoint below is committed
     ckpt = run.checkpointer(max_to_keep=config.keep_checkpoints)
     stack.callback(ckpt.close)  # waits for a pending asynchronous save
     state, data_state, first_step = _initial_state(config, model, tx, mesh, ckpt)
-    train_iter = make_train_iterator(config, mesh)
+    train_iter = make_train_iterator(run, mesh)
     if first_step:
       train_iter.set_state(data_state)
       _log(f"resumed from {workdir} at step {first_step}")

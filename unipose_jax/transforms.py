@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 
-from unipose_jax import skeleton
 from unipose_jax.geometry import (
   apply_affine_to_points,
   invert_affine,
@@ -63,7 +62,8 @@ class AugmentConfig:
       Positive angles turn the image clockwise on screen (y axis down).
     rotation_prob: probability that a rotation is applied at all (else 0).
     flip_prob: probability of a horizontal flip (mirrors x and swaps
-      left/right joints with ``skeleton.FLIP_PERMUTATION``).
+      left/right joints with the keypoint set's ``flip_permutation``); must be 0 for a
+      set without flip pairs (``Run.augment_config`` sees to it).
     translate_frac: maximum shift of the person's centre, as a fraction of
       the input side, independently in x and y: ``U(-t, t) * S``.
   """
@@ -119,7 +119,7 @@ def train_affine(
   every call, so the draw sequence does not depend on the branches.
 
   A flip is recognisable as ``det(A[:, :2]) < 0`` (:func:`is_flipping`); joints
-  then must be relabelled with ``skeleton.FLIP_PERMUTATION``.
+  then must be relabelled with the keypoint set's ``flip_permutation``.
 
   Returns:
     (2, 3) float64 affine original -> input pixels.
@@ -149,12 +149,13 @@ def _image_id(record: Mapping[str, Any]) -> str:
 
 
 def check_record(
-  record: Mapping[str, Any],
+  record: Mapping[str, Any], joint_names: Sequence[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """Validates a record and returns ``(image, keypoints, labeled, visible)``.
 
   ``keypoints`` is returned as float64 (K, 2) with unlabeled non-finite entries
-  replaced by 0.
+  replaced by 0. ``joint_names`` (the keypoint set's, length K) name faulty joints in
+  messages; without them joints are named by index.
 
   Raises:
     ValueError: naming the image id, on a wrong shape/dtype, or a non-finite
@@ -179,9 +180,8 @@ def check_record(
   finite = np.isfinite(kp).all(1)
   bad = labeled & ~finite
   if bad.any():
-    names = [
-      skeleton.JOINT_NAMES[j] if k == skeleton.NUM_JOINTS else str(j) for j in np.flatnonzero(bad)
-    ]
+    named = joint_names is not None and len(joint_names) == k
+    names = [joint_names[j] if named else str(j) for j in np.flatnonzero(bad)]
     raise ValueError(f"image_id {iid}: non-finite keypoints on labeled joints {names}")
   kp = np.where(finite[:, None], kp, 0.0)
   return image, kp, labeled, visible
@@ -225,8 +225,12 @@ def transform_train(
   *,
   cfg: AugmentConfig = AugmentConfig(),
   input_size: int = 368,
+  flip_permutation: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
   """Augments one record for training (one composed affine, one warp).
+
+  ``flip_permutation``: the keypoint set's ``(K,)`` flip permutation, which relabels the
+  joints of a flipped sample; None (a set without flip pairs) needs ``cfg.flip_prob`` 0.
 
   Returns a dict:
     image           uint8 (S, S, 3) RGB (normalised on the device, ``models.normalize``)
@@ -239,7 +243,7 @@ def transform_train(
     inverse_affine  float32 (2, 3) input -> original
     image_id        int32 ()
   Note: ``keypoints[k]`` of a flipped sample maps back through ``inverse_affine``
-  to the original location of joint ``FLIP_PERMUTATION[k]``.
+  to the original location of joint ``flip_permutation[k]``.
 
   Raises:
     ValueError: on a malformed record or NaN on a labeled joint (names the image id).
@@ -248,9 +252,14 @@ def transform_train(
   h, w = image.shape[:2]
   affine = train_affine(kp, labeled, h, w, rng, cfg, input_size)
   if is_flipping(affine):
-    perm = skeleton.FLIP_PERMUTATION if kp.shape[0] == skeleton.NUM_JOINTS else None
-    if perm is None:
-      raise ValueError(f"flip needs {skeleton.NUM_JOINTS} joints, got {kp.shape[0]}")
+    if flip_permutation is None:
+      raise ValueError(
+        "a flip needs the keypoint set's flip permutation (a set without flip pairs: "
+        "flip_prob must be 0)"
+      )
+    perm = np.asarray(flip_permutation)
+    if perm.shape != (kp.shape[0],):
+      raise ValueError(f"flip permutation {perm.shape} for {kp.shape[0]} joints")
     kp, labeled = kp[perm], labeled[perm]
   out = _finish(warp_image(image, affine, input_size), affine, kp, labeled, input_size)
   out["image_id"] = np.int32(record.get("image_id", -1))

@@ -2,7 +2,9 @@
 
 NumPy in, PNG out. Images are ``uint8`` RGB ``(H, W, 3)``; keypoints are
 ``(x, y)`` pixels with integer coordinates at pixel centres (design section 5),
-in the frame of the image they are drawn on. Drawing uses OpenCV (sub-pixel,
+in the frame of the image they are drawn on; which joints they are (names, sides,
+limbs) is the keypoint set's (``keypoint_set=``, a ``keypoint_sets.KeypointSet``), given
+to every function that draws a skeleton. Drawing uses OpenCV (sub-pixel,
 anti-aliased); the PCK curve uses matplotlib through ``matplotlib.figure.Figure``
 and the Agg canvas (pyplot and the global backend are never touched). Every
 ``save_*`` function writes atomically (``files.atomic_write``): a reader, or a
@@ -21,7 +23,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from unipose_jax import files, skeleton
+from unipose_jax import files
+from unipose_jax.keypoint_sets import KeypointSet
 
 PathLike = str | os.PathLike
 
@@ -56,20 +59,23 @@ def left_color(color: Sequence[int]) -> tuple[int, int, int]:
   return tuple(int(round(v + 0.55 * (target - v))) for v in (r, g, b))  # type: ignore[return-value]
 
 
-def joint_colors(color: Sequence[int], num_joints: int = skeleton.NUM_JOINTS) -> np.ndarray:
-  """``(K, 3)`` uint8 RGB colour of each joint: ``color`` for right-side and
-  centre joints (neck, head top), :func:`left_color` for left-side joints."""
+def joint_colors(color: Sequence[int], keypoint_set: KeypointSet) -> np.ndarray:
+  """``(K, 3)`` uint8 RGB colour of each joint of ``keypoint_set``: ``color`` for
+  right-side and centre joints (LSP's neck, head top), :func:`left_color` for left-side
+  joints (``KeypointSet.is_left``)."""
   base, left = _check_color(color), left_color(color)
-  return np.array([left if skeleton.is_left(k) else base for k in range(num_joints)], np.uint8)
+  return np.array(
+    [left if keypoint_set.is_left(k) else base for k in range(keypoint_set.num_joints)], np.uint8
+  )
 
 
 def _rgb(color: np.ndarray) -> tuple[int, int, int]:
   return tuple(int(v) for v in color)  # type: ignore[return-value]
 
 
-def _limb_color(a: int, b: int, colors: np.ndarray) -> tuple[int, int, int]:
+def _limb_color(a: int, b: int, colors: np.ndarray, kset: KeypointSet) -> tuple[int, int, int]:
   """Left shade when both ends are left joints; otherwise the right/centre colour."""
-  return _rgb(colors[b if skeleton.is_left(a) and not skeleton.is_left(b) else a])
+  return _rgb(colors[b if kset.is_left(a) and not kset.is_left(b) else a])
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -79,10 +85,13 @@ def _check_image(image: np.ndarray) -> np.ndarray:
   return image
 
 
-def _check_keypoints(keypoints: Any, name: str = "keypoints") -> np.ndarray:
+def _check_keypoints(keypoints: Any, kset: KeypointSet, name: str = "keypoints") -> np.ndarray:
   kp = np.asarray(keypoints, np.float64)
-  if kp.shape != (skeleton.NUM_JOINTS, 2):
-    raise ValueError(f"{name} must have shape ({skeleton.NUM_JOINTS}, 2) as (x, y), got {kp.shape}")
+  k = kset.num_joints
+  if kp.shape != (k, 2):
+    raise ValueError(
+      f"{name} must have shape ({k}, 2) as (x, y) (keypoint set {kset.name!r}), got {kp.shape}"
+    )
   return kp
 
 
@@ -112,13 +121,15 @@ def _default_sizes(image: np.ndarray) -> tuple[int, int]:
 
 def draw_skeleton(
   image: np.ndarray, keypoints: Any, color: Sequence[int] = PRED_COLOR,
-  mask: Any | None = None, *, radius: int | None = None, thickness: int | None = None,
+  mask: Any | None = None, *, keypoint_set: KeypointSet, radius: int | None = None,
+  thickness: int | None = None,
 ) -> np.ndarray:  # fmt: skip
   """A copy of ``image`` (``(H, W, 3)`` uint8, not modified) with the skeleton drawn on it:
-  limbs of :data:`skeleton.LIMBS` as lines, then each joint as a filled dot on its keypoint.
+  the limbs of ``keypoint_set`` (``KeypointSet.limbs``) as lines, then each joint as a
+  filled dot on its keypoint.
 
   Args:
-    keypoints: ``(K, 2)`` ``(x, y)`` in this image's pixels (K = 14, LSP order).
+    keypoints: ``(K, 2)`` ``(x, y)`` in this image's pixels, in ``keypoint_set``'s order.
     color: RGB of the right side and centre; the left side is in :func:`left_color` of it.
     mask: optional ``(K,)``; joints where it is False (and non-finite joints) are not
       drawn, nor any limb touching them.
@@ -126,17 +137,17 @@ def draw_skeleton(
       image: ``max(2, round(min(H, W) / 60))`` and ``max(1, round(min(H, W) / 120))``.
   """
   out = _check_image(image).copy()
-  kp = _check_keypoints(keypoints)
+  kp = _check_keypoints(keypoints, keypoint_set)
   visible = _joint_visible(kp, mask)
-  colors = joint_colors(color)
+  colors = joint_colors(color, keypoint_set)
   default_radius, default_thickness = _default_sizes(out)
   radius = default_radius if radius is None else int(radius)
   thickness = default_thickness if thickness is None else int(thickness)
   if radius < 1 or thickness < 1:
     raise ValueError(f"radius and thickness must be >= 1, got {radius}, {thickness}")
-  for a, b in skeleton.LIMBS:
+  for a, b in keypoint_set.limbs:
     if visible[a] and visible[b]:
-      c = _limb_color(a, b, colors)
+      c = _limb_color(a, b, colors, keypoint_set)
       cv2.line(out, _fixed(kp[a]), _fixed(kp[b]), c, thickness, cv2.LINE_AA, _SHIFT)
   for k in np.flatnonzero(visible):
     cv2.circle(out, _fixed(kp[k]), radius << _SHIFT, _rgb(colors[k]), -1, cv2.LINE_AA, _SHIFT)
@@ -237,8 +248,8 @@ def save_png(path: PathLike, image: np.ndarray) -> pathlib.Path:
 
 def render_prediction(
   image: np.ndarray, pred: Any, gt: Any | None = None, title: str | None = None, *,
-  box: Any | None = None, size: int = 300, pred_mask: Any | None = None,
-  gt_mask: Any | None = None, gap: int = 4,
+  keypoint_set: KeypointSet, box: Any | None = None, size: int = 300,
+  pred_mask: Any | None = None, gt_mask: Any | None = None, gap: int = 4,
 ) -> np.ndarray:  # fmt: skip
   """The picture :func:`save_prediction_png` writes, as an array.
 
@@ -251,18 +262,21 @@ def render_prediction(
   * gap, 3)`` with ``(H', W') = scaled_size(H, W, size)`` and ``n`` panels.
   """
   image = _check_image(image)
-  pred = _check_keypoints(pred, "pred")
+  kset = keypoint_set
+  pred = _check_keypoints(pred, kset, "pred")
   h, w = image.shape[:2]
   new_h, new_w = scaled_size(h, w, size)
   big = _resize(image, new_w, new_h)
   sx, sy = new_w / w, new_h / h
   panels = []
   if gt is not None:
-    gt = _check_keypoints(gt, "gt")
-    panel = draw_skeleton(big, _scale_keypoints(gt, sx, sy), GT_COLOR, gt_mask)
+    gt = _check_keypoints(gt, kset, "gt")
+    panel = draw_skeleton(big, _scale_keypoints(gt, sx, sy), GT_COLOR, gt_mask, keypoint_set=kset)
     _put_label(panel, "annotation", (4, 14))
     panels.append(panel)
-  panel = draw_skeleton(big, _scale_keypoints(pred, sx, sy), PRED_COLOR, pred_mask)
+  panel = draw_skeleton(
+    big, _scale_keypoints(pred, sx, sy), PRED_COLOR, pred_mask, keypoint_set=kset
+  )
   if box is not None:
     corners = _scale_keypoints(_check_box(box).reshape(2, 2), sx, sy)
     _draw_box(panel, corners.reshape(4), max(2, _default_sizes(panel)[1]))
@@ -277,11 +291,14 @@ def render_prediction(
 
 def save_prediction_png(
   path: PathLike, image: np.ndarray, pred: Any, gt: Any | None = None,
-  title: str | None = None, *, box: Any | None = None, **kwargs: Any,
+  title: str | None = None, *, keypoint_set: KeypointSet, box: Any | None = None,
+  **kwargs: Any,
 ) -> pathlib.Path:  # fmt: skip
   """Write annotation and prediction skeletons (and the predicted ``box``) side by side;
   ``kwargs``: ``size``, ``pred_mask``, ``gt_mask``, ``gap`` of :func:`render_prediction`."""
-  return save_png(path, render_prediction(image, pred, gt, title, box=box, **kwargs))
+  return save_png(
+    path, render_prediction(image, pred, gt, title, keypoint_set=keypoint_set, box=box, **kwargs)
+  )
 
 
 def _check_box(box: Any) -> np.ndarray:
@@ -301,7 +318,7 @@ def _draw_box(image: np.ndarray, box: np.ndarray, thickness: int) -> None:
 
 def draw_prediction(
   image: np.ndarray, keypoints: Any, visible: Any, box: Any | None = None,
-  person_found: bool = True, scores: Any | None = None,
+  person_found: bool = True, scores: Any | None = None, *, keypoint_set: KeypointSet,
 ) -> np.ndarray:  # fmt: skip
   """A copy of ``image`` (``(H, W, 3)`` uint8 RGB, not modified) with one person's
   prediction drawn on it: predict's overlay. Sizes grow with ``min(H, W)``.
@@ -315,7 +332,9 @@ def draw_prediction(
     scores: optional ``(K,)``: a :data:`LABEL_COLOR` band across the top saying
       "n/K joints, mean score s" (visible joints).
   """
-  out = draw_skeleton(image, keypoints, PRED_COLOR, np.asarray(visible, bool))
+  out = draw_skeleton(
+    image, keypoints, PRED_COLOR, np.asarray(visible, bool), keypoint_set=keypoint_set
+  )
   if box is not None:
     _draw_box(out, _check_box(box), max(2, _default_sizes(out)[1]))
   if not person_found:
@@ -327,19 +346,30 @@ def draw_prediction(
   return out
 
 
-def heatmap_channel_names(num_channels: int) -> tuple[str, ...]:
-  """Tile labels: LSP joint names, led by ``'background'`` for ``K + 1`` channels."""
-  if num_channels == skeleton.NUM_JOINTS:
-    return skeleton.JOINT_NAMES
-  if num_channels == skeleton.NUM_JOINTS + 1:
-    return ("background",) + skeleton.JOINT_NAMES
+def heatmap_channel_names(
+  num_channels: int, joint_names: Sequence[str] | None = None
+) -> tuple[str, ...]:
+  """Tile labels: the keypoint set's ``joint_names`` for ``K`` channels, led by
+  ``'background'`` for ``K + 1``, followed by the box points for ``K + 5``;
+  ``'channel i'`` otherwise (or without names)."""
+  from unipose_jax.skeleton import BOX_POINT_NAMES  # noqa: PLC0415
+
+  names = tuple(joint_names or ())
+  k = len(names)
+  if k and num_channels == k:
+    return names
+  if k and num_channels == k + 1:
+    return ("background",) + names
+  if k and num_channels == k + len(BOX_POINT_NAMES):
+    return names + BOX_POINT_NAMES
   return tuple(f"channel {i}" for i in range(num_channels))
 
 
 def render_heatmap_panel(
   image: np.ndarray, heatmaps: Any, *, keypoints: Any | None = None,
-  names: Sequence[str] | None = None, tile_size: int = 128, columns: int = 5,
-  vmax: float | None = 1.0, alpha: float = 0.5, title: str | None = None,
+  keypoint_set: KeypointSet | None = None, names: Sequence[str] | None = None,
+  tile_size: int = 128, columns: int = 5, vmax: float | None = 1.0, alpha: float = 0.5,
+  title: str | None = None,
 ) -> np.ndarray:  # fmt: skip
   """The grid :func:`save_heatmap_panel` writes, as an array.
 
@@ -348,16 +378,19 @@ def render_heatmap_panel(
   heatmap at stride s lines up with an input of s times its size), clipped to ``[0,
   vmax]`` (``vmax=None``: each channel's own maximum), coloured with the JET map and
   blended over the image with weight ``alpha``. With ``keypoints`` (``(K, 2)``, image
-  pixels) joint k's tile also gets a white ring at keypoint k (channel k + 1 when there
-  is a background channel 0). Each tile is ``scaled_size(H, W, tile_size)``; the grid
-  has ``min(columns, n_tiles)`` columns and a 22 px title bar when ``title``.
+  pixels; they need ``keypoint_set``) joint k's tile also gets a white ring at keypoint k
+  (channel k + 1 when there is a background channel 0). Tiles are labelled ``names``,
+  else :func:`heatmap_channel_names` of ``keypoint_set``'s joints. Each tile is
+  ``scaled_size(H, W, tile_size)``; the grid has ``min(columns, n_tiles)`` columns and a
+  22 px title bar when ``title``.
   """
   image = _check_image(image)
   maps = np.asarray(heatmaps, np.float32)
   if maps.ndim != 3 or maps.shape[-1] == 0:
     raise ValueError(f"heatmaps must have shape (h, w, C), got {maps.shape}")
   num_channels = maps.shape[-1]
-  names = heatmap_channel_names(num_channels) if names is None else tuple(names)
+  joint_names = keypoint_set.joint_names if keypoint_set is not None else None
+  names = heatmap_channel_names(num_channels, joint_names) if names is None else tuple(names)
   if len(names) != num_channels:
     raise ValueError(f"{len(names)} names for {num_channels} heatmap channels")
   if columns < 1:
@@ -367,9 +400,17 @@ def render_heatmap_panel(
   th, tw = scaled_size(*image.shape[:2], tile_size)
   sx, sy = tw / image.shape[1], th / image.shape[0]
   base = _resize(image, tw, th)
-  first_joint_channel = 1 if num_channels == skeleton.NUM_JOINTS + 1 else 0
-  kp = None if keypoints is None else _scale_keypoints(_check_keypoints(keypoints), sx, sy)
-  tiles = [draw_skeleton(base, kp, PRED_COLOR) if kp is not None else base.copy()]
+  if keypoints is not None and keypoint_set is None:
+    raise ValueError("keypoints on a heatmap panel need their keypoint_set")
+  k = keypoint_set.num_joints if keypoint_set is not None else -1
+  first_joint_channel = 1 if num_channels == k + 1 else 0
+  kp = None
+  if keypoints is not None:
+    kp = _scale_keypoints(_check_keypoints(keypoints, keypoint_set), sx, sy)
+  tiles = [
+    draw_skeleton(base, kp, PRED_COLOR, keypoint_set=keypoint_set) if kp is not None
+    else base.copy()
+  ]  # fmt: skip
   _put_label(tiles[0], "image", (3, 12), 0.35)
   for c in range(num_channels):
     m = np.nan_to_num(maps[..., c], nan=0.0)
@@ -380,7 +421,7 @@ def render_heatmap_panel(
     colored = cv2.cvtColor(cv2.applyColorMap(m8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     tile = np.round((1.0 - alpha) * base + alpha * colored).astype(np.uint8)
     joint = c - first_joint_channel
-    if kp is not None and 0 <= joint < skeleton.NUM_JOINTS and np.all(np.isfinite(kp[joint])):
+    if kp is not None and 0 <= joint < k and np.all(np.isfinite(kp[joint])):
       cv2.circle(tile, _fixed(kp[joint]), 5 << _SHIFT, (255, 255, 255), 1, cv2.LINE_AA, _SHIFT)
     _put_label(tile, names[c], (3, 12), 0.35)
     tiles.append(tile)

@@ -20,12 +20,10 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from unipose_jax import distributed, evaluate, skeleton, train
+from unipose_jax import distributed, evaluate, train
 from unipose_jax import run as run_lib
 from unipose_jax.aot import estimate, hlo
 from unipose_jax.aot.targets import Target
-
-K = skeleton.NUM_JOINTS
 
 
 def with_batch(config, parallelism: str, batch_size: int, eval_batch_size: int | None = None):
@@ -39,31 +37,34 @@ def with_batch(config, parallelism: str, batch_size: int, eval_batch_size: int |
   return c
 
 
-def train_batch(batch: int, size: int) -> dict[str, jax.ShapeDtypeStruct]:
-  """The training batch's arrays (``input_pipeline``'s keys the step reads)."""
+def train_batch(batch: int, size: int, num_joints: int) -> dict[str, jax.ShapeDtypeStruct]:
+  """The training batch's arrays (``input_pipeline``'s keys the step reads), ``K`` joints
+  (the run's keypoint set's)."""
   return {
     "image": jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8),
-    "keypoints": jax.ShapeDtypeStruct((batch, K, 2), jnp.float32),
-    "weights": jax.ShapeDtypeStruct((batch, K), jnp.float32),
+    "keypoints": jax.ShapeDtypeStruct((batch, num_joints, 2), jnp.float32),
+    "weights": jax.ShapeDtypeStruct((batch, num_joints), jnp.float32),
   }
 
 
-def eval_batch(batch: int, size: int) -> dict[str, jax.ShapeDtypeStruct]:
+def eval_batch(batch: int, size: int, num_joints: int) -> dict[str, jax.ShapeDtypeStruct]:
+  """The evaluation batch's arrays, ``K`` joints (the run's keypoint set's)."""
   return {
     "image": jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8),
     "inverse_affine": jax.ShapeDtypeStruct((batch, 2, 3), jnp.float32),
-    "keypoints_orig": jax.ShapeDtypeStruct((batch, K, 2), jnp.float32),
-    "labeled": jax.ShapeDtypeStruct((batch, K), jnp.bool_),
+    "keypoints_orig": jax.ShapeDtypeStruct((batch, num_joints, 2), jnp.float32),
+    "labeled": jax.ShapeDtypeStruct((batch, num_joints), jnp.bool_),
     "valid": jax.ShapeDtypeStruct((batch,), jnp.bool_),
   }
 
 
 def lower_train(config, mesh: Mesh):
   """The training step of ``config`` (its parallel form and global batch) over ``mesh``."""
-  model, _, tx, _, trainer = train.build_trainer(config, mesh)
+  run = run_lib.Run(config)
+  model, _, tx, _, trainer = train.build_trainer(run, mesh)
   size = config.data.input_size
   state = jax.eval_shape(lambda: train.create_train_state(model, tx, config.seed, size))
-  return trainer.lower(state, train_batch(config.batch_size, size))
+  return trainer.lower(state, train_batch(config.batch_size, size, run.num_joints))
 
 
 def lower_eval(config, mesh: Mesh):
@@ -81,7 +82,7 @@ def lower_eval(config, mesh: Mesh):
   )
   batch = jax.tree.map(
     lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=data),
-    eval_batch(config.eval_batch_size, size),
+    eval_batch(config.eval_batch_size, size, run.num_joints),
   )
   return jax.jit(evaluate.eval_step_of(run, model)).lower(variables, batch)
 

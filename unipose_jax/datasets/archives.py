@@ -44,9 +44,9 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from unipose_jax import skeleton
+from unipose_jax import keypoint_sets
 
-NUM_JOINTS = skeleton.NUM_JOINTS
+NUM_JOINTS = keypoint_sets.LSP.num_joints
 
 # Guard against decompression bombs from a malicious archive without rejecting
 # LSP-extended's largest images (about 1700 x 1150).
@@ -280,7 +280,7 @@ def load_annotations(reader: ArchiveReader, spec: ArchiveSpec) -> Annotations:
     i, k = np.argwhere(bad_flags)[0]
     raise DatasetError(
       f"{where}: visibility flags must be 0 or 1, image {i + 1} joint {k} "
-      f"({skeleton.JOINT_NAMES[k]}) has {flags[i, k]!r} ({int(bad_flags.sum())} bad flags)"
+      f"({keypoint_sets.LSP.joint_names[k]}) has {flags[i, k]!r} ({int(bad_flags.sum())} bad flags)"
     )
   visible = flags == spec.visible_flag
   labeled = visible.copy() if spec.only_visible_labeled else np.ones_like(visible)
@@ -291,7 +291,7 @@ def load_annotations(reader: ArchiveReader, spec: ArchiveSpec) -> Annotations:
     i, k = np.argwhere(bad)[0]
     raise DatasetError(
       f"{where}: non-finite coordinates {xy[i, k].tolist()} for labeled joint {k} "
-      f"({skeleton.JOINT_NAMES[k]}) of image {i + 1} ({int(bad.sum())} labeled joints "
+      f"({keypoint_sets.LSP.joint_names[k]}) of image {i + 1} ({int(bad.sum())} labeled joints "
       "with NaN/inf coordinates)"
     )
   keypoints = np.where(finite[..., None], xy - 1.0, 0.0).astype(np.float32)

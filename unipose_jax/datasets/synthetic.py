@@ -35,11 +35,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from unipose_jax import keypoint_sets, preemption, skeleton
+from unipose_jax import keypoint_sets, preemption
 from unipose_jax.datasets._tfds_compat import ArrayRecordBuilderMixin
 from unipose_jax.datasets.features import pose_features
 
-NUM_JOINTS = skeleton.NUM_JOINTS
+NUM_JOINTS = keypoint_sets.LSP.num_joints
 _SHIFT = 4  # OpenCV fixed-point bits for sub-pixel drawing
 _ONE = 1 << _SHIFT
 
@@ -55,7 +55,7 @@ COLOURS = {
   "hand": (25, 25, 25),
 }
 
-_J = {name: k for k, name in enumerate(skeleton.JOINT_NAMES)}
+_J = {name: k for k, name in enumerate(keypoint_sets.LSP.joint_names)}
 
 
 @dataclasses.dataclass(eq=False)

@@ -1,7 +1,8 @@
 """Metrics: pure functions of coordinates (never heatmaps), accumulated as sums and counts.
 
-* :mod:`~unipose_jax.metrics.keypoints`: LSP's PCK (torso) with its curve and AUC, and
-  PCKh (neck to head top); the definitions are in that module's doc.
+* :mod:`~unipose_jax.metrics.keypoints`: PCK (a torso of two joints) with its curve and AUC, and
+  PCKh (a head segment of two joints), as LSP defines them, the joints given by the
+  keypoint set; the definitions are in that module's doc.
 * :mod:`~unipose_jax.metrics.pckh`: MPII's PCKh (0.6 x head-box diagonal) and its table;
   :mod:`~unipose_jax.metrics.penn`: Penn Action's PCK@0.2 (larger side of the box); both on
   :mod:`~unipose_jax.metrics.pck_tables` (a per-person normaliser, the protocol tables).

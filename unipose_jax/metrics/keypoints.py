@@ -1,18 +1,21 @@
-"""Keypoint accuracy on LSP: PCK (torso), its curve and AUC, and PCKh (neck-head).
+"""Keypoint accuracy normalised by two joints of the annotation: PCK (torso), its curve
+and AUC, and PCKh (a head segment), as LSP defines them.
 
 Everything here takes *coordinates*, never heatmaps: ``(x, y)`` in pixels of
 the original image (design section 5), predictions and annotations in the same
-frame. Shapes use ``B`` images, ``K`` joints (14 for LSP, order of
-:mod:`unipose_jax.skeleton`) and ``T`` thresholds.
+frame. Shapes use ``B`` images, ``K`` joints (the keypoint set's order) and ``T``
+thresholds. Which joints make the torso and the head segment is the keypoint set's
+(``KeypointSet.torso`` / ``.head``), passed in by the caller: nothing here knows a
+dataset. LSP's, the values below, are ``torso = (9, 2)`` and ``head = (12, 13)``.
 
 Definitions (as implemented)
 ----------------------------
 * distance ``d[b, k] = ||pred[b, k] - gt[b, k]||_2`` in original pixels.
-* PCK@alpha (LSP, person-centric): joint ``k`` of image ``b`` is correct when
+* PCK@alpha (person-centric): joint ``k`` of image ``b`` is correct when
   ``d[b, k] <= alpha * torso[b]`` (inclusive), with
-  ``torso[b] = ||gt[b, 9] - gt[b, 2]||`` (left shoulder to right hip of the
+  ``torso[b] = ||gt[b, t0] - gt[b, t1]||`` (LSP: left shoulder to right hip of the
   annotation).
-* PCKh@alpha: the same with ``head[b] = ||gt[b, 12] - gt[b, 13]||`` (neck to
+* PCKh@alpha: the same with ``head[b] = ||gt[b, h0] - gt[b, h1]||`` (LSP: neck to
   head top of the annotation). LSP has no head bounding box, so this is *not*
   the MPII head-box PCKh; it is the neck-to-head-top segment.
 * Scores are micro-averages: correct joints / counted joints over all joints
@@ -48,7 +51,6 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from unipose_jax import skeleton
 from unipose_jax.metrics.boxes import summarize_boxes
 from unipose_jax.metrics.counts import ratio
 
@@ -66,6 +68,9 @@ Array = Any
 # Validation helpers.
 
 
+Pair = tuple[int, int]
+
+
 def _check_keypoints(pred: Array, gt: Array) -> tuple[jnp.ndarray, jnp.ndarray]:
   pred = jnp.asarray(pred, jnp.float32)
   gt = jnp.asarray(gt, jnp.float32)
@@ -73,13 +78,13 @@ def _check_keypoints(pred: Array, gt: Array) -> tuple[jnp.ndarray, jnp.ndarray]:
     raise ValueError(f"gt must have shape (B, K, 2), got {gt.shape}")
   if pred.shape != gt.shape:
     raise ValueError(f"pred shape {pred.shape} does not match gt shape {gt.shape}")
-  needed = max(max(skeleton.TORSO), max(skeleton.HEAD)) + 1
-  if gt.shape[1] < needed:
-    raise ValueError(
-      f"need at least {needed} joints in LSP order (torso {skeleton.TORSO}, "
-      f"head {skeleton.HEAD}), got K={gt.shape[1]}"
-    )
   return pred, gt
+
+
+def _check_pair(pair: Pair, k: int, what: str) -> Pair:
+  if pair is None or len(pair) != 2 or not all(0 <= int(i) < k for i in pair):
+    raise ValueError(f"{what} must be two joints of 0..{k - 1}, got {pair} (K={k})")
+  return int(pair[0]), int(pair[1])
 
 
 def _check_mask(mask: Array | None, shape: tuple[int, int]) -> jnp.ndarray:
@@ -112,17 +117,19 @@ def keypoint_distances(pred: Array, gt: Array) -> jnp.ndarray:
   return jnp.linalg.norm(pred - gt, axis=-1)
 
 
-def torso_lengths(gt: Array) -> jnp.ndarray:
-  """LSP torso ``(B,)``: ``||gt[:, 9] - gt[:, 2]||`` (left shoulder to right hip)."""
+def torso_lengths(gt: Array, torso: Pair) -> jnp.ndarray:
+  """Torso ``(B,)``: ``||gt[:, a] - gt[:, b]||`` for ``torso = (a, b)`` (the keypoint
+  set's; LSP: ``(9, 2)``, left shoulder to right hip)."""
   gt = jnp.asarray(gt, jnp.float32)
-  a, b = skeleton.TORSO
+  a, b = _check_pair(torso, gt.shape[-2], "torso")
   return jnp.linalg.norm(gt[..., a, :] - gt[..., b, :], axis=-1)
 
 
-def head_lengths(gt: Array) -> jnp.ndarray:
-  """LSP head size ``(B,)``: ``||gt[:, 12] - gt[:, 13]||`` (neck to head top)."""
+def head_lengths(gt: Array, head: Pair) -> jnp.ndarray:
+  """Head size ``(B,)``: ``||gt[:, a] - gt[:, b]||`` for ``head = (a, b)`` (the keypoint
+  set's; LSP: ``(12, 13)``, neck to head top)."""
   gt = jnp.asarray(gt, jnp.float32)
-  a, b = skeleton.HEAD
+  a, b = _check_pair(head, gt.shape[-2], "head")
   return jnp.linalg.norm(gt[..., a, :] - gt[..., b, :], axis=-1)
 
 
@@ -162,8 +169,12 @@ def keypoint_counts(
   mask: Array | None = None,
   thresholds: Sequence[float] | Array = PCK_THRESHOLDS,
   head_alpha: float = PCKH_ALPHA,
+  *,
+  torso: Pair,
+  head: Pair,
 ) -> dict[str, jnp.ndarray]:
-  """All sums needed by :func:`summarize`, for one batch.
+  """All sums needed by :func:`summarize`, for one batch. ``torso`` and ``head``: the
+  keypoint set's two joints of each normaliser (:func:`torso_lengths`, :func:`head_lengths`).
 
   Returns a dict of int32 arrays:
     ``pck_correct`` ``(T, K)``, ``pckh_correct`` ``(K,)``, ``total`` ``(K,)``
@@ -173,8 +184,8 @@ def keypoint_counts(
   pred, gt = _check_keypoints(pred, gt)
   mask = _check_mask(mask, gt.shape[:2])
   dist = keypoint_distances(pred, gt)
-  pck_ok = correct_within(dist, torso_lengths(gt), _threshold_array(thresholds))
-  pckh_ok = correct_within(dist, head_lengths(gt), jnp.asarray([head_alpha]))[0]
+  pck_ok = correct_within(dist, torso_lengths(gt, torso), _threshold_array(thresholds))
+  pckh_ok = correct_within(dist, head_lengths(gt, head), jnp.asarray([head_alpha]))[0]
   return {
     "pck_correct": _masked_count(pck_ok, mask),
     "pckh_correct": _masked_count(pckh_ok, mask),
@@ -231,7 +242,8 @@ def summarize(
   counts: Mapping[str, Array],
   thresholds: Sequence[float] | Array | None = None,
   head_alpha: float | None = None,
-  joint_names: Sequence[str] = skeleton.JOINT_NAMES,
+  *,
+  joint_names: Sequence[str],
 ) -> dict[str, float]:
   """Flat dict of python floats from accumulated sums.
 
@@ -240,7 +252,7 @@ def summarize(
     thresholds: the grid the counts were made with (default
       :data:`PCK_THRESHOLDS`).
     head_alpha: the PCKh alpha the counts were made with (default 0.5).
-    joint_names: names for the per-joint keys, length K.
+    joint_names: names for the per-joint keys, length K (the keypoint set's).
 
   Returns keys (values in [0, 1]; NaN where nothing was counted):
     ``pck@{a}`` for each of 0.2, 0.1, 0.05 present in the grid;

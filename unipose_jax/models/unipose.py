@@ -84,7 +84,7 @@ class UniPose(nn.Module):
   Parameters are grouped as ``backbone``, ``wasp``, ``decoder``.
   """
 
-  num_joints: int = 14
+  num_joints: int
   box_head: bool = False
   backbone_depth: int = 101
   backbone: Callable[..., nn.Module] | None = None
