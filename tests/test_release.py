@@ -20,7 +20,7 @@ from conftest import copy_of, launch, tiny_network
 from PIL import Image
 
 from configs import smoke
-from unipose_jax import release, run_config
+from unipose_jax import keypoint_sets, release, run_config
 from unipose_jax.run import Run, build_model
 
 
@@ -28,7 +28,7 @@ from unipose_jax.run import Run, build_model
 def tiny():
   """(config, variables) of the suite's tiny network, random weights and statistics."""
   config = tiny_network(smoke.get_config())
-  model = build_model(config)
+  model = build_model(config, keypoint_sets.LSP.num_joints)  # the synthetic set is LSP's
   variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
   rng = np.random.default_rng(1)
   variables = jax.tree.map(lambda a: np.asarray(a) + rng.normal(0, 0.1, a.shape), variables)

@@ -97,7 +97,7 @@ def build_video_model(
   cfg = config.model
   return UniPoseLSTM(
     num_joints=int(num_joints),
-    make_trunk=build_model(config).clone,  # called with the LSTM's own trunk settings
+    make_trunk=build_model(config, num_joints).clone,  # called with the LSTM's own trunk settings
     input_centre_map=bool(cfg.input_centre_map),
     video_wasp=bool(cfg.video_wasp),
     feed_previous_heatmaps=bool(cfg.feed_previous_heatmaps),
