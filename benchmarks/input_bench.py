@@ -49,7 +49,7 @@ from hardware import describe_device, parse_args  # noqa: E402
 KEEPS_UP = 1.2
 
 
-from unipose_jax import keypoint_sets  # noqa: E402
+from unipose_jax import geometry, keypoint_sets  # noqa: E402
 
 #: K of the LSP configs these benchmarks time.
 LSP_K = keypoint_sets.LSP.num_joints
@@ -134,8 +134,10 @@ def step_rate(config_name: str, batch: int, dtype: str, steps: int) -> dict:
   )
   rng = np.random.default_rng(0)
   local = {
-    "image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
-    "keypoints": rng.uniform(4, size - 5, (batch, LSP_K, 2)).astype(np.float32),
+    "image": rng.integers(0, 256, (batch, *geometry.input_hw(size), 3), dtype=np.uint8),
+    "keypoints": rng.uniform(4, min(geometry.input_hw(size)) - 5, (batch, LSP_K, 2)).astype(
+      np.float32
+    ),
     "weights": np.ones((batch, LSP_K), np.float32),
   }
   batches = trainer.batches(iter([local] * (steps + 2)), size=2)

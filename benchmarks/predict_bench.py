@@ -50,7 +50,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from hardware import describe_device, parse_args  # noqa: E402
 
-from unipose_jax import inference, media, predict  # noqa: E402
+from unipose_jax import geometry, inference, media, predict  # noqa: E402
 from unipose_jax.run import Run  # noqa: E402
 
 
@@ -62,8 +62,8 @@ def build_predictor(config, seed: int = 0) -> predict.Predictor:
   """The Predictor of ``Predictor.from_run``, on randomly initialised variables."""
   run = Run(config)
   model = run.model()
-  size = config.data.input_size
-  variables = model.init(jax.random.key(seed), jnp.zeros((1, size, size, 3)), train=False)
+  height, width = geometry.input_hw(config.data.input_size)
+  variables = model.init(jax.random.key(seed), jnp.zeros((1, height, width, 3)), train=False)
   heatmaps = inference.heatmap_fn(
     model, variables, flip_test=run.flip_test, flip_permutation=run.flip_permutation
   )

@@ -46,6 +46,7 @@ from hardware import describe_device, flops_of, is_oom, parse_args, peak_flops  
 
 from unipose_jax import (  # noqa: E402
   distributed,
+  geometry,
   keypoint_sets,  # noqa: E402
   train,
 )
@@ -66,11 +67,12 @@ def peaks_for(dtype: str, peak_tflops: float | None) -> tuple[dict[str, float] |
   )
 
 
-def uint8_batch(n: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
+def uint8_batch(n: int, size, seed: int = 0) -> dict[str, np.ndarray]:
+  """A random training batch of ``n`` images at ``size`` (``S`` or ``(H, W)``)."""
   rng = np.random.default_rng(seed)
   return {
-    "image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
-    "keypoints": rng.uniform(4, size - 5, (n, LSP_K, 2)).astype(np.float32),
+    "image": rng.integers(0, 256, (n, *geometry.input_hw(size), 3), dtype=np.uint8),
+    "keypoints": rng.uniform(4, min(geometry.input_hw(size)) - 5, (n, LSP_K, 2)).astype(np.float32),
     "weights": (rng.uniform(size=(n, LSP_K)) > 0.1).astype(np.float32),
   }
 

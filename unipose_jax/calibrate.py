@@ -52,11 +52,13 @@ OUT_DIR = "presence"
 
 
 def letterbox_batches(
-  images: Iterable[np.ndarray], input_size: int, batch_size: int
+  images: Iterable[np.ndarray], input_size, batch_size: int
 ) -> Iterator[tuple[np.ndarray, int]]:
-  """``(batch (batch_size, S, S, 3) uint8, n)``: ``images`` (each (H, W, 3) uint8)
-  letterboxed as the prediction's first pass does, ``n`` real ones, the rest zeros."""
-  batch = np.zeros((batch_size, input_size, input_size, 3), np.uint8)
+  """``(batch (batch_size, H_in, W_in, 3) uint8, n)``: ``images`` (each (H, W, 3) uint8)
+  letterboxed as the prediction's first pass does, ``n`` real ones, the rest zeros
+  (``input_size``: ``S`` or ``(H_in, W_in)``)."""
+  size = geometry.input_hw(input_size, "input_size")
+  batch = np.zeros((batch_size, *size, 3), np.uint8)
   n = 0
   for image in images:
     h, w = image.shape[:2]
@@ -72,11 +74,11 @@ def letterbox_batches(
 
 def score_images(
   images: Iterable[np.ndarray], heatmap_fn: Callable, names: tuple[str, ...], *,
-  input_size: int, batch_size: int, num_joints: int, sigma: float, limb_pairs=(),
+  input_size: int | tuple[int, int], batch_size: int, num_joints: int, sigma: float, limb_pairs=(),
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:  # fmt: skip
   """``({name: (N,) float64}, features (N, F) float64)``: every score ``names`` and the
   :func:`presence.features` of every image's first-pass heatmaps (``heatmap_fn``: uint8
-  ``(B, S, S, 3)`` -> ``(B, h, w, N)``; ``limb_pairs``: the keypoint set's
+  ``(B, H_in, W_in, 3)`` -> ``(B, h, w, N)``; ``limb_pairs``: the keypoint set's
   :func:`presence.symmetric_limbs`)."""
   kw = dict(num_joints=num_joints, sigma=sigma)
 
@@ -229,7 +231,7 @@ def write_scores_csv(path, pos, neg, neg_kinds):
 
 
 def calibrate(
-  heatmap_fn: Callable, source, *, input_size: int, batch_size: int, sigma: float,
+  heatmap_fn: Callable, source, *, input_size: int | tuple[int, int], batch_size: int, sigma: float,
   box_head: bool, target_fpr: float, keypoint_set, seed: int = 0, per_kind: int = PER_KIND,
 ) -> tuple[dict, dict, dict, list[str]]:  # fmt: skip
   """Scores and calibration of a network (``heatmap_fn``) on the positives of ``source``

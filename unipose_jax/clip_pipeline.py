@@ -13,7 +13,7 @@ affine (:func:`transforms.train_affine` on the box of the clip's labeled joints 
 its frames, so the person stays in view in every frame), the same flip and warp for every
 frame. Batches (dicts of numpy arrays, leading dims (B, T) where per frame)::
 
-    image           uint8   (B, T, S, S, 3) RGB
+    image           uint8   (B, T, H_in, W_in, 3) RGB
     keypoints       float32 (B, T, K, 2)    input pixels (relabelled after a flip)
     weights         float32 (B, T, K)       1 = labeled and inside the input
     visible         bool    (B, T, K)       (relabelled after a flip)
@@ -36,7 +36,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from unipose_jax.geometry import is_flipping
+from unipose_jax.geometry import input_hw, is_flipping
 from unipose_jax.input_pipeline import _derive_seed, _finish_iterator
 from unipose_jax.transforms import (
   AugmentConfig,
@@ -147,7 +147,7 @@ def transform_clip(
   rng: np.random.Generator,
   *,
   cfg: AugmentConfig,
-  input_size: int,
+  input_size: int | tuple[int, int],
   flip_permutation: np.ndarray | None,
 ) -> dict[str, np.ndarray]:
   """One augmentation for a clip's T records (same size frames): the keys of the module
@@ -201,7 +201,7 @@ class _ClipReader:
   source: Any
   clip_length: int
   cfg: AugmentConfig
-  input_size: int
+  input_size: int | tuple[int, int]
   flip_permutation: tuple[int, ...] | None
 
   def __call__(self, run: tuple[int, tuple[int, ...]], rng: np.random.Generator):
@@ -221,7 +221,7 @@ def make_clip_train_dataset(
   source: Any,
   clip_length: int,
   batch_size: int,
-  input_size: int,
+  input_size: int | tuple[int, int],
   seed: int,
   *,
   flip_permutation: Sequence[int] | None,
@@ -244,7 +244,7 @@ def make_clip_train_dataset(
   ds = grain.MapDataset.source(_Runs(index))[shard_index::shard_count]
   ds = ds.shuffle(seed=_derive_seed(seed, 0, 0)).repeat(num_epochs)
   perm = None if flip_permutation is None else tuple(int(p) for p in flip_permutation)
-  reader = _ClipReader(source, int(clip_length), augment, int(input_size), perm)
+  reader = _ClipReader(source, int(clip_length), augment, input_hw(input_size, "input_size"), perm)
   ds = ds.random_map(reader, seed=_derive_seed(seed, 1, shard_index))
   return ds.batch(batch_size, drop_remainder=True)
 
@@ -253,7 +253,7 @@ def make_clip_train_iterator(
   source: Any,
   clip_length: int,
   batch_size: int,
-  input_size: int,
+  input_size: int | tuple[int, int],
   seed: int,
   *,
   flip_permutation: Sequence[int] | None,

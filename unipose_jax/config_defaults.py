@@ -5,7 +5,8 @@ saved by an older version loads in an installed package: keys it lacks are taken
 here (``run_config.load``). ``configs/default.py`` re-exports :func:`get_config`; the
 variants there call it and override a few keys, so that an unknown key given on the
 command line (``--config.foo=1``) is an error everywhere. Sizes are in pixels;
-``data.input_size`` is the square network input.
+``data.input_size`` is the network input: an int ``S`` (square, ``S x S``) or ``(height,
+width)`` (``--config.data.input_size='(256, 192)'``); ``geometry.input_hw`` normalises it.
 
 Every key has one role (:func:`key_role`), which says what a saved run may change:
 
@@ -24,6 +25,7 @@ run-time); every key is listed (``tests/test_config.py`` checks it).
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 #: Largest image (or video frame) prediction decodes, in pixels (``predict.max_pixels``):
 #: 120 MP is above every phone camera's default mode (12-50 MP; 108-200 MP sensors bin to
@@ -74,7 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.mixture_weights = (1.0,)
   c.data.eval_source = "lsp"
   c.data.eval_split = "test"
-  c.data.input_size = 368  # square network input, pixels
+  # Network input, pixels: S (square) or (height, width); a field of type object, so that
+  # either form overrides it (ml_collections refuses a tuple on an int field).
+  c.data.input_size = config_dict.FieldReference(368, field_type=object)
   c.data.worker_count = 2  # grain worker processes (0: in the main process)
   c.data.eval_worker_count = 0
   c.data.clip_length = 5  # model.arch="unipose_lstm": frames per training clip (T)

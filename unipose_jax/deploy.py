@@ -28,7 +28,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from unipose_jax.geometry import apply_affine_to_points, invert_affine, letterbox_affine
+from unipose_jax.geometry import (
+  apply_affine_to_points,
+  input_hw,
+  invert_affine,
+  letterbox_affine,
+)
 from unipose_jax.skeleton import split_maps
 from unipose_jax.transforms import warp_image
 
@@ -42,16 +47,18 @@ LOG_EPS: float = 1e-10
 # --------------------------------------------------------------------------- preprocessing
 
 
-def letterbox(image: np.ndarray, input_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """uint8 (H, W, 3) RGB of any size -> (uint8 (S, S, 3) network input, (2, 3) affine).
+def letterbox(image: np.ndarray, input_size) -> tuple[np.ndarray, np.ndarray]:
+  """uint8 (H, W, 3) RGB of any size -> (uint8 (H_in, W_in, 3) network input, (2, 3)
+  affine); ``input_size`` ``S`` or ``(H_in, W_in)`` (a settings file's ``input_size``).""
 
   The affine maps original pixels to input pixels (``geometry.letterbox_affine``).
   """
   image = np.asarray(image)
   if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
     raise ValueError(f"expected a uint8 (H, W, 3) RGB image, got {image.dtype} {image.shape}")
-  affine = letterbox_affine(image.shape[0], image.shape[1], int(input_size))
-  return warp_image(image, affine, int(input_size)), affine
+  size = input_hw(input_size, "input_size")
+  affine = letterbox_affine(image.shape[0], image.shape[1], size)
+  return warp_image(image, affine, size), affine
 
 
 def to_original(keypoints: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -223,7 +230,7 @@ def decode_heatmaps(
   heatmaps = np.asarray(heatmaps)
   if heatmaps.ndim < 3:
     raise ValueError(f"heatmaps must have shape (..., h, w, K), got {heatmaps.shape}")
-  size = (input_size, input_size) if np.ndim(input_size) == 0 else tuple(input_size)
+  size = input_hw(input_size, "input_size")
   if decoding == "argmax":
     xy, scores = decode_argmax(heatmaps)
   else:
@@ -237,7 +244,7 @@ def decode_heatmaps(
 
 
 def onnx_runner(path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-  """A function uint8 (N, S, S, 3) -> float32 heatmaps (N, h, w, C) running the ONNX file
+  """A function uint8 (N, H_in, W_in, 3) -> float32 heatmaps (N, h, w, C) running the ONNX file
   with onnxruntime on the CPU (all optimisations, ``threads`` intra-op threads, default
   all cores). The session is its ``.session`` attribute."""
   import os
@@ -262,7 +269,7 @@ def onnx_runner(path, threads: int | None = None) -> Callable[[np.ndarray], np.n
 def predict(
   run: Callable[[np.ndarray], np.ndarray],
   images: Sequence[np.ndarray],
-  input_size: int,
+  input_size,
   *,
   num_joints: int,
   decoding: str = "dark",
@@ -272,7 +279,7 @@ def predict(
 ) -> tuple[np.ndarray, np.ndarray]:
   """Keypoints of uint8 RGB images of any sizes, in their original pixels.
 
-  ``run`` maps a uint8 (N, S, S, 3) batch to (N, h, w, C) heatmaps (e.g.
+  ``run`` maps a uint8 (N, H_in, W_in, 3) batch (``input_size``: ``S`` or ``(H_in, W_in)``) to (N, h, w, C) heatmaps (e.g.
   :func:`onnx_runner`), laid out as ``skeleton.split_maps`` reads them, with
   ``num_joints`` joint maps (the export settings' ``num_joints``; their names are its
   ``joint_names``). Returns ``(keypoints (N, C - 1, 2), scores (N, C - 1))`` float32 for

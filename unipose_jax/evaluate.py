@@ -56,7 +56,7 @@ def eval_step(
   ``K`` is ``model.num_joints``; ``torso``, ``head`` (the metrics' normaliser joints) and
   ``flip_permutation`` (for ``flip_test``) are the keypoint set's.
 
-  batch: ``image`` (B, S, S, 3) uint8, ``inverse_affine`` (B, 2, 3) input -> original,
+  batch: ``image`` (B, H_in, W_in, 3) uint8, ``inverse_affine`` (B, 2, 3) input -> original,
   ``keypoints_orig`` (B, K, 2), ``labeled`` (B, K), ``valid`` (B,).
   Returns ``{decoder: {"keypoints": (B, K, 2) original pixels, "scores": (B, K),
   ["box": (B, 4) x0 y0 x1 y1 original pixels,] "counts": sums}}`` and ``"heatmaps"``
@@ -92,7 +92,7 @@ def eval_step(
 class Example(NamedTuple):
   """One test image for the example PNGs: ``image`` (H, W, 3) uint8 original, its
   predicted ``keypoints`` (K, 2) and ``annotation`` (K, 2) in original pixels, the
-  predicted ``box`` (4,) or None, the network ``input`` (S, S, 3) uint8 and its joint
+  predicted ``box`` (4,) or None, the network ``input`` (H_in, W_in, 3) uint8 and its joint
   ``heatmaps`` (h, w, K)."""
 
   image: np.ndarray
@@ -157,7 +157,7 @@ class Evaluator:
 
   def __init__(
     self, predict_fn: Callable, source, mesh, *, decodings: Sequence[str], batch_size: int,
-    input_size: int, keypoint_set: keypoint_sets.KeypointSet, worker_count: int = 0,
+    input_size: int | tuple[int, int], keypoint_set: keypoint_sets.KeypointSet, worker_count: int = 0,
     num_examples: int = 0, example_decoding=None,
   ):  # fmt: skip
     self.predict_fn, self.source, self.mesh = predict_fn, source, mesh

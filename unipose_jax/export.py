@@ -33,15 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from unipose_jax import extras, files, preemption
+from unipose_jax import extras, files, geometry, preemption
 
 
 def _input_hw(input_size) -> tuple[int, int]:
-  """``S`` or ``(H, W)`` -> ``(H, W)`` of positive ints."""
-  hw = (input_size, input_size) if np.ndim(input_size) == 0 else tuple(input_size)
-  if len(hw) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in hw):
-    raise ValueError(f"input_size must be a positive int or an (H, W) pair, got {input_size!r}")
-  return int(hw[0]), int(hw[1])
+  """``S`` or ``(H, W)`` -> ``(H, W)`` of positive ints (``geometry.input_hw``)."""
+  return geometry.input_hw(input_size, "input_size")
 
 
 def check_output_path(path) -> pathlib.Path:

@@ -98,42 +98,72 @@ def is_flipping(affine: np.ndarray) -> bool:
   return bool(np.linalg.det(np.asarray(affine, np.float64)[:, :2]) < 0)
 
 
+# ----------------------------------------------------------------------------- input size
+
+
+def input_hw(size: Any, key: str = "data.input_size") -> tuple[int, int]:
+  """The network input's ``(height, width)`` from ``data.input_size``: a positive int ``S``
+  (the square ``(S, S)``, what every run saved before non-square inputs holds) or a
+  ``(height, width)`` pair of positive ints (a list, as ``config.json`` stores it, too).
+
+  The one place the project normalises an input size; every layer that takes an
+  ``input_size`` accepts either form and calls this.
+
+  Raises:
+    ValueError: ``"<key>: expected a positive int or (height, width), got ..."``.
+  """
+  if isinstance(size, int | np.integer) and not isinstance(size, bool) and size > 0:
+    return int(size), int(size)
+  if isinstance(size, tuple | list | np.ndarray) and len(size) == 2:
+    if all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in size):
+      return int(size[0]), int(size[1])
+  raise ValueError(f"{key}: expected a positive int or (height, width), got {size!r}")
+
+
 # ----------------------------------------------------------------------------- input affines
 
 
-def letterbox_affine(height: int, width: int, input_size: int) -> np.ndarray:
-  """Affine mapping the whole ``height x width`` image into an ``S x S`` input.
+def letterbox_affine(height: int, width: int, input_size: Any) -> np.ndarray:
+  """Affine mapping the whole ``height x width`` image into the ``H_in x W_in`` input.
 
-  Aspect ratio is kept; the image is scaled by ``r = S / max(H, W)`` and centred,
-  the rest is padding. The image's pixel *area* ``[-0.5, W - 0.5]`` maps onto
-  ``[ox - 0.5, ox + r W - 0.5]`` with ``ox = (S - r W) / 2`` (same in y), so
-  ``x_in = r (x + 0.5) - 0.5 + ox``.
+  ``input_size``: ``S`` or ``(H_in, W_in)`` (:func:`input_hw`). Aspect ratio is kept; the
+  image is scaled by ``r = min(H_in / H, W_in / W)`` (``S / max(H, W)`` for a square input)
+  and centred, the rest is padding. The image's pixel *area* ``[-0.5, W - 0.5]`` maps onto
+  ``[ox - 0.5, ox + r W - 0.5]`` with ``ox = (W_in - r W) / 2`` (``oy = (H_in - r H) / 2``),
+  so ``x_in = r (x + 0.5) - 0.5 + ox``.
 
   Returns:
     (2, 3) float64 affine original -> input pixels.
   """
   if height <= 0 or width <= 0:
     raise ValueError(f"image size must be positive, got {height}x{width}")
-  r = input_size / max(height, width)
-  ox = (input_size - r * width) / 2.0
-  oy = (input_size - r * height) / 2.0
+  in_h, in_w = input_hw(input_size, "input_size")
+  r = in_h / max(height, width) if in_h == in_w else min(in_h / height, in_w / width)
+  ox = (in_w - r * width) / 2.0
+  oy = (in_h - r * height) / 2.0
   return np.array([[r, 0.0, 0.5 * r - 0.5 + ox], [0.0, r, 0.5 * r - 0.5 + oy]])
 
 
-def crop_affine(box: np.ndarray, height: int, width: int, input_size: int, margin: float):
-  """Affine (2, 3) original -> input of prediction's second-pass square crop of ``box``.
+def crop_affine(box: np.ndarray, height: int, width: int, input_size: Any, margin: float):
+  """Affine (2, 3) original -> input of prediction's second-pass crop of ``box``.
 
-  Centre ``c`` of ``box``; side ``d = max(margin * max(box w, box h), MIN_CROP_FRACTION *
-  max(H, W), 1)``. The crop's area ``[c - d/2, c + d/2]`` maps onto the input's pixel area
-  ``[-0.5, S - 0.5]``: ``x_in = (S / d) (x - c_x) + (S - 1) / 2`` (same in y), the
-  convention of ``transforms.train_affine``.
+  ``input_size``: ``S`` or ``(H_in, W_in)``; ``L = max(H_in, W_in)``. The box is grown to
+  the input's aspect ratio; the crop's longer side is ``d = max(margin * max(box w * L /
+  W_in, box h * L / H_in), MIN_CROP_FRACTION * max(H, W), 1)`` (for a square input
+  ``margin * max(box w, box h)``), centred on the box's centre ``c``. The crop's area maps
+  onto the input's pixel area ``[-0.5, W_in - 0.5] x [-0.5, H_in - 0.5]``: ``x_in = (L / d)
+  (x - c_x) + (W_in - 1) / 2``, ``y_in = (L / d) (y - c_y) + (H_in - 1) / 2``, the convention
+  of ``transforms.train_affine``.
   """
+  in_h, in_w = input_hw(input_size, "input_size")
+  long = max(in_h, in_w)
   box = np.asarray(box, np.float64)
   centre = (box[:2] + box[2:]) / 2.0
-  side = margin * float(np.max(box[2:] - box[:2]))
+  bw, bh = box[2:] - box[:2]
+  side = margin * float(max(bw * (long / in_w), bh * (long / in_h)))
   side = max(side, MIN_CROP_FRACTION * max(height, width), 1.0)
-  zoom = input_size / side
-  offset = (input_size - 1) / 2.0 - zoom * centre
+  zoom = long / side
+  offset = np.array([(in_w - 1) / 2.0, (in_h - 1) / 2.0]) - zoom * centre
   return np.array([[zoom, 0.0, offset[0]], [0.0, zoom, offset[1]]])
 
 
@@ -173,20 +203,27 @@ def joint_extent(keypoints: Any, mask: Any, margin: float = 0.0, xp: Any = np):
 
 
 def person_box(
-  keypoints: np.ndarray, labeled: np.ndarray, height: int, width: int
+  keypoints: np.ndarray, labeled: np.ndarray, height: int, width: int, input_size: Any = 1
 ) -> tuple[np.ndarray, float]:
-  """Centre and longer side of the labeled joints' box (:func:`joint_extent`).
+  """Centre and longer side of the labeled joints' box (:func:`joint_extent`), the box
+  grown to the input's aspect ratio.
 
   Args:
     keypoints: (K, 2) original pixels; labeled: (K,) bool.
+    input_size: ``S`` or ``(H_in, W_in)`` (:func:`input_hw`); only its aspect ratio counts.
   Returns:
-    ``(centre (2,), extent)``: centre of the box and its longer side. With no labeled
-    joint, or a degenerate box (< 1 pixel), the whole image: centre of the image and
-    ``max(H, W)``.
+    ``(centre (2,), extent)``: centre of the box and the longer side ``L = max(H_in, W_in)``
+    of the box grown to the input's aspect, ``max(box w * L / W_in, box h * L / H_in)``
+    (a square input: ``max(box w, box h)``). With no labeled joint, or a degenerate box
+    (< 1 pixel), the whole image: centre of the image and ``max(W L / W_in, H L / H_in)``.
   """
+  in_h, in_w = input_hw(input_size, "input_size")
+  long = max(in_h, in_w)
   box, count = joint_extent(np.asarray(keypoints, np.float64), labeled)
   if count > 0:
-    extent = float(np.max(box[2:] - box[:2]))
+    bw, bh = box[2:] - box[:2]
+    extent = float(max(bw * (long / in_w), bh * (long / in_h)))
     if extent >= 1.0:
       return (box[:2] + box[2:]) / 2.0, extent
-  return np.array([(width - 1) / 2.0, (height - 1) / 2.0]), float(max(height, width))
+  extent = max(width * (long / in_w), height * (long / in_h))
+  return np.array([(width - 1) / 2.0, (height - 1) / 2.0]), float(extent)

@@ -13,7 +13,7 @@ Two loaders, both returning grain ``DatasetIterator`` s whose ``get_state()`` /
 Batches are dicts of numpy arrays with a leading batch dim ``B`` (the
 per-process batch)::
 
-    image           uint8   (B, S, S, 3) RGB (normalised on the device: models.normalize)
+    image           uint8   (B, H_in, W_in, 3) RGB (normalised on the device: models.normalize)
     keypoints       float32 (B, K, 2)    input pixels (after the affine)
     weights         float32 (B, K)       1 = labeled and inside the input
     affine          float32 (B, 2, 3)    original -> input pixels
@@ -91,7 +91,7 @@ def make_train_dataset(
   sources: Sequence[Any],
   mixture_weights: Sequence[float] | None,
   batch_size: int,
-  input_size: int,
+  input_size: int | tuple[int, int],
   seed: int,
   shard_index: int = 0,
   shard_count: int = 1,
@@ -135,7 +135,7 @@ def make_train_iterator(
   sources: Sequence[Any],
   mixture_weights: Sequence[float] | None,
   batch_size: int,
-  input_size: int,
+  input_size: int | tuple[int, int],
   seed: int,
   shard_index: int = 0,
   shard_count: int = 1,
@@ -156,7 +156,7 @@ def make_train_iterator(
     mixture_weights: relative share of each source in the stream (``None`` =
       equal). grain's mix interleaves deterministically in these proportions.
     batch_size: per-process batch; incomplete batches are dropped.
-    input_size: side ``S`` of the square input.
+    input_size: ``S`` (a square input) or ``(H_in, W_in)`` (``geometry.input_hw``).
     seed: everything random (shuffles, augmentation) derives from it.
     shard_index, shard_count: this process's shard (``jax.process_index()``,
       ``jax.process_count()``); each source is strided,
@@ -239,7 +239,7 @@ class _PaddedShard:
 def make_eval_dataset(
   source: Any,
   batch_size: int,
-  input_size: int,
+  input_size: int | tuple[int, int],
   shard_index: int = 0,
   shard_count: int = 1,
 ) -> grain.MapDataset:
@@ -257,7 +257,7 @@ def make_eval_dataset(
 def make_eval_iterator(
   source: Any,
   batch_size: int,
-  input_size: int,
+  input_size: int | tuple[int, int],
   shard_index: int = 0,
   shard_count: int = 1,
   worker_count: int = 0,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 
-from unipose_jax import datasets, files, preemption, run_config
+from unipose_jax import datasets, files, geometry, preemption, run_config
 from unipose_jax.run import Run
 
 
@@ -41,10 +41,10 @@ def _original_variables(run: Run, model):
   from unipose_jax import models  # noqa: PLC0415
 
   config = run.config
-  size = config.data.input_size
+  height, width = geometry.input_hw(config.data.input_size)
   shapes = jax.eval_shape(
     functools.partial(model.init, train=False), jax.random.key(0),
-    jnp.zeros((1, size, size, 3), jnp.float32),
+    jnp.zeros((1, height, width, 3), jnp.float32),
   )  # fmt: skip
   template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
   variables, report = models.load_original_unipose(config.model.init_from, template)

@@ -17,10 +17,12 @@ How one image is read (:class:`Predictor`):
    sides) or, without a box head, the extent of the visible joints. With no person
    found, keypoints and scores are still returned, ``visible`` is all False, ``box`` is
    None, and there is no second pass.
-2. Second pass (``second_pass``, a person found): a square around the box centre with
-   side ``crop_margin * max(box width, box height)`` (at least ``geometry.MIN_CROP_FRACTION``
-   of the image's longer side, so a single visible joint still gives a sensible crop)
-   is resampled to ``S x S`` (outside the image: ``BORDER_RGB``). The crop stays centred
+2. Second pass (``second_pass``, a person found): a crop of the input's aspect ratio
+   around the box centre, the box grown to that aspect, its longer side ``crop_margin``
+   times the grown box's (a square input: ``crop_margin * max(box width, box height)``; at
+   least ``geometry.MIN_CROP_FRACTION`` of the image's longer side, so a single visible
+   joint still gives a sensible crop; ``geometry.crop_affine``) is resampled to the
+   ``H_in x W_in`` input (outside the image: ``BORDER_RGB``). The crop stays centred
    on the person even at the image border, as in training (person-centred crops). The
    reported keypoints, scores and visibility are this pass's; so is the box (the box
    head's, or the extent of this pass's visible joints; if this pass sees no visible
@@ -120,9 +122,11 @@ class Predictor:
   """Callable ``image (H, W, 3) uint8 RGB -> Prediction`` (see the module doc).
 
   Args:
-    heatmap_fn: ``images uint8 (B, S, S, 3) -> heatmaps (B, h, w, K [+ 5])`` float, the
+    heatmap_fn: ``images uint8 (B, H_in, W_in, 3) -> heatmaps (B, h, w, K [+ 5])`` float, the
       background channel dropped, the 5 box maps last when ``box_head``.
-    input_size: ``S``, the network's square input side.
+    input_size: ``S`` (a square input) or ``(H_in, W_in)``, the network's input
+      (``geometry.input_hw``; kept as given in ``input_size``, as ``(H_in, W_in)`` in
+      ``input_hw``).
     codec: a ``HeatmapCodec`` for that input (its ``decode`` maps heatmaps to input pixels).
     keypoint_set: the run's keypoint set (``K`` and the joints' names in the output).
     box_head: whether the heatmaps carry the 5 box maps after the joints.
@@ -140,7 +144,7 @@ class Predictor:
     self,
     heatmap_fn: Callable[[np.ndarray], Any],
     *,
-    input_size: int,
+    input_size: int | tuple[int, int],
     codec: Any,
     keypoint_set: KeypointSet,
     box_head: bool = False,
@@ -157,7 +161,8 @@ class Predictor:
     if crop_margin <= 0:
       raise ValueError(f"crop_margin must be > 0, got {crop_margin}")
     self.heatmap_fn = heatmap_fn
-    self.input_size = int(input_size)
+    self.input_hw = geometry.input_hw(input_size, "input_size")
+    self.input_size = self.input_hw[0] if np.ndim(input_size) == 0 else self.input_hw
     self.codec = codec
     self.keypoint_set = keypoint_set
     self.num_joints = keypoint_set.num_joints
@@ -213,8 +218,10 @@ class Predictor:
       if predictor.presence_score
       else "person: any visible joint"
     )
+    in_h, in_w = predictor.input_hw
+    size = in_h if in_h == in_w else f"{in_h}x{in_w}"
     print(
-      f"predicting with checkpoint {step} of {run.workdir} ({predictor.input_size} px input, "
+      f"predicting with checkpoint {step} of {run.workdir} ({size} px input, "
       f"{passes}, {predictor.decoding} decoding, score threshold "
       f"{predictor.score_threshold:g}, {person})",
       flush=True,
@@ -224,8 +231,7 @@ class Predictor:
   def _pass(self, image: np.ndarray, affine: np.ndarray):
     """Keypoints (K, 2) and scores (K,) in original pixels, the box or None, and the
     presence score (None when uncalibrated)."""
-    s = self.input_size
-    inputs = transforms.warp_image(image, affine, s)[None]
+    inputs = transforms.warp_image(image, affine, self.input_hw)[None]
     maps = self.heatmap_fn(inputs)
     presence = None if self._presence is None else float(self._presence(maps)[0])
     points, scores = self._decode(maps)
@@ -257,7 +263,7 @@ class Predictor:
     image = self._check(image)
     h, w = image.shape[:2]
     kp, sc, visible, box, presence = self._pass(
-      image, geometry.letterbox_affine(h, w, self.input_size)
+      image, geometry.letterbox_affine(h, w, self.input_hw)
     )
     if presence is None:
       found = bool(visible.any())
@@ -279,7 +285,7 @@ class Predictor:
     ):  # no person found, or one without a visible joint: nothing to crop
       return first
     h, w = image.shape[:2]
-    affine = geometry.crop_affine(first.box, h, w, self.input_size, self.crop_margin)
+    affine = geometry.crop_affine(first.box, h, w, self.input_hw, self.crop_margin)
     kp, sc, visible, box, _ = self._pass(image, affine)
     box = first.box if box is None else box
     return Prediction(

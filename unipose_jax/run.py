@@ -29,7 +29,7 @@ from typing import Any
 
 import ml_collections
 
-from unipose_jax import datasets, keypoint_sets, run_config
+from unipose_jax import datasets, geometry, keypoint_sets, run_config
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.models import Bottleneck, ResNet, UniPose, UniPoseLSTM, heatmap_size
 from unipose_jax.models.layers import BatchNormSync
@@ -109,13 +109,12 @@ def build_video_model(
 
 
 def build_codec(config: ml_collections.ConfigDict) -> HeatmapCodec:
-  """The heatmap codec: the square input and the model's heatmap size for it
-  (``codec.dark_kernel`` 0 = the codec's default size)."""
-  size = config.data.input_size
-  side = heatmap_size(size)
+  """The heatmap codec: the input's ``(H, W)`` (``geometry.input_hw`` of ``data.input_size``)
+  and the model's heatmap size for it (``codec.dark_kernel`` 0 = the codec's default size)."""
+  size = geometry.input_hw(config.data.input_size)
   return HeatmapCodec(
-    input_size=(size, size),
-    heatmap_size=(side, side),
+    input_size=size,
+    heatmap_size=heatmap_size(size),
     sigma=config.codec.sigma,
     encoding=config.codec.encoding,
     decoding=config.codec.decoding,

@@ -25,7 +25,7 @@ from typing import Any
 import jax.numpy as jnp
 import ml_collections
 
-from unipose_jax import config_defaults, files, keypoint_sets
+from unipose_jax import config_defaults, files, geometry, keypoint_sets
 from unipose_jax.models.resnet import RESNET_SPECS
 from unipose_jax.models.unipose import HEATMAP_STRIDE
 
@@ -200,12 +200,16 @@ def validate(config: ml_collections.ConfigDict, training: bool = True, source: s
     _positive(config, "eval_batch_size", errors)
     _positive(config, "data.eval_worker_count", errors, zero_ok=True)
     _positive(config, "num_example_images", errors, zero_ok=True)
-    _positive(config, "data.input_size", errors)
-    size = config.data.input_size
-    if isinstance(size, int) and size % HEATMAP_STRIDE:
-      errors.append(
-        f"data.input_size={size}: must be a multiple of {HEATMAP_STRIDE} (the heatmap stride)"
-      )
+    try:
+      size = geometry.input_hw(config.data.input_size)
+    except ValueError as e:
+      errors.append(str(e))
+    else:
+      if any(side % HEATMAP_STRIDE for side in size):
+        errors.append(
+          f"data.input_size={config.data.input_size!r}: must be a multiple of "
+          f"{HEATMAP_STRIDE} (the heatmap stride)"
+        )
     _model_checks(config, errors)
     _choice(config, "codec.encoding", ("unbiased", "quantized"), errors)
     decoders = tuple(decoding_lib.DECODINGS)
@@ -332,6 +336,8 @@ def _merge(target: ml_collections.ConfigDict, saved: dict, prefix: str, errors: 
         _merge(target[key], value, f"{name}.", errors, root)
       else:
         errors.append(f"{name}={json.dumps(value)}: expected a section (a JSON object)")
+    elif target.get_type(key) is object:  # data.input_size: S or (height, width)
+      target[key] = tuple(value) if isinstance(value, list) else value
     else:
       typed, fault = _typed(target[key], value)
       if fault:

@@ -46,6 +46,7 @@ from unipose_jax import (
   distributed,
   evaluate,
   files,
+  geometry,
   input_pipeline,
   keypoint_sets,
   losses,
@@ -108,16 +109,16 @@ def make_optimizer(cfg: ml_collections.ConfigDict, num_steps: int):
   return tx, lr
 
 
-def create_train_state(model, tx, seed: int, input_size: int, variables=None) -> TrainState:
+def create_train_state(model, tx, seed: int, input_size, variables=None) -> TrainState:
   """Parameters (float32), batch statistics and optimiser state; ``variables`` (e.g.
-  imported weights) replace the initialisation.
+  imported weights) replace the initialisation. ``input_size``: ``S`` or ``(H, W)``.
 
   Initialisation draws from an "rbg" key (it compiles several times faster than
   threefry for hundreds of tensors); the state's own key, for dropout, is a raw
   threefry key derived from the same seed.
   """
   if variables is None:
-    dummy = jnp.zeros((1, input_size, input_size, 3), jnp.float32)
+    dummy = jnp.zeros((1, *geometry.input_hw(input_size, "input_size"), 3), jnp.float32)
     init = jax.jit(functools.partial(model.init, train=False))
     variables = init(jax.random.key(seed, impl="rbg"), dummy)
   return TrainState(
@@ -163,7 +164,7 @@ def train_step(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimisation step.
 
-  batch: ``image`` (B, S, S, 3) uint8 RGB, ``keypoints`` (B, K, 2) input pixels,
+  batch: ``image`` (B, H_in, W_in, 3) uint8 RGB, ``keypoints`` (B, K, 2) input pixels,
   ``weights`` (B, K). Normalisation and targets happen here, on the device. With a box
   head (``model.box_head``) the 5 box points of the labeled joints' extent are encoded
   by the same codec and their MSE is added with ``box_weight``. With ``axis_name``

@@ -35,6 +35,7 @@ import numpy as np
 
 from unipose_jax.geometry import (
   apply_affine_to_points,
+  input_hw,
   invert_affine,
   is_flipping,
   letterbox_affine,
@@ -107,15 +108,17 @@ def train_affine(
   width: int,
   rng: np.random.Generator,
   cfg: AugmentConfig,
-  input_size: int,
+  input_size: Any,
 ) -> np.ndarray:
   """Random training affine: person-centred crop, scale, rotation, flip, translation.
 
+  ``input_size``: ``S`` or ``(H_in, W_in)`` (``geometry.input_hw``), ``L = max(H_in, W_in)``.
   ``A = T(S_c + t) . M . R(theta) . Z(zoom) . T(-c)`` where ``c`` is the centre
-  of the labeled joints' box, ``zoom = s * S / (margin * extent)``,
-  ``S_c = ((S-1)/2, (S-1)/2)`` the input centre, ``M = diag(-1, 1)`` when
+  of the labeled joints' box, ``zoom = s * L / (margin * extent)`` with ``extent`` the
+  longer side of that box grown to the input's aspect ratio (``person_box``),
+  ``S_c = ((W_in-1)/2, (H_in-1)/2)`` the input centre, ``M = diag(-1, 1)`` when
   flipping (mirror about the vertical line through the input centre), and
-  ``t = U(-f, f) * S`` per axis. Exactly six uniforms are drawn from ``rng``
+  ``t = U(-f, f) * (W_in, H_in)``. Exactly six uniforms are drawn from ``rng``
   every call, so the draw sequence does not depend on the branches.
 
   A flip is recognisable as ``det(A[:, :2]) < 0`` (:func:`is_flipping`); joints
@@ -125,17 +128,18 @@ def train_affine(
     (2, 3) float64 affine original -> input pixels.
   """
   u = rng.random(6)
-  centre, extent = person_box(keypoints, labeled, height, width)
+  in_h, in_w = input_hw(input_size, "input_size")
+  centre, extent = person_box(keypoints, labeled, height, width, (in_h, in_w))
   lo, hi = cfg.scale_range
-  zoom = (lo + (hi - lo) * u[0]) * input_size / (cfg.margin * extent)
+  zoom = (lo + (hi - lo) * u[0]) * max(in_h, in_w) / (cfg.margin * extent)
   theta = math.radians(cfg.rotation_deg * (2.0 * u[2] - 1.0)) if u[1] < cfg.rotation_prob else 0.0
   flip = u[3] < cfg.flip_prob
-  tx, ty = cfg.translate_frac * input_size * (2.0 * u[4:6] - 1.0)
+  tx, ty = cfg.translate_frac * np.array([in_w, in_h]) * (2.0 * u[4:6] - 1.0)
   cos, sin = math.cos(theta) * zoom, math.sin(theta) * zoom
   lin = np.array([[cos, -sin], [sin, cos]])
   if flip:
     lin[0] *= -1.0
-  out_centre = np.array([(input_size - 1) / 2.0 + tx, (input_size - 1) / 2.0 + ty])
+  out_centre = np.array([(in_w - 1) / 2.0 + tx, (in_h - 1) / 2.0 + ty])
   return np.concatenate([lin, (out_centre - lin @ centre)[:, None]], axis=1)
 
 
@@ -187,25 +191,29 @@ def check_record(
   return image, kp, labeled, visible
 
 
-def warp_image(image: np.ndarray, affine: np.ndarray, input_size: int) -> np.ndarray:
-  """Warps an (H, W, 3) uint8 image to (S, S, 3) uint8 with bilinear sampling, mean-colour border."""
+def warp_image(image: np.ndarray, affine: np.ndarray, input_size: Any) -> np.ndarray:
+  """Warps an (H, W, 3) uint8 image to (H_in, W_in, 3) uint8 (``input_size``: ``S`` or
+  ``(H_in, W_in)``) with bilinear sampling, mean-colour border."""
+  in_h, in_w = input_hw(input_size, "input_size")
   return cv2.warpAffine(
     image,
     np.asarray(affine, np.float64),
-    (input_size, input_size),
+    (in_w, in_h),
     flags=cv2.INTER_LINEAR,
     borderMode=cv2.BORDER_CONSTANT,
     borderValue=BORDER_RGB,
   )
 
 
-def inside_input(points: np.ndarray, input_size: int) -> np.ndarray:
-  """(..., K, 2) -> (..., K) bool: the point lies in ``[0, S-1]^2`` (between border pixel centres)."""
-  return np.all((points >= 0.0) & (points <= input_size - 1), axis=-1)
+def inside_input(points: np.ndarray, input_size: Any) -> np.ndarray:
+  """(..., K, 2) -> (..., K) bool: the point ``(x, y)`` lies in ``[0, W_in-1] x [0, H_in-1]``
+  (between border pixel centres; ``input_size``: ``S`` or ``(H_in, W_in)``)."""
+  in_h, in_w = input_hw(input_size, "input_size")
+  return np.all((points >= 0.0) & (points <= np.array([in_w - 1, in_h - 1])), axis=-1)
 
 
 def _finish(
-  image: np.ndarray, affine: np.ndarray, kp: np.ndarray, labeled: np.ndarray, input_size: int
+  image: np.ndarray, affine: np.ndarray, kp: np.ndarray, labeled: np.ndarray, input_size: Any
 ) -> dict[str, np.ndarray]:
   kp_in = apply_affine_to_points(affine, kp)
   weights = labeled & inside_input(kp_in, input_size)
@@ -224,7 +232,7 @@ def transform_train(
   rng: np.random.Generator,
   *,
   cfg: AugmentConfig = AugmentConfig(),
-  input_size: int = 368,
+  input_size: Any = 368,
   flip_permutation: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
   """Augments one record for training (one composed affine, one warp).
@@ -233,12 +241,13 @@ def transform_train(
   joints of a flipped sample; None (a set without flip pairs) needs ``cfg.flip_prob`` 0.
 
   Returns a dict:
-    image           uint8 (S, S, 3) RGB (normalised on the device, ``models.normalize``)
+    image           uint8 (H_in, W_in, 3) RGB, ``input_size`` ``S`` or ``(H_in, W_in)``
+                    (normalised on the device, ``models.normalize``)
     keypoints       float32 (K, 2) input pixels; joint ``k`` is joint ``k`` of the
                     person *as seen in the output* (relabelled after a flip);
                     0 for unlabeled joints, the finite transformed value for
                     labeled joints pushed off the input
-    weights         float32 (K,) 1 for labeled joints inside ``[0, S-1]^2``, else 0
+    weights         float32 (K,) 1 for labeled joints inside the input (``inside_input``)
     affine          float32 (2, 3) original -> input
     inverse_affine  float32 (2, 3) input -> original
     image_id        int32 ()
@@ -278,7 +287,7 @@ PROTOCOL_FIELDS: dict[str, Any] = {
 }
 
 
-def transform_eval(record: Mapping[str, Any], *, input_size: int = 368) -> dict[str, np.ndarray]:
+def transform_eval(record: Mapping[str, Any], *, input_size: Any = 368) -> dict[str, np.ndarray]:
   """Letterboxes one record for evaluation (whole image, aspect kept, centred).
 
   Returns the keys of :func:`transform_train` plus:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from unipose_jax import distributed, evaluate, train
+from unipose_jax import distributed, evaluate, geometry, train
 from unipose_jax import run as run_lib
 from unipose_jax.aot import estimate, hlo
 from unipose_jax.aot.targets import Target
@@ -37,20 +37,20 @@ def with_batch(config, parallelism: str, batch_size: int, eval_batch_size: int |
   return c
 
 
-def train_batch(batch: int, size: int, num_joints: int) -> dict[str, jax.ShapeDtypeStruct]:
+def train_batch(batch: int, size, num_joints: int) -> dict[str, jax.ShapeDtypeStruct]:
   """The training batch's arrays (``input_pipeline``'s keys the step reads), ``K`` joints
   (the run's keypoint set's)."""
   return {
-    "image": jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8),
+    "image": jax.ShapeDtypeStruct((batch, *geometry.input_hw(size, "input_size"), 3), jnp.uint8),
     "keypoints": jax.ShapeDtypeStruct((batch, num_joints, 2), jnp.float32),
     "weights": jax.ShapeDtypeStruct((batch, num_joints), jnp.float32),
   }
 
 
-def eval_batch(batch: int, size: int, num_joints: int) -> dict[str, jax.ShapeDtypeStruct]:
+def eval_batch(batch: int, size, num_joints: int) -> dict[str, jax.ShapeDtypeStruct]:
   """The evaluation batch's arrays, ``K`` joints (the run's keypoint set's)."""
   return {
-    "image": jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8),
+    "image": jax.ShapeDtypeStruct((batch, *geometry.input_hw(size, "input_size"), 3), jnp.uint8),
     "inverse_affine": jax.ShapeDtypeStruct((batch, 2, 3), jnp.float32),
     "keypoints_orig": jax.ShapeDtypeStruct((batch, num_joints, 2), jnp.float32),
     "labeled": jax.ShapeDtypeStruct((batch, num_joints), jnp.bool_),
@@ -62,7 +62,7 @@ def lower_train(config, mesh: Mesh):
   """The training step of ``config`` (its parallel form and global batch) over ``mesh``."""
   run = run_lib.Run(config)
   model, _, tx, _, trainer = train.build_trainer(run, mesh)
-  size = config.data.input_size
+  size = geometry.input_hw(config.data.input_size)
   state = jax.eval_shape(lambda: train.create_train_state(model, tx, config.seed, size))
   return trainer.lower(state, train_batch(config.batch_size, size, run.num_joints))
 
@@ -71,10 +71,10 @@ def lower_eval(config, mesh: Mesh):
   """The jitted evaluation step (every configured decoder, flip test as configured)."""
   run = run_lib.Run(config)
   model = run.model()
-  size = config.data.input_size
+  size = geometry.input_hw(config.data.input_size)
   variables = jax.eval_shape(
     functools.partial(model.init, train=False), jax.random.key(0),
-    jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32),
+    jax.ShapeDtypeStruct((1, *size, 3), jnp.float32),
   )  # fmt: skip
   repl, data = distributed.replicated(mesh), distributed.batch_sharded(mesh)
   variables = jax.tree.map(

@@ -26,7 +26,9 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
+from unipose_jax import geometry
 from unipose_jax.models.decoder import Decoder
 from unipose_jax.models.layers import BatchNormSync
 from unipose_jax.models.resnet import ResNetTiny, resnet
@@ -51,9 +53,13 @@ def normalize(images: jnp.ndarray, dtype: Any = jnp.float32) -> jnp.ndarray:
   return ((jnp.asarray(images, jnp.float32) - mean) * inv_std).astype(dtype)
 
 
-def heatmap_size(input_size: int) -> int:
-  """Heatmap side for an input side: ``ceil(input_size / HEATMAP_STRIDE)`` (368 -> 46)."""
-  return -(-int(input_size) // HEATMAP_STRIDE)
+def heatmap_size(input_size):
+  """Heatmap size for an input size, ``ceil(input_size / HEATMAP_STRIDE)`` per axis: a side
+  for a side (368 -> 46), ``(h, w)`` for an ``(H, W)`` pair ((256, 192) -> (32, 24))."""
+  if np.ndim(input_size) == 0:
+    return -(-int(input_size) // HEATMAP_STRIDE)
+  height, width = geometry.input_hw(input_size, "input_size")
+  return -(-height // HEATMAP_STRIDE), -(-width // HEATMAP_STRIDE)
 
 
 class UniPose(nn.Module):
