@@ -15,6 +15,7 @@ What a config builds (model, codec, data, checkpoints) is :mod:`unipose_jax.run`
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import math
@@ -365,7 +366,8 @@ def load(workdir: str, defaults: ml_collections.ConfigDict | None = None):
     raise ConfigError(f"{path}: not a readable config ({e})") from e
   if not isinstance(saved, dict):
     raise ConfigError(f"{path}: not a config (a JSON object expected, got {json.dumps(saved)})")
-  config = ml_collections.ConfigDict((defaults or config_defaults.get_config()).to_dict())
+  # a deep copy keeps the fields' types (data.input_size's object type: S or (height, width))
+  config = copy.deepcopy(defaults or config_defaults.get_config())
   errors: list[str] = []
   stored_set = saved.pop(KEYPOINTS_SECTION, None)
   _merge(config, saved, "", errors, config)
