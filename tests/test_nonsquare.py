@@ -226,3 +226,20 @@ def test_a_non_square_run_trains_evaluates_predicts_calibrates_and_exports(
     np.testing.assert_allclose(got[0], ref.keypoints, atol=1e-3, rtol=0)
     np.testing.assert_allclose(scores[0], ref.scores, rtol=1e-4, atol=1e-5)
   assert os.path.exists(workdir / "unipose.onnx")
+
+
+@pytest.mark.slow
+def test_a_pair_on_the_command_line_is_parsed_and_checked_in_one_line(tmp_path):
+  workdir = tmp_path / "run"
+  r = launch("--mode=train", "--config=configs/smoke.py", f"--workdir={workdir}",
+             "--config.data.input_size=(64, 44)")  # fmt: skip
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
+  assert r.stderr.strip() == (
+    "error: bad config:\n  data.input_size=(64, 44): must be a multiple of 8 (the heatmap stride)"
+  )
+  r = launch("--mode=train", "--config=configs/smoke.py", f"--workdir={workdir}",
+             "--config.data.input_size=(64,)")  # fmt: skip
+  assert r.returncode == 2 and r.stderr.strip() == (
+    "error: bad config:\n  data.input_size: expected a positive int or (height, width), got (64,)"
+  ), r.stderr
+  assert not workdir.exists()
