@@ -6,7 +6,7 @@ JAX nor Flax. The maths is the project's:
 
 * preprocessing is ``geometry.letterbox_affine`` + ``transforms.warp_image``
   (bilinear, mean-colour border): the whole image, aspect ratio kept, centred
-  in the ``S x S`` network input;
+  in the ``H_in x W_in`` network input;
 * decoding reproduces ``unipose_jax.codecs`` (``"argmax"`` and ``"dark"``)
   step by step in float32, vectorised over images and joints (see
   ``codecs/decoding.py`` for the algorithm), to ~1e-4 px;

@@ -5,7 +5,7 @@
     from unipose_jax.export import export_onnx
     export_onnx(UniPose101(), variables, "unipose.onnx", input_size=368)
 
-The file takes uint8 RGB images ``images`` (N, S, S, 3) (any N; the letterboxed
+The file takes uint8 RGB images ``images`` (N, H, W, 3) (any N; the letterboxed
 network input, see ``unipose_jax.deploy.letterbox``), normalises them inside
 the graph with the project's ImageNet mean and std, and returns float32
 ``heatmaps`` (N, ceil(S / 8), ceil(S / 8), C): the network in evaluation mode,

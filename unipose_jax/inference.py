@@ -34,7 +34,7 @@ def predict_heatmaps(
   variables, images: jax.Array, *, model, flip_test: bool,
   flip_permutation: Sequence[int] | None = None,
 ) -> jax.Array:  # fmt: skip
-  """Heatmaps (B, h, w, K [+ 5 box maps]) of uint8 images (B, S, S, 3); background dropped.
+  """Heatmaps (B, h, w, K [+ 5 box maps]) of uint8 images (B, H, W, 3); background dropped.
 
   With ``flip_test`` the heatmaps of the mirrored images are mirrored back, their
   left/right channels swapped (``flip_permutation``, the keypoint set's ``(K,)``, and
@@ -55,7 +55,7 @@ def predict_heatmaps(
 def heatmap_fn(
   model, variables, *, flip_test: bool, flip_permutation: Sequence[int] | None = None
 ) -> Callable[[np.ndarray], jax.Array]:
-  """``images uint8 (B, S, S, 3) -> heatmaps (B, h, w, K [+ 5])``: :func:`predict_heatmaps`
+  """``images uint8 (B, H, W, 3) -> heatmaps (B, h, w, K [+ 5])``: :func:`predict_heatmaps`
   jitted, with ``variables`` put on the default device once (the Predictor's network)."""
   variables = jax.device_put(variables)
   perm = None if flip_permutation is None else tuple(int(i) for i in flip_permutation)

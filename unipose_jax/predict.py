@@ -6,7 +6,7 @@ pixels (the extreme joint or box-corner positions, not pixel edges).
 
 How one image is read (:class:`Predictor`):
 
-1. First pass: the whole image is letterboxed into the ``S x S`` network input
+1. First pass: the whole image is letterboxed into the ``H_in x W_in`` network input
    (:func:`geometry.letterbox_affine`, aspect kept, :data:`transforms.BORDER_RGB`
    padding), the heatmaps are decoded (``codec.decode``) and the points are mapped back
    through the inverse affine. A joint is *visible* when its score (the heatmap maximum)

@@ -8,7 +8,7 @@ person box are :mod:`unipose_jax.geometry`'s):
   ``x = j, y = i``).
 * An *affine* is a ``(2, 3)`` float matrix ``A`` mapping a source point
   ``(x, y, 1)`` to a destination point ``A @ (x, y, 1)``, both in that
-  pixel-centre convention. ``cv2.warpAffine(img, A, (S, S), flags=INTER_LINEAR)``
+  pixel-centre convention. ``cv2.warpAffine(img, A, (W_in, H_in), flags=INTER_LINEAR)``
   samples with exactly this convention: output pixel ``(j, i)`` takes the
   bilinear interpolation of the source at ``A^-1 @ (j, i, 1)``.
 * A record (what a data source returns) is a dict::
