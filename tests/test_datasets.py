@@ -644,6 +644,25 @@ def real_lsp_tfds(real_lsp_dir, tmp_path_factory):
   return data_dir
 
 
+def test_real_data_tests_look_in_data_then_shared_data(tmp_path):
+  """README puts the archives in data/: the real-data tests look there first, then in
+  ../shared/data; $UNIPOSE_LSP_DIR, when set, is the only place."""
+  from conftest import LSP_ARCHIVES, lsp_archive_dir
+
+  root, shared = tmp_path / "repo", tmp_path / "shared" / "data"
+  for folder in (root / "data", shared):
+    folder.mkdir(parents=True)
+  assert lsp_archive_dir(root, {}) is None
+  for name in LSP_ARCHIVES:
+    (shared / name).write_bytes(b"")
+  assert lsp_archive_dir(root, {}) == shared
+  (root / "data" / LSP_ARCHIVES[0]).write_bytes(b"")  # one archive alone is not enough
+  assert lsp_archive_dir(root, {}) == shared
+  (root / "data" / LSP_ARCHIVES[1]).write_bytes(b"")
+  assert lsp_archive_dir(root, {}) == root / "data"
+  assert lsp_archive_dir(root, {"UNIPOSE_LSP_DIR": str(tmp_path / "elsewhere")}) is None
+
+
 @pytest.mark.real_data
 def test_real_lsp(real_lsp_dir, real_lsp_tfds):
   zip_path = real_lsp_dir / "lsp_dataset.zip"

@@ -1,16 +1,17 @@
-"""unipose_jax command line.
+"""unipose_jax command line: ``unipose-jax`` (installed by pip; ``python launch.py`` in a
+checkout is the same command).
 
-  python launch.py --mode=prepare --manual_dir=data --data_dir=data/tfds
-  python launch.py --mode=train   --config=configs/dark_lsp.py --workdir=runs/dark
-  python launch.py --mode=eval    --workdir=runs/dark
-  python launch.py --mode=predict --workdir=runs/dark --inputs=photos/,clip.mp4 --output=out/
-  python launch.py --mode=export  --workdir=runs/dark --output=unipose.onnx
-  python launch.py --mode=calibrate --workdir=runs/dark   # person presence (training does it)
-  python launch.py --mode=eval    --config=configs/unipose_lsp.py --workdir=runs/official \
+  unipose-jax --mode=prepare --manual_dir=data --data_dir=data/tfds
+  unipose-jax --mode=train   --config=configs/dark_lsp.py --workdir=runs/dark
+  unipose-jax --mode=eval    --workdir=runs/dark
+  unipose-jax --mode=predict --workdir=runs/dark --inputs=photos/,clip.mp4 --output=out/
+  unipose-jax --mode=export  --workdir=runs/dark --output=unipose.onnx
+  unipose-jax --mode=calibrate --workdir=runs/dark   # person presence (training does it)
+  unipose-jax --mode=eval    --config=configs/unipose_lsp.py --workdir=runs/official \
       --config.model.init_from=UniPose_LSP.pth        # an original UniPose checkpoint
-  python launch.py --mode=compile --config=configs/dark_lsp_gpu.py --target=h100x8 \
+  unipose-jax --mode=compile --config=configs/dark_lsp_gpu.py --target=h100x8 \
       --per_device_batch=64                           # fits? how fast? (needs the [aot] extra)
-  python launch.py --mode=compile --target=list
+  unipose-jax --mode=compile --target=list
 
 Any config key can be overridden with ``--config.a.b=value``. Training saves the resolved
 config as ``<workdir>/config.json``; eval, predict and export read it (a given ``--config``
@@ -39,8 +40,6 @@ import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # makes `configs` importable
 
 MODES = ("prepare", "train", "eval", "predict", "export", "compile", "calibrate")
 EXIT_ERROR, EXIT_USAGE = 1, 2
@@ -285,6 +284,9 @@ def _parse_flags(argv):
   ``--config``, the ``--config.*`` arguments are set aside for :func:`_saved_config`."""
   if not any(re.match(r"^--?config(=|$)", a) for a in argv[1:]):
     argv = _set_aside_overrides(argv)
+  path = _config_path(argv)
+  if path is not None:
+    _check_config_file(path)
   try:
     return FLAGS(argv)
   except flags.Error as e:
@@ -293,6 +295,36 @@ def _parse_flags(argv):
     _exit(f"error: {_unknown_key(_load_config_file(argv), argv, e)}", EXIT_USAGE)
   except (OSError, SyntaxError, ImportError) as e:
     _exit(f"error: cannot load the config file: {e}", EXIT_USAGE)
+
+
+def _config_path(argv) -> str | None:
+  """The file of ``--config=path.py`` or ``--config path.py`` (its ``:arguments`` off)."""
+  for i, arg in enumerate(argv[1:], start=1):
+    if m := re.match(r"^--?config=(.*)$", arg):
+      return m.group(1).split(":", 1)[0]
+    if re.match(r"^--?config$", arg) and i + 1 < len(argv):
+      return argv[i + 1].split(":", 1)[0]
+  return None
+
+
+def _check_config_file(path: str) -> None:
+  """Exit 2 with ``no such config file: path`` and the configs beside it when ``path`` is
+  missing; otherwise make its package importable (``configs/x.py`` does ``from configs
+  import default``): the folder above a config folder holding ``__init__.py`` goes on
+  ``sys.path``, as ``launch.py`` puts the checkout there."""
+  if not os.path.isfile(path):
+    folder = os.path.dirname(path) or "."
+    if os.path.isdir(folder):
+      names = sorted(n for n in os.listdir(folder) if n.endswith(".py") and n != "__init__.py")
+      listing = f"the configs in {folder}/: {', '.join(names) or 'none'}"
+    else:
+      listing = f"no folder {folder}/"
+    _exit(f"error: no such config file: {path} ({listing})", EXIT_USAGE)
+  folder = os.path.dirname(os.path.abspath(path))
+  if os.path.isfile(os.path.join(folder, "__init__.py")):
+    parent = os.path.dirname(folder)
+    if parent not in sys.path:
+      sys.path.insert(0, parent)
 
 
 def _set_aside_overrides(argv: list[str]) -> list[str]:
@@ -362,6 +394,8 @@ def run() -> None:
   SIGINT/SIGTERM stopping every mode within a bound (``unipose_jax.preemption``)."""
   from unipose_jax import preemption  # noqa: PLC0415  (no JAX)
 
+  if (main_module := sys.modules.get("__main__")) is not None:
+    main_module.__doc__ = __doc__  # --help prints it (launch.py's or pip's entry script)
   with preemption.PreemptionGuard(grace_s=preemption.GRACE_S):
     try:
       app.run(main, flags_parser=_parse_flags)
