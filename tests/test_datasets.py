@@ -355,7 +355,7 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(
   assert not datasets.is_prepared("lsp", data_dir)
   assert not (data_dir / "lsp" / "1.0.0").exists()
   assert not list((data_dir / "lsp").glob("*incomplete*"))  # TFDS removed its temporary dir
-  with pytest.raises(archives.DatasetError, match=r"(?s)not prepared.*launch\.py --mode=prepare"):
+  with pytest.raises(archives.DatasetError, match=r"(?s)not prepared.*unipose-jax --mode=prepare"):
     datasets.data_source("lsp", "train", data_dir)
   monkeypatch.setattr(archives, "validated_jpeg", real)
   assert datasets.prepare(
@@ -489,7 +489,7 @@ def test_data_source_errors(tmp_path):
     datasets.data_source("coco", "train", tmp_path)
   with pytest.raises(archives.DatasetError) as info:
     datasets.data_source("synthetic", "train", tmp_path)
-  assert "not prepared" in str(info.value) and "launch.py --mode=prepare" in str(info.value)
+  assert "not prepared" in str(info.value) and "unipose-jax --mode=prepare" in str(info.value)
   assert str(tmp_path) in str(info.value)
 
 

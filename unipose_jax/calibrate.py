@@ -319,7 +319,7 @@ def after_training(run) -> dict | None:
   if jax.process_count() > 1:  # the primary alone: orbax's reads would wait for the others
     print(
       "person presence NOT calibrated (a multi-process run); calibrate it on one host with: "
-      f"python launch.py --mode=calibrate --workdir={run.workdir}",
+      f"unipose-jax --mode=calibrate --workdir={run.workdir}",
       flush=True,
     )
     return None
@@ -332,7 +332,7 @@ def after_training(run) -> dict | None:
   except (OSError, ValueError, datasets.DatasetError, checkpoints.CheckpointError) as e:
     print(
       f"person presence NOT calibrated ({type(e).__name__}: {e}); the run is trained and "
-      f"saved; calibrate it with: python launch.py --mode=calibrate --workdir={run.workdir}",
+      f"saved; calibrate it with: unipose-jax --mode=calibrate --workdir={run.workdir}",
       flush=True,
     )
     return None

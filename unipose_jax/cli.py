@@ -142,6 +142,11 @@ def _run(mode: str):
     return run_lib.Run.from_workdir(workdir, given)
   except run_lib.NoConfigError:
     where = os.path.join(workdir, "config.json")
+    if not os.path.isdir(os.path.join(workdir, run_lib.CHECKPOINT_DIR)):  # no run at all
+      raise CommandLineError(
+        f"--mode={mode}: no run in {workdir} (no config.json, no checkpoints): train first "
+        f"(unipose-jax --mode=train --config=configs/<name>.py --workdir={workdir})"
+      ) from None
     raise CommandLineError(f"--mode={mode} needs --config (no {where} to read it from)") from None
 
 
@@ -217,7 +222,7 @@ def _saved_config(mode: str, workdir: str):
   except flags.Error as e:
     raise CommandLineError(str(e)) from None
   except (AttributeError, KeyError) as e:  # an unknown --config.<key>
-    raise CommandLineError(_unknown_key(saved, _saved_run_overrides, e)) from None
+    raise CommandLineError(_unknown_key(saved, _saved_run_overrides, e, mode)) from None
   if len(rest) > 1:
     raise CommandLineError(f"unexpected arguments: {' '.join(rest[1:])}")
   run_config.check_overrides(saved, config, workdir, mode)
@@ -292,7 +297,8 @@ def _parse_flags(argv):
   except flags.Error as e:
     _exit(f"error: {e}", EXIT_USAGE)
   except (AttributeError, KeyError) as e:  # an unknown --config.<key>
-    _exit(f"error: {_unknown_key(_load_config_file(argv), argv, e)}", EXIT_USAGE)
+    mode = next((m.group(1) for a in argv if (m := re.match(r"^--?mode=(.*)$", a))), None)
+    _exit(f"error: {_unknown_key(_load_config_file(argv), argv, e, mode)}", EXIT_USAGE)
   except (OSError, SyntaxError, ImportError) as e:
     _exit(f"error: cannot load the config file: {e}", EXIT_USAGE)
 
@@ -345,15 +351,16 @@ def _set_aside_overrides(argv: list[str]) -> list[str]:
   return rest
 
 
-def _unknown_key(config, argv, error: Exception) -> str:
+def _unknown_key(config, argv, error: Exception, mode: str | None = None) -> str:
   """``unknown config key 'a.b'; did you mean 'a.c'?`` for the first ``--config.a.b`` of
-  ``argv`` that ``config`` lacks (the error's text when none can be found)."""
+  ``argv`` that ``config`` lacks (the error's text when none can be found); the nearest
+  key among those ``--mode=mode`` accepts (``run_config.accepted_keys``)."""
   key = next((k for k in _override_keys(argv) if not _has_key(config, k)), str(error).strip("\"'"))
   hint = ""
   if config is not None:
     from unipose_jax import run_config  # noqa: PLC0415
 
-    hint = run_config.suggest_key(config, key)
+    hint = run_config.suggest_key(config, key, mode)
   return f"unknown config key {key!r}{hint}"
 
 

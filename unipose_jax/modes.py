@@ -57,6 +57,8 @@ def evaluate_checkpoint(run: Run, step: int | None = None) -> dict[str, dict[str
 
   config = run.config
   run_config.validate(config, training=False)
+  if not (config.model.init_from and not os.path.isdir(run.checkpoint_dir)):
+    run.check_has_checkpoint()  # "train first", before anything is written
   if distributed.is_primary():  # before anything is read or compiled
     files.check_writable(os.path.join(run.workdir, "eval"), "the evaluation folder")
   mesh = distributed.data_mesh()

@@ -182,6 +182,24 @@ class Run:
 
     return checkpoints.Checkpointer(self.checkpoint_dir, best_metric=self.best_metric, **kwargs)
 
+  def check_has_checkpoint(self, ckpt=None) -> None:
+    """Raise ``checkpoints.CheckpointError`` ("train first") when the run has no
+    checkpoint; reads only (``ckpt``: an open read-only checkpointer of the run)."""
+    from unipose_jax import checkpoints  # noqa: PLC0415
+
+    if ckpt is not None:
+      steps = ckpt.all_steps()
+    elif os.path.isdir(self.checkpoint_dir):
+      with self.checkpointer(read_only=True) as opened:
+        steps = opened.all_steps()
+    else:
+      steps = []
+    if not steps:
+      raise checkpoints.CheckpointError(
+        f"no checkpoint in {self.checkpoint_dir}: train first "
+        f"(unipose-jax --mode=train --workdir={self.workdir})"
+      )
+
   def load_variables(self, step: int | None = None) -> tuple[dict[str, Any], int]:
     """Model variables ``{"params", "batch_stats"}`` (host arrays) of a checkpoint, and
     its step.
@@ -190,14 +208,8 @@ class Run:
     (damaged ones are reported and skipped). Raises ``checkpoints.CheckpointError`` when
     there is none (or ``step`` is missing or damaged).
     """
-    from unipose_jax import checkpoints  # noqa: PLC0415
-
     with self.checkpointer(read_only=True) as ckpt:
-      if not ckpt.all_steps():
-        raise checkpoints.CheckpointError(
-          f"no checkpoint in {self.checkpoint_dir}: train first "
-          f"(launch.py --mode=train --workdir={self.workdir})"
-        )
+      self.check_has_checkpoint(ckpt)
       restored = ckpt.restore(step=step, prefer_best=step is None)
     state = restored.state
     return {"params": state["params"], "batch_stats": state["batch_stats"]}, restored.step
