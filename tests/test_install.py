@@ -118,3 +118,34 @@ def test_readme_snippets_from_an_installed_wheel(trained_run, tmp_path):
     sigma=s["sigma"], dark_kernel=s["dark_kernel"], dark_sigma=s["dark_sigma"],
   )  # fmt: skip
   np.testing.assert_allclose(keypoints, here, atol=1e-5)
+
+
+def test_the_installed_command_works_from_any_folder(tmp_path):
+  """pip installs ``unipose-jax`` (pyproject's [project.scripts]): from a folder with no
+  checkout, without PYTHONPATH, it parses flags, loads a copy of configs/ given by path
+  (whose files import ``configs.default``) and answers in one line."""
+  python = fresh_env_with_the_wheel(tmp_path)
+  command = os.path.join(os.path.dirname(python), "unipose-jax")
+  assert os.access(command, os.X_OK), "pip did not install the unipose-jax command"
+  user = tmp_path / "user"
+  shutil.copytree(
+    REPO_ROOT / "configs", user / "configs", ignore=shutil.ignore_patterns("__pycache__")
+  )
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+
+  def run(*args):
+    return subprocess.run([command, *args], cwd=user, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+  r = run("--help")
+  assert "unipose-jax --mode=train" in r.stdout, r.stdout + r.stderr  # absl exits 1 after --help
+  r = run("--mode=eval", "--config=configs/smoke.py", "--workdir=runs/none")
+  assert r.returncode == 1, r.stdout + r.stderr
+  assert r.stderr.strip() == (
+    "error: no checkpoint in runs/none/checkpoints: train first "
+    "(unipose-jax --mode=train --workdir=runs/none)"
+  )
+  r = run("--mode=eval", "--config=configs/nope.py", "--workdir=runs/none")
+  assert r.returncode == 2 and "no such config file: configs/nope.py" in r.stderr, r.stderr
+  assert not (user / "runs").exists()
