@@ -106,10 +106,18 @@ def test_export_reproduces_predict_with_the_numpy_decoder(trained_run, tmp_path)
   assert r.returncode == 0, r.stderr
   settings = json.loads(onnx_path.with_suffix(".json").read_text())
   # The run's config says dark_kernel=0 ("the default"); the file holds what the codec uses.
-  assert settings == {
+  decoding = {k: v for k, v in settings.items() if not k.startswith("presence")}
+  assert decoding == {
     "checkpoint_step": 4, "input_size": 32, "heatmap_size": [4, 4], "sigma": 2.0,
     "decoding": "dark", "dark_kernel": 13, "dark_sigma": 2.0, "box_head": True,
+    "score_threshold": 0.2,
   }  # fmt: skip
+  # ... and the run's person-presence calibration, as config.json holds it.
+  p = json.loads((run_dir / "config.json").read_text())["predict"]
+  assert p["presence_score"] and settings["presence_score"] == p["presence_score"]
+  assert settings["presence_threshold"] == p["presence_threshold"]
+  assert settings["presence_weights"] == list(p["presence_weights"])
+  assert settings["presence_step"] == p["presence_step"] == 4
 
   good = _images(tmp_path)
   out_dir = tmp_path / "pred"
@@ -128,6 +136,39 @@ def test_export_reproduces_predict_with_the_numpy_decoder(trained_run, tmp_path)
     assert keypoints.shape == (1, 14 + 5, 2)  # the joints, then the 5 box points
     np.testing.assert_allclose(keypoints[0, :14], np.asarray(p["keypoints"]), atol=2e-3)
     np.testing.assert_allclose(scores[0, :14], np.asarray(p["scores"]), atol=1e-4)
+
+
+def test_the_onnx_route_finds_a_person_as_the_predictor_does(trained_run, tmp_path):
+  """deploy.predict_with_settings applies the export's presence settings in NumPy: the
+  same presence score and person_found as Predictor's first pass on the same images,
+  with the calibrated threshold and with one between the images' scores (both verdicts)."""
+  from unipose_jax import Predictor, deploy
+
+  run_dir = copy_of(trained_run, tmp_path / "run")
+  r = launch("--mode=export", f"--workdir={run_dir}")
+  assert r.returncode == 0, r.stderr
+  settings = json.loads((run_dir / "unipose.json").read_text())
+  rng = np.random.default_rng(5)
+  images = [np.asarray(Image.open(p).convert("RGB")) for p in _images(tmp_path)]
+  images += [np.full((48, 64, 3), 128, np.uint8), rng.integers(0, 256, (60, 40, 3), np.uint8)]
+  predictor = Predictor.from_workdir(str(run_dir))
+  runner = deploy.onnx_runner(run_dir / "unipose.onnx")
+  want = [predictor.first_pass(image) for image in images]
+  scores = np.array([p.presence for p in want])
+  got = deploy.predict_with_settings(runner, images, settings)
+  np.testing.assert_allclose(got.presence, scores, rtol=1e-4, atol=1e-4)
+  assert got.person_found.tolist() == [p.person_found for p in want]
+  between = float(np.sort(scores)[len(scores) // 2 - 1 : len(scores) // 2 + 1].mean())
+  predictor.presence_threshold = between
+  got = deploy.predict_with_settings(runner, images, {**settings, "presence_threshold": between})
+  found = [predictor.first_pass(image).person_found for image in images]
+  assert got.person_found.tolist() == found and True in found and False in found
+  keypoints, joint_scores = deploy.predict(
+    runner, images, settings["input_size"], decoding=settings["decoding"],
+    sigma=settings["sigma"], dark_kernel=settings["dark_kernel"], dark_sigma=settings["dark_sigma"],
+  )  # fmt: skip
+  np.testing.assert_array_equal(got.keypoints, keypoints)
+  np.testing.assert_array_equal(got.scores, joint_scores)
 
 
 def test_export_errors_name_the_path(tmp_path, trained_run):

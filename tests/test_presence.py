@@ -221,6 +221,44 @@ def test_features_and_the_combined_score():
     presence.score_fn("combined", **kw)
 
 
+def test_the_numpy_scores_of_the_onnx_route_equal_the_jax_ones():
+  """deploy decides presence with presence_numpy: every score, the combined one and the
+  decision equal presence's (JAX) on person-like maps (Gaussians with noise) and noise."""
+  from unipose_jax import presence_numpy
+
+  rng = np.random.default_rng(3)
+  centres = rng.integers(2, 14, size=(K + 5, 2))
+  person = _gaussian_maps(centres, rng.uniform(0.3, 1.1, K + 5))
+  person = person + rng.normal(0, 0.05, person.shape)
+  maps = np.concatenate([person, rng.normal(0.1, 0.3, (2, 16, 16, K + 5))]).astype(np.float32)
+  kw = dict(num_joints=K, sigma=1.5)
+  limbs = presence.SYMMETRIC_LIMBS
+  for name in presence.SCORES:
+    want = np.asarray(jax.jit(presence.score_fn(name, **kw))(maps))
+    got = presence_numpy.score(maps, name, limbs=limbs, **kw)
+    assert got.dtype == np.float32 and got.shape == (3,)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)
+  w = rng.normal(size=presence.num_features(K, True) + 1)
+  want = np.asarray(presence.score_fn("combined", weights=w, **kw)(jnp.asarray(maps)))
+  np.testing.assert_allclose(
+    presence_numpy.score(maps, "combined", weights=w, **kw), want, rtol=1e-4, atol=1e-4
+  )
+  between = float(np.sort(want)[:2].mean())  # a threshold between two images' scores
+  settings = {"presence_score": "combined", "presence_threshold": between,
+              "presence_weights": list(w), "score_threshold": 0.2}  # fmt: skip
+  scores, found = presence_numpy.decide(maps, settings, **kw)
+  np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-4)
+  np.testing.assert_array_equal(found, want >= between)
+  _, found = presence_numpy.decide(maps, {"presence_score": "", "score_threshold": 0.2}, **kw)
+  np.testing.assert_array_equal(found, maps[..., :K].max((1, 2, 3)) >= 0.2)  # the old rule
+  with pytest.raises(ValueError, match="presence weights have 5 values"):
+    presence_numpy.score(maps, "combined", weights=np.ones(5), **kw)
+  with pytest.raises(ValueError, match="needs its limb pairs"):
+    presence_numpy.score(maps, "limb_symmetry", **kw)
+  with pytest.raises(ValueError, match="unknown presence score 'nope'"):
+    presence_numpy.score(maps, "nope", **kw)
+
+
 def test_add_combined_scores_the_calibration_half_out_of_fold():
   rng = np.random.default_rng(3)
   pf, nf = rng.normal(1.0, 1.0, (30, 4)), rng.normal(0.0, 1.0, (40, 4))

@@ -219,8 +219,14 @@ class Run:
   def export_settings(self, step: int) -> dict[str, Any]:
     """The decoding settings written beside an exported ONNX file, resolved: the DARK
     kernel's size and sigma are the ones the codec uses, ready for
-    ``deploy.predict(..., dark_kernel=, dark_sigma=)``."""
+    ``deploy.predict(..., dark_kernel=, dark_sigma=)``; and the person-presence decision
+    (``presence_numpy.settings_of``: score, weights, threshold, the checkpoint it was
+    calibrated on) that ``deploy.predict_with_settings`` applies as ``Predictor`` does."""
+    from unipose_jax import presence, presence_numpy  # noqa: PLC0415
+
     codec = self.codec
+    decision = presence_numpy.settings_of(self.config.predict, presence.SYMMETRIC_LIMBS)
+    decision["presence_step"] = int(self.config.predict.presence_step)
     return {
       "checkpoint_step": int(step),
       "input_size": self.config.data.input_size,
@@ -230,6 +236,7 @@ class Run:
       "dark_kernel": codec.dark_kernel_size,
       "dark_sigma": codec.dark_kernel_sigma,
       "box_head": bool(self.config.model.box_head),
+      **decision,
     }
 
   def predictor_settings(self) -> dict[str, Any]:
