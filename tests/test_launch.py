@@ -104,6 +104,7 @@ def test_export_reproduces_predict_with_the_numpy_decoder(trained_run, tmp_path)
   onnx_path = tmp_path / "m.onnx"
   r = launch("--mode=export", f"--workdir={run_dir}", f"--output={onnx_path}")
   assert r.returncode == 0, r.stderr
+  assert "onnxruntime check: the heatmaps of 2 random images differ from JAX's by " in r.stdout
   settings = json.loads(onnx_path.with_suffix(".json").read_text())
   # The run's config says dark_kernel=0 ("the default"); the file holds what the codec uses.
   decoding = {k: v for k, v in settings.items() if not k.startswith("presence")}

@@ -113,6 +113,7 @@ def export_checkpoint(run: Run, output: str | None) -> str:
   path = export.export_onnx(
     run.model(), variables, output, run.config.data.input_size, verify=True,
     before_rename=lambda: files.write_json(settings, run.export_settings(step)),
+    log=lambda line: print(line, flush=True),
   )  # fmt: skip
   print(f"wrote {path} (checkpoint {step}) and its decoding settings {settings}")
   return str(path)
