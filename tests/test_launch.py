@@ -172,6 +172,28 @@ def test_the_onnx_route_finds_a_person_as_the_predictor_does(trained_run, tmp_pa
   np.testing.assert_array_equal(got.scores, joint_scores)
 
 
+def test_a_finished_and_calibrated_run_says_so_and_ends(trained_run, tmp_path):
+  """The same training command on a finished run whose last checkpoint is evaluated and
+  calibrated: one line saying so, no calibration again, nothing rewritten."""
+  run_dir = copy_of(trained_run, tmp_path / "run")
+  kept = ("config.json", "metrics.jsonl", "presence/calibration.json", "eval_metrics.json")
+  before = {name: (run_dir / name).read_bytes() for name in kept}
+  r = launch("--mode=train", *small_flags(data_dir_of(run_dir), run_dir, TRAINED_RUN_STEPS),
+             *TRAINED_RUN_FLAGS)  # fmt: skip
+  assert r.returncode == 0, r.stdout + r.stderr
+  assert f"{run_dir} is finished: checkpoint 4 of 4 steps evaluated " in r.stdout, r.stdout
+  assert (
+    f"person presence calibrated on it ({run_dir / 'presence' / 'calibration.json'})" in r.stdout
+  )
+  assert "person presence:" not in r.stdout and "final evaluation" not in r.stdout, r.stdout
+  assert {name: (run_dir / name).read_bytes() for name in kept} == before
+  # One more step is not finished: it trains on (and calibrates again; off here).
+  r = launch("--mode=train", *small_flags(data_dir_of(run_dir), run_dir, TRAINED_RUN_STEPS + 1),
+             *TRAINED_RUN_FLAGS, "--config.calibrate_presence=False")  # fmt: skip
+  assert r.returncode == 0 and "is finished" not in r.stdout, r.stdout + r.stderr
+  assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 5
+
+
 def test_export_errors_name_the_path(tmp_path, trained_run):
   run_dir = trained_run  # nothing is written: both commands fail before
   r = launch("--mode=export", f"--workdir={tmp_path / 'nothing'}", "--config=configs/smoke.py")

@@ -338,6 +338,36 @@ def after_training(run) -> dict | None:
     return None
 
 
+def finished_note(run, saved) -> str | None:
+  """The line training prints instead of running again when ``run`` (a ``run.Run``) is
+  finished: its newest checkpoint is step ``num_train_steps``, that step's final
+  evaluation is written, and (unless ``calibrate_presence`` is off) its saved config
+  ``saved`` holds a person-presence calibration of that checkpoint. None otherwise."""
+  from unipose_jax import reports  # noqa: PLC0415
+
+  config, workdir, total = run.config, run.workdir, run.config.num_train_steps
+  final = os.path.join(workdir, "eval", f"step_{total}", reports.EVAL_METRICS_FILE)
+  if saved is None or not os.path.isdir(run.checkpoint_dir) or not os.path.exists(final):
+    return None
+  with run.checkpointer(read_only=True) as ckpt:
+    if ckpt.latest_step() != total:
+      return None
+  p = saved.predict
+  calibrated = bool(p.presence_score) and int(p.presence_step) == total
+  if config.calibrate_presence and not calibrated:
+    return None
+  presence = (
+    f" and person presence calibrated on it ({os.path.join(workdir, OUT_DIR, 'calibration.json')})"
+    if calibrated
+    else ""
+  )
+  return (
+    f"{workdir} is finished: checkpoint {total} of {total} steps evaluated "
+    f"({os.path.join(workdir, reports.EVAL_METRICS_FILE)}){presence}; nothing to do "
+    "(a larger --config.num_train_steps trains on)"
+  )
+
+
 def summary_line(record: dict) -> str:
   """One line: the score, threshold and the held-out AUC/FPR/TPR."""
   h = record["heldout"]

@@ -264,6 +264,10 @@ def train_and_evaluate(config, workdir: str, stop_after: int | None = None, devi
     if saved is not None:
       run_config.check_matches(config, saved, workdir)
     run = run_lib.Run(config, workdir)  # this config names the best-checkpoint metric
+    finished = calibrate.finished_note(run, saved)
+    if finished is not None:  # evaluated and calibrated: no 25 s calibration again
+      _log(finished)
+      return {}
     if distributed.is_primary():
       run_config.save(run.resolved_config(), workdir)
     summary = _train(run, stop_after, distributed.data_mesh(devices))
