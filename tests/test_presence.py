@@ -312,6 +312,37 @@ def test_background_crop_stays_away_from_the_person():
 # ----------------------------------------------------------------------------- calibration
 
 
+def test_calibration_states_the_negatives_it_could_not_make_and_why():
+  """Background crops need room beside the person: with 2 of 6 images that have it, the
+  record says 2 of the 5 asked for, and why; the generated kinds reach the count."""
+  kp = np.array([[20 + 40 * (k % 2), 10 + 80 * (k // 7)] for k in range(K)], float)
+  tight = np.array([[2 + 190 * (k % 2), 2 + 95 * (k // 7)] for k in range(K)], float)
+  source = [
+    {"image": np.full((100, 200, 3), 40 * i, np.uint8), "keypoints": kp if i < 2 else tight,
+     "labeled": np.ones(K, bool)}
+    for i in range(6)
+  ]  # fmt: skip
+
+  def heatmaps(batch):  # a stub network: maps from the pixels, deterministic
+    rng = np.random.default_rng(int(batch.sum()) % 997)
+    return rng.normal(0.1, 0.3, (len(batch), 4, 4, K)).astype(np.float32)
+
+  record, _, neg, kinds = calibrate.calibrate(
+    heatmaps, source, input_size=16, batch_size=4, sigma=1.0, box_head=False,
+    target_fpr=0.2, per_kind=5,
+  )  # fmt: skip
+  assert record["negatives"] == {
+    "flat": 5, "noise": 5, "texture": 5, "synthetic_background": 5, "background_crop": 2
+  }  # fmt: skip
+  assert record["negatives_requested"] == 5 and len(kinds) == 22
+  assert record["negatives_note"] == (
+    "background_crop: 2 of 5: only 2 of the 6 evaluation images have a strip beside the "
+    "person at least 24 px wide, clear of the joints by 15% of the person's size (images cut "
+    "close around their person leave no room); the generated kinds have 5 each"
+  )
+  assert calibrate.negatives_note({"background_crop": 5}, 5, 6) == ""
+
+
 def test_halves_alternate_within_each_kind():
   kinds = ["a", "b", "a", "a", "b", "c"]
   np.testing.assert_array_equal(calibrate.halves(kinds), [True, True, False, True, False, True])
