@@ -94,17 +94,20 @@ def test_readme_snippets_from_an_installed_wheel(trained_run, tmp_path):
   snippet = readme_snippet("from unipose_jax import Predictor")
   got = run(
     where + snippet + "print(json.dumps({'keypoints': p.keypoints.tolist(), 'box': p.box is not"
-    " None, 'step': predictor.checkpoint_step}))\n"
+    " None, 'step': predictor.checkpoint_step, 'found': bool(p.person_found)}))\n"
   )
+  found = got["found"]
   assert got["step"] == 4 and np.asarray(got["keypoints"]).shape == (14, 2)
   assert np.isfinite(got["keypoints"]).all()
 
   snippet = readme_snippet("from unipose_jax import deploy")
   got = run(
     where + snippet + "assert 'jax' not in sys.modules\n"
-    "print(json.dumps({'keypoints': keypoints.tolist(), 'scores': scores.tolist()}))\n"
+    "print(json.dumps({'keypoints': keypoints.tolist(), 'scores': scores.tolist(), "
+    "'person_found': person_found.tolist(), 'presence': result.presence.tolist()}))\n"
   )
   keypoints, scores = np.asarray(got["keypoints"]), np.asarray(got["scores"])
+  assert got["person_found"] == [found] and len(got["presence"]) == 1  # as the Predictor
   assert keypoints.shape == (1, 14 + 5, 2) and scores.shape == (1, 14 + 5)
   assert np.isfinite(keypoints).all() and np.isfinite(scores).all()
   # The same decoding in this process, from the settings file, gives the same answer.
