@@ -42,9 +42,15 @@ def test_an_old_config_json_loads_with_its_missing_keys_from_the_package(tmp_pat
   # Sigma 3 and kernel 0 ("the default"): the codec, the export file and a re-saved
   # config all hold the size the codec uses, 2 * ceil(3 * 3) + 1 = 19.
   assert run.codec.dark_kernel_size == 19 and run.codec.heatmap_size == (46, 46)
+  from unipose_jax import presence
+
   assert run.export_settings(7) == {
     "checkpoint_step": 7, "input_size": 368, "heatmap_size": [46, 46], "sigma": 3.0,
     "decoding": "dark", "dark_kernel": 19, "dark_sigma": 3.0, "box_head": True,
+    # An old run is uncalibrated: the export carries the old rule's joint-score threshold.
+    "presence_score": "", "presence_threshold": 0.0, "presence_weights": [],
+    "presence_limbs": [[list(r), list(lft)] for r, lft in presence.SYMMETRIC_LIMBS],
+    "presence_step": -1, "score_threshold": 0.2,
   }  # fmt: skip
   assert run.resolved_config().codec.dark_kernel == 19 and run.config.codec.dark_kernel == 0
   settings = run.predictor_settings()
