@@ -231,9 +231,24 @@ def validate(config: ml_collections.ConfigDict, training: bool = True, source: s
     raise ConfigError(f"bad config{f' ({source})' if source else ''}:\n  " + "\n  ".join(errors))
 
 
-def suggest_key(config: ml_collections.ConfigDict, key: str) -> str:
-  """``" (did you mean 'a.b'?)"`` for an unknown dotted key, or ``""``."""
-  match = difflib.get_close_matches(key, list(flat_keys(config)), n=1, cutoff=0.6)
+#: The modes that read every key of a config; the others (eval, predict, export,
+#: calibrate) read only the run-time keys (``config_defaults.key_role``).
+_ALL_KEY_MODES = (None, "train", "prepare", "compile")
+
+
+def accepted_keys(config: ml_collections.ConfigDict, mode: str | None = None) -> list[str]:
+  """The dotted keys of ``config`` that ``--mode=mode`` may override: all of them for
+  training (and without a mode), the run-time keys for the modes that read a trained run."""
+  keys = list(flat_keys(config))
+  if mode in _ALL_KEY_MODES:
+    return keys
+  return [k for k in keys if config_defaults.key_role(k) == "run-time"]
+
+
+def suggest_key(config: ml_collections.ConfigDict, key: str, mode: str | None = None) -> str:
+  """``"; did you mean 'a.b'?"`` for an unknown dotted key, the nearest among the keys
+  ``mode`` accepts (:func:`accepted_keys`), or ``""``."""
+  match = difflib.get_close_matches(key, accepted_keys(config, mode), n=1, cutoff=0.6)
   return f"; did you mean {match[0]!r}?" if match else ""
 
 

@@ -68,9 +68,10 @@ def run(
   progress(first_step)
   final_done = os.path.join(workdir, "eval", f"step_{total}", reports.EVAL_METRICS_FILE)
   if first_step == total and not os.path.exists(final_done):  # stopped or failed before it
-    summary, eval_failed = _evaluate(
-      evaluator, writer, ckpt, trainer.canonical(state), workdir, step, total, guard
-    )
+    with progress.paused():
+      summary, eval_failed = _evaluate(
+        evaluator, writer, ckpt, trainer.canonical(state), workdir, step, total, guard
+      )
   while step < total:
     state, m = trainer.step(state, next(batches))
     metrics = m if metrics is None else metrics.merge(m)
@@ -96,9 +97,10 @@ def run(
         raise _diverged("the train state is not finite", step, ckpt, c)
       ckpt.save(step, canonical, batches.get_state())
     if eval_now:
-      summary, eval_failed = _evaluate(
-        evaluator, writer, ckpt, canonical, workdir, step, total, guard
-      )
+      with progress.paused():  # the ETA is of training steps: evaluations left out
+        summary, eval_failed = _evaluate(
+          evaluator, writer, ckpt, canonical, workdir, step, total, guard
+        )
     if stop:
       ckpt.wait()
       why = (

@@ -202,7 +202,7 @@ def prepare_command(
   data_dir: str | os.PathLike = "data/tfds", manual_dir: str | os.PathLike = "data"
 ) -> str:
   """The command line that prepares the datasets into ``data_dir``."""
-  return f"python launch.py --mode=prepare --manual_dir={manual_dir} --data_dir={data_dir}"
+  return f"unipose-jax --mode=prepare --manual_dir={manual_dir} --data_dir={data_dir}"
 
 
 def _keypoint_set_path(name: str, data_dir: str | os.PathLike) -> pathlib.Path:
