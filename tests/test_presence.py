@@ -346,7 +346,7 @@ def test_calibration_states_the_negatives_it_could_not_make_and_why():
 
   record, _, neg, kinds = calibrate.calibrate(
     heatmaps, source, input_size=16, batch_size=4, sigma=1.0, box_head=False,
-    target_fpr=0.2, per_kind=5,
+    target_fpr=0.2, per_kind=5, keypoint_set=keypoint_sets.LSP,
   )  # fmt: skip
   assert record["negatives"] == {
     "flat": 5, "noise": 5, "texture": 5, "synthetic_background": 5, "background_crop": 2

@@ -269,7 +269,9 @@ def test_the_banner_lets_a_head_at_the_top_show_through():
   photo = np.zeros((120, 160, 3), np.uint8)
   photo[:30] = (20, 20, 200)  # sky
   photo[2:30, 120:150] = (230, 190, 150)  # a head touching the top edge, right of the text
-  out = visualize.draw_prediction(photo, PERSON, np.zeros(14, bool), person_found=False)
+  out = visualize.draw_prediction(
+    photo, PERSON, np.zeros(14, bool), person_found=False, keypoint_set=LSP
+  )
   head, sky = out[10, 135].astype(int), out[10, 100].astype(int)
   np.testing.assert_array_equal(
     out[10, 135], visualize.banner_blend(photo[10, 135], visualize.BANNER_COLOR)
@@ -303,7 +305,7 @@ def test_overlay_banner_is_drawn_once_inside_the_image(monkeypatch, height, widt
   if width >= 200:
     assert len(calls) == 1  # one line where it fits
   band_color = visualize.LABEL_COLOR if found else visualize.BANNER_COLOR
-  under = visualize.draw_prediction(image, PERSON, visible)[:, -1]  # the skeleton alone
+  under = visualize.draw_prediction(image, PERSON, visible, keypoint_set=LSP)[:, -1]  # skeleton
   band = int(np.argmin((out[:, -1] == visualize.banner_blend(under, band_color)).all(-1)))
   assert band >= 12
   for line, (x, y), scale, thickness in calls:
