@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import pathlib
-import time
 
 import numpy as np
 import pytest
@@ -32,12 +31,7 @@ STEPS = 2
 
 def _ok(r, what):
   assert r.returncode == 0, f"{what} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-  print(f"{what}: {time.perf_counter() - _ok.last:.1f} s")
-  _ok.last = time.perf_counter()
   return r
-
-
-_ok.last = time.perf_counter()
 
 
 def _chain(tmp_path: pathlib.Path, name: str, manual: pathlib.Path, image: pathlib.Path,
