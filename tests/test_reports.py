@@ -90,7 +90,7 @@ def test_the_evaluator_measures_and_the_reports_write(tmp_path, capsys):
   assert float(rows[K]["x"]) == pytest.approx(float(source[1]["keypoints"][0, 0]), abs=1e-4)
   assert sorted(os.listdir(tmp_path)) == [
     "eval_metrics.json", "example_0.png", "example_1.png", "heatmaps_0.png", "pck_curve.png",
-    "predictions.csv",
+    "predictions.csv", "predictions.json",
   ]  # fmt: skip
   reports.print_summary(result.summary)
   assert capsys.readouterr().out.splitlines()[1].startswith("argmax       1.0000")
@@ -143,7 +143,7 @@ def test_eval_metrics_json_is_written_last(tmp_path, monkeypatch):
   monkeypatch.setattr(reports.charts, "save_pck_curve", full)
   with pytest.raises(OSError):
     reports.write_eval(str(tmp_path), result)
-  assert os.listdir(tmp_path) == ["predictions.csv"]
+  assert sorted(os.listdir(tmp_path)) == ["predictions.csv", "predictions.json"]
 
 
 def test_the_console_table_says_which_checkpoint(capsys):

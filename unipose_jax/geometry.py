@@ -137,6 +137,17 @@ def crop_affine(box: np.ndarray, height: int, width: int, input_size: int, margi
   return np.array([[zoom, 0.0, offset[0]], [0.0, zoom, offset[1]]])
 
 
+def square_crop_affine(centre, side: float, input_size: int) -> np.ndarray:
+  """Affine (2, 3) original -> input of the square of side ``side`` centred at ``centre``
+  (2,): its area ``[c - d/2, c + d/2]`` maps onto the input's pixel area ``[-0.5, S - 0.5]``,
+  ``x_in = (S / d) (x - c_x) + (S - 1) / 2`` (same in y), the convention of
+  :func:`crop_affine` and ``transforms.train_affine``, without the second pass's minimum."""
+  c = np.asarray(centre, np.float64)
+  zoom = input_size / max(float(side), 1.0)
+  offset = (input_size - 1) / 2.0 - zoom * c
+  return np.array([[zoom, 0.0, offset[0]], [0.0, zoom, offset[1]]])
+
+
 # ----------------------------------------------------------------------------- boxes of joints
 
 

@@ -103,7 +103,7 @@ def evaluate_checkpoint(run: Run, step: int | None = None) -> dict[str, dict[str
   result = evaluate.Evaluator.from_run(run, mesh, model).run(variables, should_stop=stop,
                                                              progress=True)  # fmt: skip
   reports.write_eval(os.path.join(run.workdir, "eval", name), result)
-  reports.print_summary(result.summary, title=title)
+  reports.print_summary(result.summary, title, result.keypoint_set)
   return result.summary
 
 

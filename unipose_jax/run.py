@@ -283,6 +283,29 @@ class Run:
     self._check_sets([d.eval_source])
     return data_source(d.eval_source, d.eval_split, d.data_dir)
 
+  @property
+  def train_crop(self) -> str:
+    """What training crops around (``data.crop``; ``""``: the training datasets' default,
+    ``datasets.DATASETS``' ``crop``, which must agree; ``run_config.ConfigError`` else)."""
+    d = self.config.data
+    if d.crop:
+      return d.crop
+    found = {datasets.entry(n).crop for n in d.train_sources}
+    if len(found) != 1:
+      raise run_config.ConfigError(
+        f"data.crop: the training sources {tuple(d.train_sources)} crop differently by "
+        f"default ({', '.join(sorted(found))}); set data.crop to 'joints' or 'box'"
+      )
+    return found.pop()
+
+  @property
+  def eval_crop(self) -> str:
+    """The evaluation input (``data.eval_crop``; ``""``: the evaluation dataset's default,
+    ``datasets.DATASETS``' ``eval_crop``: ``"whole"`` for LSP, ``"box"`` for MPII, COCO and
+    Penn Action)."""
+    d = self.config.data
+    return d.eval_crop or datasets.entry(d.eval_source).eval_crop
+
   def _check_sets(self, names) -> None:
     kset = self.keypoint_set
     for name in names:
@@ -310,10 +333,13 @@ class Run:
 
   def resolved_config(self) -> ml_collections.ConfigDict:
     """The config with its defaults resolved (``codec.dark_kernel`` 0 -> the size used,
-    the ``keypoints`` section -> :attr:`keypoint_set`), as training writes it to
+    ``data.crop``/``eval_crop`` "" -> :attr:`train_crop`/:attr:`eval_crop`, the
+    ``keypoints`` section -> :attr:`keypoint_set`), as training writes it to
     ``config.json``."""
     config = ml_collections.ConfigDict(self.config.to_dict())
     config.codec.dark_kernel = self.codec.dark_kernel_size
+    config.data.crop = self.train_crop
+    config.data.eval_crop = self.eval_crop
     config[run_config.KEYPOINTS_SECTION] = run_config.keypoint_section(self.keypoint_set)
     return config
 

@@ -174,6 +174,9 @@ def _training_checks(config, errors: list[str]) -> None:
   if any(not w >= 0 for w in d.mixture_weights) or not sum(d.mixture_weights) > 0:
     errors.append(f"data.mixture_weights={tuple(d.mixture_weights)}: need >= 0, sum > 0")
   _flip_pairs_check(d.flip_pairs, errors)
+  from unipose_jax import transforms  # noqa: PLC0415
+
+  _choice(config, "data.crop", ("", *transforms.TRAIN_CROPS), errors)
   a = d.augment
   _number(config, "data.augment.margin", errors, above=True)
   _number(config, "data.augment.rotation_deg", errors, high=180.0)
@@ -199,6 +202,10 @@ def validate(config: ml_collections.ConfigDict, training: bool = True, source: s
       _training_checks(config, errors)
     _positive(config, "eval_batch_size", errors)
     _positive(config, "data.eval_worker_count", errors, zero_ok=True)
+    from unipose_jax import transforms  # noqa: PLC0415
+
+    _choice(config, "data.eval_crop", ("", *transforms.EVAL_CROPS), errors)
+    _number(config, "data.eval_margin", errors, above=True)
     _positive(config, "num_example_images", errors, zero_ok=True)
     _positive(config, "data.input_size", errors)
     size = config.data.input_size

@@ -254,6 +254,7 @@ def make_train_iterator(run, mesh, shard_index: int | None = None, shard_count=N
     worker_count=d.worker_count,
     augment=augment,
     flip_permutation=run.flip_permutation,
+    crop=run.train_crop,
   )
 
 
