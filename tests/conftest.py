@@ -45,20 +45,33 @@ if str(REPO_ROOT) not in sys.path:
   sys.path.insert(0, str(REPO_ROOT))  # `configs` is a top-level package beside `unipose_jax`
 
 
-def lsp_archive_dir() -> pathlib.Path:
-  """Folder holding lsp_dataset.zip / lspet_dataset.zip: $UNIPOSE_LSP_DIR or ../shared/data."""
-  env = os.environ.get("UNIPOSE_LSP_DIR")
-  return pathlib.Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+LSP_ARCHIVES = ("lsp_dataset.zip", "lspet_dataset.zip")
+
+
+def lsp_archive_dirs(root: pathlib.Path = REPO_ROOT, environ=os.environ) -> list[pathlib.Path]:
+  """Where the real-data tests look for the LSP archives, in order: $UNIPOSE_LSP_DIR alone
+  when set; otherwise ``<root>/data`` (where README puts them), then ``<root>/../shared/data``."""
+  env = environ.get("UNIPOSE_LSP_DIR")
+  return [pathlib.Path(env)] if env else [root / "data", root.parent / "shared" / "data"]
+
+
+def lsp_archive_dir(root: pathlib.Path = REPO_ROOT, environ=os.environ) -> pathlib.Path | None:
+  """The first of :func:`lsp_archive_dirs` holding both :data:`LSP_ARCHIVES`, or None."""
+  for folder in lsp_archive_dirs(root, environ):
+    if all((folder / name).is_file() for name in LSP_ARCHIVES):
+      return folder
+  return None
 
 
 @pytest.fixture(scope="session")
 def real_lsp_dir() -> pathlib.Path:
   """The folder of the real LSP archives; skips the test (with the reason) when absent."""
   folder = lsp_archive_dir()
-  needed = [folder / "lsp_dataset.zip", folder / "lspet_dataset.zip"]
-  missing = [str(p) for p in needed if not p.is_file()]
-  if missing:
-    pytest.skip(f"real LSP archives not found: {', '.join(missing)} (set UNIPOSE_LSP_DIR)")
+  if folder is None:
+    looked = ", ".join(str(f) for f in lsp_archive_dirs())
+    pytest.skip(
+      f"real LSP archives ({', '.join(LSP_ARCHIVES)}) not found in {looked} (set UNIPOSE_LSP_DIR)"
+    )
   return folder
 
 

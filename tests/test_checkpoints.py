@@ -606,7 +606,7 @@ def test_load_variables(tmp_path):
   checkpoints_dir = tmp_path / "run" / "checkpoints"
   assert str(info.value) == (
     f"no checkpoint in {checkpoints_dir}: train first "
-    f"(launch.py --mode=train --workdir={tmp_path / 'run'})"
+    f"(unipose-jax --mode=train --workdir={tmp_path / 'run'})"
   )
   with Checkpointer(checkpoints_dir) as ckpt:
     for step in (1, 2):

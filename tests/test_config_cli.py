@@ -137,3 +137,52 @@ def test_bad_config_json_and_a_workdir_that_is_a_file(tmp_path):
     assert _one_line_error(r) == (
       f"error: --workdir={afile}: not a work directory ({afile} is a file, not a folder)"
     )
+
+
+def test_an_unknown_key_is_matched_among_the_keys_the_mode_accepts(tmp_path):
+  """eval reads only run-time keys: a typo of batch_size leads to eval_batch_size (which
+  eval takes), not to batch_size (which it would refuse); training still gets batch_size."""
+  from configs import smoke
+  from unipose_jax import run_config
+
+  workdir = tmp_path / "run"
+  run_config.save(smoke.get_config(), str(workdir))  # a saved run's config.json, no checkpoint
+  r = launch("--mode=eval", f"--workdir={workdir}", "--config.batch_sze=4")
+  assert _one_line_error(r) == (
+    "error: unknown config key 'batch_sze'; did you mean 'eval_batch_size'?"
+  )
+  r = launch("--mode=eval", "--config=configs/smoke.py", f"--workdir={workdir}",
+             "--config.batch_sze=4")  # fmt: skip
+  assert _one_line_error(r) == (
+    "error: unknown config key 'batch_sze'; did you mean 'eval_batch_size'?"
+  )
+  r = launch("--mode=train", f"--workdir={workdir}", "--config.batch_sze=4")
+  assert _one_line_error(r) == "error: unknown config key 'batch_sze'; did you mean 'batch_size'?"
+
+
+def test_eval_without_a_run_says_train_first_in_one_step_and_leaves_nothing(tmp_path):
+  missing, empty = tmp_path / "missing", tmp_path / "empty"
+  empty.mkdir()
+  for workdir in (missing, empty):
+    r = launch("--mode=eval", f"--workdir={workdir}")
+    assert _one_line_error(r) == (
+      f"error: --mode=eval: no run in {workdir} (no config.json, no checkpoints): train first "
+      f"(unipose-jax --mode=train --config=configs/<name>.py --workdir={workdir})"
+    )
+    r = launch("--mode=eval", f"--workdir={workdir}", "--config=configs/smoke.py")
+    assert _one_line_error(r, code=1) == (
+      f"error: no checkpoint in {workdir / 'checkpoints'}: train first "
+      f"(unipose-jax --mode=train --workdir={workdir})"
+    )
+  assert not missing.exists() and list(empty.iterdir()) == []
+
+
+def test_a_missing_config_file_is_named_with_the_configs_beside_it(tmp_path):
+  r = launch("--mode=eval", "--config=configs/nope.py", f"--workdir={tmp_path}")
+  message = _one_line_error(r)
+  assert message.startswith(
+    "error: no such config file: configs/nope.py (the configs in configs/: "
+  )
+  assert "smoke.py" in message and "dark_lsp.py" in message and "__init__" not in message
+  r = launch("--mode=train", "--config=nowhere/x.py", f"--workdir={tmp_path}")
+  assert _one_line_error(r) == "error: no such config file: nowhere/x.py (no folder nowhere/)"

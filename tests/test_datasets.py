@@ -355,7 +355,7 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(
   assert not datasets.is_prepared("lsp", data_dir)
   assert not (data_dir / "lsp" / "1.0.0").exists()
   assert not list((data_dir / "lsp").glob("*incomplete*"))  # TFDS removed its temporary dir
-  with pytest.raises(archives.DatasetError, match=r"(?s)not prepared.*launch\.py --mode=prepare"):
+  with pytest.raises(archives.DatasetError, match=r"(?s)not prepared.*unipose-jax --mode=prepare"):
     datasets.data_source("lsp", "train", data_dir)
   monkeypatch.setattr(archives, "validated_jpeg", real)
   assert datasets.prepare(
@@ -489,7 +489,7 @@ def test_data_source_errors(tmp_path):
     datasets.data_source("cocoa", "train", tmp_path)
   with pytest.raises(archives.DatasetError) as info:
     datasets.data_source("synthetic", "train", tmp_path)
-  assert "not prepared" in str(info.value) and "launch.py --mode=prepare" in str(info.value)
+  assert "not prepared" in str(info.value) and "unipose-jax --mode=prepare" in str(info.value)
   assert str(tmp_path) in str(info.value)
 
 
@@ -642,6 +642,25 @@ def real_lsp_tfds(real_lsp_dir, tmp_path_factory):
   }
   print(f"real LSP built in {time.perf_counter() - t0:.1f} s")
   return data_dir
+
+
+def test_real_data_tests_look_in_data_then_shared_data(tmp_path):
+  """README puts the archives in data/: the real-data tests look there first, then in
+  ../shared/data; $UNIPOSE_LSP_DIR, when set, is the only place."""
+  from conftest import LSP_ARCHIVES, lsp_archive_dir
+
+  root, shared = tmp_path / "repo", tmp_path / "shared" / "data"
+  for folder in (root / "data", shared):
+    folder.mkdir(parents=True)
+  assert lsp_archive_dir(root, {}) is None
+  for name in LSP_ARCHIVES:
+    (shared / name).write_bytes(b"")
+  assert lsp_archive_dir(root, {}) == shared
+  (root / "data" / LSP_ARCHIVES[0]).write_bytes(b"")  # one archive alone is not enough
+  assert lsp_archive_dir(root, {}) == shared
+  (root / "data" / LSP_ARCHIVES[1]).write_bytes(b"")
+  assert lsp_archive_dir(root, {}) == root / "data"
+  assert lsp_archive_dir(root, {"UNIPOSE_LSP_DIR": str(tmp_path / "elsewhere")}) is None
 
 
 @pytest.mark.real_data

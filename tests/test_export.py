@@ -151,7 +151,12 @@ def test_other_architectures_export(tmp_path):
   )
   variables = _random_variables(model, (45, 38), seed=4)
   # verify=True: onnxruntime vs model.apply on 2 random images, relative error < 1e-4.
-  path = export_onnx(model, variables, tmp_path / "basic.onnx", (45, 38), verify=True)
+  said = []
+  path = export_onnx(model, variables, tmp_path / "basic.onnx", (45, 38), verify=True,
+                     log=said.append)  # fmt: skip
+  (line,) = said  # the check says what it measured
+  measured = float(line.split(" by ")[1].split()[0])
+  assert line.startswith("onnxruntime check: ") and 0 <= measured <= 1e-4, line
   images = np.zeros((3, 45, 38, 3), np.uint8)
   assert deploy.onnx_runner(path)(images).shape == (3, 6, 5, 17)
 

@@ -94,17 +94,20 @@ def test_readme_snippets_from_an_installed_wheel(trained_run, tmp_path):
   snippet = readme_snippet("from unipose_jax import Predictor")
   got = run(
     where + snippet + "print(json.dumps({'keypoints': p.keypoints.tolist(), 'box': p.box is not"
-    " None, 'step': predictor.checkpoint_step}))\n"
+    " None, 'step': predictor.checkpoint_step, 'found': bool(p.person_found)}))\n"
   )
+  found = got["found"]
   assert got["step"] == 4 and np.asarray(got["keypoints"]).shape == (14, 2)
   assert np.isfinite(got["keypoints"]).all()
 
   snippet = readme_snippet("from unipose_jax import deploy")
   got = run(
     where + snippet + "assert 'jax' not in sys.modules\n"
-    "print(json.dumps({'keypoints': keypoints.tolist(), 'scores': scores.tolist()}))\n"
+    "print(json.dumps({'keypoints': keypoints.tolist(), 'scores': scores.tolist(), "
+    "'person_found': person_found.tolist(), 'presence': result.presence.tolist()}))\n"
   )
   keypoints, scores = np.asarray(got["keypoints"]), np.asarray(got["scores"])
+  assert got["person_found"] == [found] and len(got["presence"]) == 1  # as the Predictor
   assert keypoints.shape == (1, 14 + 5, 2) and scores.shape == (1, 14 + 5)
   assert np.isfinite(keypoints).all() and np.isfinite(scores).all()
   # The same decoding in this process, from the settings file, gives the same answer.
@@ -119,3 +122,34 @@ def test_readme_snippets_from_an_installed_wheel(trained_run, tmp_path):
     dark_sigma=s["dark_sigma"],
   )  # fmt: skip
   np.testing.assert_allclose(keypoints, here, atol=1e-5)
+
+
+def test_the_installed_command_works_from_any_folder(tmp_path):
+  """pip installs ``unipose-jax`` (pyproject's [project.scripts]): from a folder with no
+  checkout, without PYTHONPATH, it parses flags, loads a copy of configs/ given by path
+  (whose files import ``configs.default``) and answers in one line."""
+  python = fresh_env_with_the_wheel(tmp_path)
+  command = os.path.join(os.path.dirname(python), "unipose-jax")
+  assert os.access(command, os.X_OK), "pip did not install the unipose-jax command"
+  user = tmp_path / "user"
+  shutil.copytree(
+    REPO_ROOT / "configs", user / "configs", ignore=shutil.ignore_patterns("__pycache__")
+  )
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+
+  def run(*args):
+    return subprocess.run([command, *args], cwd=user, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+  r = run("--help")
+  assert "unipose-jax --mode=train" in r.stdout, r.stdout + r.stderr  # absl exits 1 after --help
+  r = run("--mode=eval", "--config=configs/smoke.py", "--workdir=runs/none")
+  assert r.returncode == 1, r.stdout + r.stderr
+  assert r.stderr.strip() == (
+    "error: no checkpoint in runs/none/checkpoints: train first "
+    "(unipose-jax --mode=train --workdir=runs/none)"
+  )
+  r = run("--mode=eval", "--config=configs/nope.py", "--workdir=runs/none")
+  assert r.returncode == 2 and "no such config file: configs/nope.py" in r.stderr, r.stderr
+  assert not (user / "runs").exists()

@@ -106,14 +106,23 @@ def test_export_reproduces_predict_with_the_numpy_decoder(trained_run, tmp_path)
   onnx_path = tmp_path / "m.onnx"
   r = launch("--mode=export", f"--workdir={run_dir}", f"--output={onnx_path}")
   assert r.returncode == 0, r.stderr
+  assert "onnxruntime check: the heatmaps of 2 random images differ from JAX's by " in r.stdout
   settings = json.loads(onnx_path.with_suffix(".json").read_text())
   # The run's config says dark_kernel=0 ("the default"); the file holds what the codec uses.
-  assert settings == {
+  decoding = {k: v for k, v in settings.items() if not k.startswith("presence")}
+  assert decoding == {
     "checkpoint_step": 4, "input_size": 32, "heatmap_size": [4, 4], "sigma": 2.0,
     "decoding": "dark", "dark_kernel": 13, "dark_sigma": 2.0, "box_head": True,
     "num_joints": 14, "joint_names": list(keypoint_sets.LSP.joint_names),
     "flip_pairs": [list(p) for p in keypoint_sets.LSP.flip_pairs],
+    "score_threshold": 0.2,
   }  # fmt: skip
+  # ... and the run's person-presence calibration, as config.json holds it.
+  p = json.loads((run_dir / "config.json").read_text())["predict"]
+  assert p["presence_score"] and settings["presence_score"] == p["presence_score"]
+  assert settings["presence_threshold"] == p["presence_threshold"]
+  assert settings["presence_weights"] == list(p["presence_weights"])
+  assert settings["presence_step"] == p["presence_step"] == 4
 
   good = _images(tmp_path)
   out_dir = tmp_path / "pred"
@@ -132,6 +141,61 @@ def test_export_reproduces_predict_with_the_numpy_decoder(trained_run, tmp_path)
     assert keypoints.shape == (1, 14 + 5, 2)  # the joints, then the 5 box points
     np.testing.assert_allclose(keypoints[0, :14], np.asarray(p["keypoints"]), atol=2e-3)
     np.testing.assert_allclose(scores[0, :14], np.asarray(p["scores"]), atol=1e-4)
+
+
+def test_the_onnx_route_finds_a_person_as_the_predictor_does(trained_run, tmp_path):
+  """deploy.predict_with_settings applies the export's presence settings in NumPy: the
+  same presence score and person_found as Predictor's first pass on the same images,
+  with the calibrated threshold and with one between the images' scores (both verdicts)."""
+  from unipose_jax import Predictor, deploy
+
+  run_dir = copy_of(trained_run, tmp_path / "run")
+  r = launch("--mode=export", f"--workdir={run_dir}")
+  assert r.returncode == 0, r.stderr
+  settings = json.loads((run_dir / "unipose.json").read_text())
+  rng = np.random.default_rng(5)
+  images = [np.asarray(Image.open(p).convert("RGB")) for p in _images(tmp_path)]
+  images += [np.full((48, 64, 3), 128, np.uint8), rng.integers(0, 256, (60, 40, 3), np.uint8)]
+  predictor = Predictor.from_workdir(str(run_dir))
+  runner = deploy.onnx_runner(run_dir / "unipose.onnx")
+  want = [predictor.first_pass(image) for image in images]
+  scores = np.array([p.presence for p in want])
+  got = deploy.predict_with_settings(runner, images, settings)
+  np.testing.assert_allclose(got.presence, scores, rtol=1e-4, atol=1e-4)
+  assert got.person_found.tolist() == [p.person_found for p in want]
+  between = float(np.sort(scores)[len(scores) // 2 - 1 : len(scores) // 2 + 1].mean())
+  predictor.presence_threshold = between
+  got = deploy.predict_with_settings(runner, images, {**settings, "presence_threshold": between})
+  found = [predictor.first_pass(image).person_found for image in images]
+  assert got.person_found.tolist() == found and True in found and False in found
+  keypoints, joint_scores = deploy.predict(
+    runner, images, settings["input_size"], decoding=settings["decoding"],
+    sigma=settings["sigma"], dark_kernel=settings["dark_kernel"], dark_sigma=settings["dark_sigma"],
+  )  # fmt: skip
+  np.testing.assert_array_equal(got.keypoints, keypoints)
+  np.testing.assert_array_equal(got.scores, joint_scores)
+
+
+def test_a_finished_and_calibrated_run_says_so_and_ends(trained_run, tmp_path):
+  """The same training command on a finished run whose last checkpoint is evaluated and
+  calibrated: one line saying so, no calibration again, nothing rewritten."""
+  run_dir = copy_of(trained_run, tmp_path / "run")
+  kept = ("config.json", "metrics.jsonl", "presence/calibration.json", "eval_metrics.json")
+  before = {name: (run_dir / name).read_bytes() for name in kept}
+  r = launch("--mode=train", *small_flags(data_dir_of(run_dir), run_dir, TRAINED_RUN_STEPS),
+             *TRAINED_RUN_FLAGS)  # fmt: skip
+  assert r.returncode == 0, r.stdout + r.stderr
+  assert f"{run_dir} is finished: checkpoint 4 of 4 steps evaluated " in r.stdout, r.stdout
+  assert (
+    f"person presence calibrated on it ({run_dir / 'presence' / 'calibration.json'})" in r.stdout
+  )
+  assert "person presence:" not in r.stdout and "final evaluation" not in r.stdout, r.stdout
+  assert {name: (run_dir / name).read_bytes() for name in kept} == before
+  # One more step is not finished: it trains on (and calibrates again; off here).
+  r = launch("--mode=train", *small_flags(data_dir_of(run_dir), run_dir, TRAINED_RUN_STEPS + 1),
+             *TRAINED_RUN_FLAGS, "--config.calibrate_presence=False")  # fmt: skip
+  assert r.returncode == 0 and "is finished" not in r.stdout, r.stdout + r.stderr
+  assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 5
 
 
 def test_export_errors_name_the_path(tmp_path, trained_run):

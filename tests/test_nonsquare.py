@@ -40,7 +40,7 @@ def test_input_hw_takes_a_side_or_a_pair_and_names_the_key_on_anything_else():
 
 def test_the_config_field_takes_an_int_or_a_pair_and_validate_checks_both():
   c = smoke.get_config()
-  assert c.data.input_size == 128  # an int stays the square side
+  assert type(c.data.input_size) is int  # an int stays the square side
   c.data.input_size = (64, 48)
   run_config.validate(c)
   c.data.input_size = (64, 44)
@@ -243,3 +243,38 @@ def test_a_pair_on_the_command_line_is_parsed_and_checked_in_one_line(tmp_path):
     "error: bad config:\n  data.input_size: expected a positive int or (height, width), got (64,)"
   ), r.stderr
   assert not workdir.exists()
+
+
+# ----------------------------------------------------------------------------- top-down crops
+
+
+def test_top_down_crops_grow_the_person_box_to_the_inputs_aspect_by_hand():
+  # COCO's box 20 x 80 centred at (20, 60) into 64 x 48: grown to 80 (as crop_affine).
+  record = {"box": np.array([10.0, 20, 30, 100], np.float32)}
+  kp, labeled = np.zeros((14, 2)), np.zeros(14, bool)
+  centre, extent = transforms.person_region(record, kp, labeled, 200, 200, HW)
+  np.testing.assert_allclose(centre, [20, 60])
+  assert extent == pytest.approx(80.0)
+  # a wide box 90 x 30: grown max(90 * 64/48, 30) = 120; a square input keeps 90
+  record = {"box": np.array([0.0, 0, 90, 30], np.float32)}
+  assert transforms.person_region(record, kp, labeled, 200, 200, HW)[1] == pytest.approx(120.0)
+  assert transforms.person_region(record, kp, labeled, 200, 200, 64)[1] == pytest.approx(90.0)
+  # MPII's square region of side 200 s: grown to 200 s * 64/48
+  record = {"center": np.array([50.0, 50]), "scale": np.float32(0.3)}
+  c, e = transforms.person_region(record, kp, labeled, 200, 200, HW)
+  np.testing.assert_allclose(c, [50, 54.5])
+  assert e == pytest.approx(60.0 * 64 / 48)
+  # the crop: longer side 1.25 * 80 = 100 -> zoom 0.64, centre -> ((48-1)/2, (64-1)/2)
+  a = geometry.square_crop_affine(np.array([20.0, 60]), 100.0, HW)
+  np.testing.assert_allclose(a, [[0.64, 0, 23.5 - 12.8], [0, 0.64, 31.5 - 38.4]], atol=1e-12)
+  record = {
+    "image": np.zeros((200, 200, 3), np.uint8), "keypoints": np.zeros((14, 2), np.float32),
+    "labeled": np.ones(14, bool), "box": np.array([10.0, 20, 30, 100], np.float32),
+  }  # fmt: skip
+  out = transforms.transform_eval(record, input_size=HW, crop="box", margin=1.25)
+  assert out["image"].shape == (64, 48, 3)
+  np.testing.assert_allclose(out["affine"], a, atol=1e-5)
+  out = transforms.transform_train(
+    record, np.random.default_rng(0), input_size=HW, flip_permutation=np.arange(14), crop="box"
+  )
+  assert out["image"].shape == (64, 48, 3)

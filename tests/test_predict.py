@@ -258,7 +258,9 @@ def test_no_person_found(tmp_path, capsys):
   with Image.open(tmp_path / "out" / "empty_pose.png") as im:
     overlay = np.asarray(im.convert("RGB"))
   assert overlay.shape == blank.shape
-  np.testing.assert_array_equal(overlay[2, -3], visualize.BANNER_COLOR)  # the banner ...
+  np.testing.assert_array_equal(  # the translucent banner ...
+    overlay[2, -3], visualize.banner_blend(blank[2, -3], visualize.BANNER_COLOR)
+  )
   assert (overlay[3:20, :200] == 255).all(-1).any()  # ... with white text on it
   assert not overlay[100:].any()  # nothing else drawn
 

@@ -238,6 +238,44 @@ def test_features_and_the_combined_score():
     presence.score_fn("combined", **kw)
 
 
+def test_the_numpy_scores_of_the_onnx_route_equal_the_jax_ones():
+  """deploy decides presence with presence_numpy: every score, the combined one and the
+  decision equal presence's (JAX) on person-like maps (Gaussians with noise) and noise."""
+  from unipose_jax import presence_numpy
+
+  rng = np.random.default_rng(3)
+  centres = rng.integers(2, 14, size=(K + 5, 2))
+  person = _gaussian_maps(centres, rng.uniform(0.3, 1.1, K + 5))
+  person = person + rng.normal(0, 0.05, person.shape)
+  maps = np.concatenate([person, rng.normal(0.1, 0.3, (2, 16, 16, K + 5))]).astype(np.float32)
+  kw = dict(num_joints=K, sigma=1.5)
+  limbs = presence.symmetric_limbs(keypoint_sets.LSP.joint_names)
+  for name in presence.SCORES:
+    want = np.asarray(jax.jit(presence.score_fn(name, limb_pairs=limbs, **kw))(maps))
+    got = presence_numpy.score(maps, name, limbs=limbs, **kw)
+    assert got.dtype == np.float32 and got.shape == (3,)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)
+  w = rng.normal(size=presence.num_features(K, True) + 1)
+  want = np.asarray(presence.score_fn("combined", weights=w, **kw)(jnp.asarray(maps)))
+  np.testing.assert_allclose(
+    presence_numpy.score(maps, "combined", weights=w, **kw), want, rtol=1e-4, atol=1e-4
+  )
+  between = float(np.sort(want)[:2].mean())  # a threshold between two images' scores
+  settings = {"presence_score": "combined", "presence_threshold": between,
+              "presence_weights": list(w), "score_threshold": 0.2}  # fmt: skip
+  scores, found = presence_numpy.decide(maps, settings, **kw)
+  np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-4)
+  np.testing.assert_array_equal(found, want >= between)
+  _, found = presence_numpy.decide(maps, {"presence_score": "", "score_threshold": 0.2}, **kw)
+  np.testing.assert_array_equal(found, maps[..., :K].max((1, 2, 3)) >= 0.2)  # the old rule
+  with pytest.raises(ValueError, match="presence weights have 5 values"):
+    presence_numpy.score(maps, "combined", weights=np.ones(5), **kw)
+  with pytest.raises(ValueError, match="needs its limb pairs"):
+    presence_numpy.score(maps, "limb_symmetry", **kw)
+  with pytest.raises(ValueError, match="unknown presence score 'nope'"):
+    presence_numpy.score(maps, "nope", **kw)
+
+
 def test_add_combined_scores_the_calibration_half_out_of_fold():
   rng = np.random.default_rng(3)
   pf, nf = rng.normal(1.0, 1.0, (30, 4)), rng.normal(0.0, 1.0, (40, 4))
@@ -289,6 +327,37 @@ def test_background_crop_stays_away_from_the_person():
 
 
 # ----------------------------------------------------------------------------- calibration
+
+
+def test_calibration_states_the_negatives_it_could_not_make_and_why():
+  """Background crops need room beside the person: with 2 of 6 images that have it, the
+  record says 2 of the 5 asked for, and why; the generated kinds reach the count."""
+  kp = np.array([[20 + 40 * (k % 2), 10 + 80 * (k // 7)] for k in range(K)], float)
+  tight = np.array([[2 + 190 * (k % 2), 2 + 95 * (k // 7)] for k in range(K)], float)
+  source = [
+    {"image": np.full((100, 200, 3), 40 * i, np.uint8), "keypoints": kp if i < 2 else tight,
+     "labeled": np.ones(K, bool)}
+    for i in range(6)
+  ]  # fmt: skip
+
+  def heatmaps(batch):  # a stub network: maps from the pixels, deterministic
+    rng = np.random.default_rng(int(batch.sum()) % 997)
+    return rng.normal(0.1, 0.3, (len(batch), 4, 4, K)).astype(np.float32)
+
+  record, _, neg, kinds = calibrate.calibrate(
+    heatmaps, source, input_size=16, batch_size=4, sigma=1.0, box_head=False,
+    target_fpr=0.2, per_kind=5, keypoint_set=keypoint_sets.LSP,
+  )  # fmt: skip
+  assert record["negatives"] == {
+    "flat": 5, "noise": 5, "texture": 5, "synthetic_background": 5, "background_crop": 2
+  }  # fmt: skip
+  assert record["negatives_requested"] == 5 and len(kinds) == 22
+  assert record["negatives_note"] == (
+    "background_crop: 2 of 5: only 2 of the 6 evaluation images have a strip beside the "
+    "person at least 24 px wide, clear of the joints by 15% of the person's size (images cut "
+    "close around their person leave no room); the generated kinds have 5 each"
+  )
+  assert calibrate.negatives_note({"background_crop": 5}, 5, 6) == ""
 
 
 def test_halves_alternate_within_each_kind():

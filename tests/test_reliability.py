@@ -123,6 +123,30 @@ def test_second_trainer_is_refused_and_sigterm_exits_143_within_the_bound(data_d
   assert _steps(metrics) == sorted(set(_steps(metrics)))
 
 
+@pytest.mark.slow
+def test_metrics_have_one_row_per_step_across_a_kill_and_a_resume(data_dir, tmp_path):
+  """README's promise: metrics.jsonl has one row per step (loss, learning rate, images/s
+  and, at evaluation steps, the evaluation), also after a SIGKILL and a resume."""
+  workdir, metrics = tmp_path / "run", tmp_path / "run" / "metrics.jsonl"
+  flags = [*small_flags(data_dir, workdir, 10), "--config.checkpoint_every=2",
+           "--config.eval_every=4"]  # fmt: skip
+  first = launch("--mode=train", *flags, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  try:
+    _wait_for_rows(first, metrics, 5)  # past the evaluation at step 4
+    first.kill()  # no safe point: rows past the last checkpoint are left behind
+    first.communicate(timeout=60)
+  finally:
+    if first.poll() is None:
+      first.kill()
+  r = launch("--mode=train", *flags)
+  assert r.returncode == 0, r.stdout + r.stderr
+  rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+  assert [row["step"] for row in rows] == list(range(1, 11))
+  for row in rows:
+    assert {"loss", "learning_rate", "images_per_s"} <= set(row), row
+    assert any(k.startswith("eval/") for k in row) == (row["step"] in (4, 8, 10)), row
+
+
 def _truncate_largest_file(folder) -> None:
   files = [p for p in folder.rglob("*") if p.is_file()]
   biggest = max(files, key=lambda p: p.stat().st_size)

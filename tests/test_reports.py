@@ -15,7 +15,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unipose_jax import deploy, distributed, evaluate, keypoint_sets, metrics, preemption, reports
+from unipose_jax import (
+  deploy,
+  distributed,
+  evaluate,
+  keypoint_sets,
+  metric_writers,
+  metrics,
+  preemption,
+  reports,
+)
 from unipose_jax.metric_writers import MetricWriter
 from unipose_jax.preemption import PreemptionGuard
 
@@ -81,7 +90,7 @@ def test_the_evaluator_measures_and_the_reports_write(tmp_path, capsys):
   assert float(rows[K]["x"]) == pytest.approx(float(source[1]["keypoints"][0, 0]), abs=1e-4)
   assert sorted(os.listdir(tmp_path)) == [
     "eval_metrics.json", "example_0.png", "example_1.png", "heatmaps_0.png", "pck_curve.png",
-    "predictions.csv",
+    "predictions.csv", "predictions.json",
   ]  # fmt: skip
   reports.print_summary(result.summary)
   assert capsys.readouterr().out.splitlines()[1].startswith("argmax       1.0000")
@@ -134,7 +143,7 @@ def test_eval_metrics_json_is_written_last(tmp_path, monkeypatch):
   monkeypatch.setattr(reports.charts, "save_pck_curve", full)
   with pytest.raises(OSError):
     reports.write_eval(str(tmp_path), result)
-  assert os.listdir(tmp_path) == ["predictions.csv"]
+  assert sorted(os.listdir(tmp_path)) == ["predictions.csv", "predictions.json"]
 
 
 def test_the_console_table_says_which_checkpoint(capsys):
@@ -160,6 +169,52 @@ def test_metric_writer_rows_and_a_resume(tmp_path):
   writer.close()
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   assert [(r["step"], r["loss"]) for r in rows] == [(1, 1.0), (2, 0.5), (3, 0.25)]
+
+
+def test_metric_writer_one_row_per_step_and_a_resumed_final_evaluation_joins_it(tmp_path):
+  """The training scalars, the step's images/s and its evaluation are one row; a writer
+  reopened at the last step (a resumed final evaluation) adds to that row."""
+  writer = MetricWriter(str(tmp_path), enabled=True)
+  writer.write_scalars(1, {"loss": 2.0, "learning_rate": 1e-3})
+  writer.write_scalars(1, {"images_per_s": 10.0})
+  writer.write_scalars(2, {"loss": 1.0, "learning_rate": 2e-3})
+  writer.write_scalars(2, {"images_per_s": 11.0})
+  writer.write_scalars(2, {"eval/dark/pck@0.2": 0.25})
+  writer.close()
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [{k: v for k, v in r.items() if k != "time"} for r in rows] == [
+    {"step": 1, "loss": 2.0, "learning_rate": 1e-3, "images_per_s": 10.0},
+    {
+      "step": 2,
+      "loss": 1.0,
+      "learning_rate": 2e-3,
+      "images_per_s": 11.0,
+      "eval/dark/pck@0.2": 0.25,
+    },
+  ]
+  writer = MetricWriter(str(tmp_path), resume_step=2, enabled=True)
+  writer.write_scalars(2, {"eval/dark/pck@0.2": 0.5})  # a value rewritten: a shorter row
+  writer.write_scalars(3, {"loss": 0.5})
+  writer.close()
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in rows] == [1, 2, 3]
+  assert rows[1]["eval/dark/pck@0.2"] == 0.5 and rows[1]["images_per_s"] == 11.0
+  assert rows[2]["loss"] == 0.5
+
+
+def test_the_eta_leaves_evaluations_out(monkeypatch):
+  """1 s per step, then a 100 s evaluation: the next rate is still 1 step/s."""
+  clock = [0.0]
+  monkeypatch.setattr(metric_writers.time, "perf_counter", lambda: clock[0])
+  progress = metric_writers.ReportProgress(num_train_steps=100, images_per_step=4, every_steps=10)
+  progress(0)
+  for step in range(1, 21):
+    clock[0] += 1.0
+    progress(step)
+    if step == 10:
+      with progress.paused():
+        clock[0] += 100.0
+  assert progress.last_line.endswith("4.0 img/s ETA 0:01:20"), progress.last_line
 
 
 def test_the_preemption_guard_turns_sigterm_into_a_flag():

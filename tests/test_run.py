@@ -42,6 +42,8 @@ def test_an_old_config_json_loads_with_its_missing_keys_from_the_package(tmp_pat
   # Sigma 3 and kernel 0 ("the default"): the codec, the export file and a re-saved
   # config all hold the size the codec uses, 2 * ceil(3 * 3) + 1 = 19.
   assert run.codec.dark_kernel_size == 19 and run.codec.heatmap_size == (46, 46)
+  from unipose_jax import presence
+
   # Saved before keypoint sets: the run is LSP, and says so in its export settings.
   assert run.keypoint_set is keypoint_sets.LSP and model.num_joints == 14
   assert run.export_settings(7) == {
@@ -49,6 +51,12 @@ def test_an_old_config_json_loads_with_its_missing_keys_from_the_package(tmp_pat
     "decoding": "dark", "dark_kernel": 19, "dark_sigma": 3.0, "box_head": True,
     "num_joints": 14, "joint_names": list(keypoint_sets.LSP.joint_names),
     "flip_pairs": [[0, 5], [1, 4], [2, 3], [6, 11], [7, 10], [8, 9]],
+    # An old run is uncalibrated: the export carries the old rule's joint-score threshold.
+    "presence_score": "", "presence_threshold": 0.0, "presence_weights": [],
+    "presence_limbs": [
+      [list(r), list(lft)] for r, lft in presence.symmetric_limbs(keypoint_sets.LSP.joint_names)
+    ],
+    "presence_step": -1, "score_threshold": 0.2,
   }  # fmt: skip
   resolved = run.resolved_config()
   assert resolved.codec.dark_kernel == 19 and run.config.codec.dark_kernel == 0

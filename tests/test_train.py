@@ -293,9 +293,13 @@ def _tensorboard_scalars(folder) -> dict[str, dict[int, float]]:
 
 @pytest.mark.slow
 def test_learning_rate_is_logged_with_the_loss(trained_run):
-  # The smoke schedule: linear warm-up from 0 to 3e-3 over 20 steps (then cosine). The
-  # row of step s holds the rate of its own update, the schedule at s - 1 updates done.
-  expected = {s: 3e-3 * (s - 1) / 20 for s in range(1, TRAINED_RUN_STEPS + 1)}
+  # The smoke schedule: linear warm-up from 0 to its rate over its warm-up steps (then
+  # cosine). The row of step s holds the rate of its own update, the schedule at s - 1.
+  opt = smoke.get_config().optimizer
+  assert opt.warmup_steps >= TRAINED_RUN_STEPS  # the shared run's steps are all warm-up
+  expected = {
+    s: opt.learning_rate * (s - 1) / opt.warmup_steps for s in range(1, TRAINED_RUN_STEPS + 1)
+  }
   rows = [json.loads(line) for line in open(trained_run / "metrics.jsonl")]
   logged = {r["step"]: r["learning_rate"] for r in rows if "loss" in r}
   assert logged.keys() == expected.keys()
@@ -320,3 +324,42 @@ def test_make_optimizer_schedules():
   _, lr = train.make_optimizer(cfg, 104)
   assert [float(lr(s)) for s in (0, 2, 4)] == pytest.approx([0.0, 5e-4, 1e-3])
   assert float(lr(104)) == pytest.approx(1e-5)  # cosine down to 1 % of the peak
+
+
+#: What ``configs/smoke.py``'s "about a minute" stands for: the whole command's CPU time
+#: (user + system, the dataset's first build included) on this project's 2-core machine,
+#: where one minute of wall clock gives the process about 1.6 CPU-minutes. CPU time,
+#: not wall clock, so that other work on the machine does not fail the test.
+SMOKE_CPU_BUDGET_S = 90.0
+
+
+@pytest.mark.slow
+def test_the_smoke_config_trains_in_about_a_minute_and_learns(tmp_path):
+  """README's promise for configs/smoke.py, run as a user runs it (one CPU device, a data
+  folder that holds nothing yet): it builds the synthetic set, trains, evaluates and
+  calibrates person presence within the CPU budget of about a minute, and learns."""
+  import resource
+  import subprocess
+  import sys
+  import time
+
+  from conftest import REPO_ROOT
+
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  before = resource.getrusage(resource.RUSAGE_CHILDREN)
+  t0 = time.perf_counter()
+  r = subprocess.run(
+    [sys.executable, str(REPO_ROOT / "launch.py"), "--mode=train", "--config=configs/smoke.py",
+     f"--workdir={tmp_path / 'run'}", f"--config.data.data_dir={tmp_path / 'tfds'}"],
+    cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+  )  # fmt: skip
+  wall = time.perf_counter() - t0
+  after = resource.getrusage(resource.RUSAGE_CHILDREN)
+  cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+  assert r.returncode == 0, r.stdout + r.stderr
+  print(f"configs/smoke.py: {cpu:.1f} s CPU, {wall:.1f} s wall clock")
+  assert cpu <= SMOKE_CPU_BUDGET_S, f"{cpu:.1f} s of CPU (wall {wall:.1f} s): over a minute"
+  summary = json.loads((tmp_path / "run" / "eval_metrics.json").read_text())
+  assert summary["dark"]["pck@0.2"] >= 0.1, summary["dark"]  # it learned the figures
+  calibration = json.loads((tmp_path / "run" / "presence" / "calibration.json").read_text())
+  assert calibration["heldout"]["auc"] >= 0.9, calibration["heldout"]

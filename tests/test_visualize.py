@@ -249,14 +249,35 @@ def test_draw_prediction_visible_joints_box_and_banner():
   lost = visualize.draw_prediction(
     black, PERSON, np.zeros(14, bool), person_found=False, keypoint_set=LSP
   )
-  np.testing.assert_array_equal(lost[1, 98], visualize.BANNER_COLOR)
+  np.testing.assert_array_equal(
+    lost[1, 98], visualize.banner_blend(black[1, 98], visualize.BANNER_COLOR)
+  )
   assert (lost[:14] >= 200).all(-1).any()  # white text on the band
   assert not lost[20:].any()  # no joint drawn
   labelled = visualize.draw_prediction(
     black, PERSON, visible, scores=np.full(14, 0.5), keypoint_set=LSP
   )
   assert (labelled[:14, :60] >= 200).all(-1).any() and not (found[:14, :60] >= 200).all(-1).any()
-  np.testing.assert_array_equal(labelled[1, 98], visualize.LABEL_COLOR)
+  np.testing.assert_array_equal(
+    labelled[1, 98], visualize.banner_blend(black[1, 98], visualize.LABEL_COLOR)
+  )
+
+
+def test_the_banner_lets_a_head_at_the_top_show_through():
+  """A head at the very top of a photo stays visible under the "no person found" band:
+  away from the text, each pixel is the photo blended with the band's colour."""
+  photo = np.zeros((120, 160, 3), np.uint8)
+  photo[:30] = (20, 20, 200)  # sky
+  photo[2:30, 120:150] = (230, 190, 150)  # a head touching the top edge, right of the text
+  out = visualize.draw_prediction(
+    photo, PERSON, np.zeros(14, bool), person_found=False, keypoint_set=LSP
+  )
+  head, sky = out[10, 135].astype(int), out[10, 100].astype(int)
+  np.testing.assert_array_equal(
+    out[10, 135], visualize.banner_blend(photo[10, 135], visualize.BANNER_COLOR)
+  )
+  assert np.abs(head - sky).sum() > 150  # the head still stands out from the sky
+  assert out[10, 135, 1] > 60  # its skin tone shows through (the band has no green)
 
 
 @pytest.mark.parametrize("height, width", [(512, 512), (100, 100), (2000, 3000), (400, 60)])
@@ -284,7 +305,8 @@ def test_overlay_banner_is_drawn_once_inside_the_image(monkeypatch, height, widt
   if width >= 200:
     assert len(calls) == 1  # one line where it fits
   band_color = visualize.LABEL_COLOR if found else visualize.BANNER_COLOR
-  band = int(np.argmin((out[:, -1] == band_color).all(-1)))  # rows of the band
+  under = visualize.draw_prediction(image, PERSON, visible, keypoint_set=LSP)[:, -1]  # skeleton
+  band = int(np.argmin((out[:, -1] == visualize.banner_blend(under, band_color)).all(-1)))
   assert band >= 12
   for line, (x, y), scale, thickness in calls:
     (w, h), base = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)

@@ -263,8 +263,26 @@ def calibrate(
   record = choose(pos, neg, kinds, target_fpr)
   record["combined_weights"] = [float(w) for w in weights]
   record["negatives"] = {k: kinds.count(k) for k in dict.fromkeys(kinds)}
+  record["negatives_requested"] = int(per_kind)
+  record["negatives_note"] = negatives_note(record["negatives"], per_kind, len(sizes))
   record["num_positives"] = len(sizes)
   return record, pos, neg, kinds
+
+
+def negatives_note(counts: dict[str, int], per_kind: int, num_images: int) -> str:
+  """Why a kind of negatives has fewer than ``per_kind`` images ("" when none has): the
+  background crops need room beside the person, which a set of images cut close around
+  their person (LSP: 36 of its 1000 test images) seldom has."""
+  got = counts.get("background_crop", 0)
+  if got >= per_kind:
+    return ""
+  return (
+    f"background_crop: {got} of {per_kind}: only {got} of the {num_images} evaluation "
+    f"images have a strip beside the person at least {negatives.MIN_CROP_SIDE} px wide, "
+    f"clear of the joints by {negatives.CROP_CLEARANCE:.0%} of the person's size (images "
+    "cut close around their person leave no room); the generated kinds have "
+    f"{per_kind} each"
+  )
 
 
 def calibrate_run(run) -> dict:
@@ -312,6 +330,8 @@ def calibrate_run(run) -> dict:
     },
   )
   print(summary_line(record) + f"; stored in {workdir}/config.json, report in {out}/", flush=True)
+  if record["negatives_note"]:
+    print(f"note: negatives {record['negatives_note']}", flush=True)
   return record
 
 
@@ -327,7 +347,7 @@ def after_training(run) -> dict | None:
   if jax.process_count() > 1:  # the primary alone: orbax's reads would wait for the others
     print(
       "person presence NOT calibrated (a multi-process run); calibrate it on one host with: "
-      f"python launch.py --mode=calibrate --workdir={run.workdir}",
+      f"unipose-jax --mode=calibrate --workdir={run.workdir}",
       flush=True,
     )
     return None
@@ -340,10 +360,40 @@ def after_training(run) -> dict | None:
   except (OSError, ValueError, datasets.DatasetError, checkpoints.CheckpointError) as e:
     print(
       f"person presence NOT calibrated ({type(e).__name__}: {e}); the run is trained and "
-      f"saved; calibrate it with: python launch.py --mode=calibrate --workdir={run.workdir}",
+      f"saved; calibrate it with: unipose-jax --mode=calibrate --workdir={run.workdir}",
       flush=True,
     )
     return None
+
+
+def finished_note(run, saved) -> str | None:
+  """The line training prints instead of running again when ``run`` (a ``run.Run``) is
+  finished: its newest checkpoint is step ``num_train_steps``, that step's final
+  evaluation is written, and (unless ``calibrate_presence`` is off) its saved config
+  ``saved`` holds a person-presence calibration of that checkpoint. None otherwise."""
+  from unipose_jax import reports  # noqa: PLC0415
+
+  config, workdir, total = run.config, run.workdir, run.config.num_train_steps
+  final = os.path.join(workdir, "eval", f"step_{total}", reports.EVAL_METRICS_FILE)
+  if saved is None or not os.path.isdir(run.checkpoint_dir) or not os.path.exists(final):
+    return None
+  with run.checkpointer(read_only=True) as ckpt:
+    if ckpt.latest_step() != total:
+      return None
+  p = saved.predict
+  calibrated = bool(p.presence_score) and int(p.presence_step) == total
+  if config.calibrate_presence and not calibrated:
+    return None
+  presence = (
+    f" and person presence calibrated on it ({os.path.join(workdir, OUT_DIR, 'calibration.json')})"
+    if calibrated
+    else ""
+  )
+  return (
+    f"{workdir} is finished: checkpoint {total} of {total} steps evaluated "
+    f"({os.path.join(workdir, reports.EVAL_METRICS_FILE)}){presence}; nothing to do "
+    "(a larger --config.num_train_steps trains on)"
+  )
 
 
 def summary_line(record: dict) -> str:

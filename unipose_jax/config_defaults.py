@@ -37,7 +37,7 @@ NETWORK_KEYS = ("model", "codec.sigma", "codec.encoding", "data.input_size", "ke
 #: Keys (or sections) only training reads.
 TRAINING_KEYS = (
   "seed", "data.train_sources", "data.train_splits", "data.mixture_weights", "data.clip_length",
-  "data.worker_count", "data.augment", "data.flip_pairs", "model.pretrained", "model.init_from",
+  "data.worker_count", "data.augment", "data.flip_pairs", "data.crop", "model.pretrained", "model.init_from",
   "model.bn_sync",
   "loss",
   "optimizer", "batch_size", "num_train_steps", "parallelism", "log_every",
@@ -47,6 +47,7 @@ TRAINING_KEYS = (
 #: Keys (or sections) eval, predict and export read, free to change on a saved run.
 RUN_TIME_KEYS = (
   "data.data_dir", "data.eval_source", "data.eval_split", "data.eval_worker_count",
+  "data.eval_crop", "data.eval_margin",
   "model.dtype", "codec.decoding", "codec.eval_decodings", "codec.dark_kernel",
   "eval_batch_size", "flip_test", "num_example_images", "predict",
 )  # fmt: skip
@@ -86,6 +87,15 @@ def get_config() -> ml_collections.ConfigDict:
   # set whose joint names say nothing about sides (or to replace the set's own pairs);
   # () = the set's own pairs. Checked against K when the run resolves its set.
   c.data.flip_pairs = ()
+  # What training crops around: "joints" (the labeled joints' extent) or "box" (the
+  # example's own person box: COCO's annotation box, Penn Action's bbox, MPII's
+  # center/scale); "" = the training datasets' default (datasets.DATASETS' crop).
+  c.data.crop = ""
+  # The evaluation input: "whole" (the image letterboxed, LSP's protocol) or "box" (top-down:
+  # the person's square crop, data.eval_margin x its box); "" = the evaluation dataset's
+  # default (datasets.DATASETS' eval_crop). Training writes both resolved into config.json.
+  c.data.eval_crop = ""
+  c.data.eval_margin = 1.25  # eval_crop="box": the crop's side = this x the box's longer side
   # Training augmentation (input_pipeline.AugmentConfig).
   c.data.augment = ml_collections.ConfigDict()
   c.data.augment.margin = 1.25  # person box x margin fills the input before scaling

@@ -14,20 +14,28 @@ JAX nor Flax. The maths is the project's:
   pixel centres, ``x_input = (x_heatmap + 0.5) * s - 0.5`` with ``s = S / w``,
   and original pixels come back through the inverse of the letterbox affine.
 
+* whether there is a person is decided as ``Predictor`` decides it, by the presence
+  settings the export writes into its ``.json`` (:func:`predict_with_settings`,
+  :mod:`unipose_jax.presence_numpy`).
+
 ::
 
     run = onnx_runner("unipose.onnx")
     s = json.load(open("unipose.json"))  # the export's settings: K, the joints' names, ...
     keypoints, scores = predict(run, [image], s["input_size"], num_joints=s["num_joints"])
+    result = predict_with_settings(run, [image], s)  # the same, and whether there is a person
+    result.person_found[0], result.keypoints[0]
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from unipose_jax import presence_numpy
 from unipose_jax.geometry import (
   apply_affine_to_points,
   input_hw,
@@ -289,12 +297,22 @@ def predict(
   empty ``images`` is a ``ValueError`` (the number of channels, hence the result's shape,
   needs one image).
   """
+  heatmaps, affines = _heatmaps(run, images, input_size, num_joints)
+  return _decode(heatmaps, affines, input_size, decoding, sigma, dark_kernel, dark_sigma)
+
+
+def _heatmaps(run, images, input_size: int, num_joints: int) -> tuple[np.ndarray, np.ndarray]:
+  """``(heatmaps (N, h, w, C - 1) without the background, affines (N, 2, 3))``."""
   images = list(images)
   if not images:
     raise ValueError("deploy.predict needs at least one image; got none")
   inputs, affines = zip(*(letterbox(image, input_size) for image in images))
   _, joints, box = split_maps(np.asarray(run(np.stack(inputs))), num_joints=num_joints)
   heatmaps = joints if box is None else np.concatenate([joints, box], axis=-1)
+  return heatmaps, np.stack(affines)
+
+
+def _decode(heatmaps, affines, input_size, decoding, sigma, dark_kernel, dark_sigma):
   keypoints, scores = decode_heatmaps(
     heatmaps,
     input_size,
@@ -303,4 +321,31 @@ def predict(
     dark_kernel=dark_kernel,
     dark_sigma=dark_sigma,
   )
-  return to_original(keypoints, np.stack(affines)), scores
+  return to_original(keypoints, affines), scores
+
+
+class Result(NamedTuple):
+  """:func:`predict_with_settings`'s answer for ``N`` images: ``keypoints (N, C - 1, 2)``
+  original pixels and ``scores (N, C - 1)`` as :func:`predict` gives them; ``presence``
+  ``(N,)`` float32, the presence score (None for an uncalibrated run); ``person_found``
+  ``(N,)`` bool, ``Predictor``'s first-pass verdict."""
+
+  keypoints: np.ndarray
+  scores: np.ndarray
+  presence: np.ndarray | None
+  person_found: np.ndarray
+
+
+def predict_with_settings(
+  run: Callable[[np.ndarray], np.ndarray], images: Sequence[np.ndarray], settings: Mapping[str, Any]
+) -> Result:
+  """:func:`predict` with the decoding settings of an export's ``.json`` (``settings``, as
+  ``json.load`` reads it), and whether each image holds a person, decided from the same
+  heatmaps by the settings' presence score and threshold (``presence_numpy.decide``)."""
+  s = settings
+  num_joints = s["num_joints"]
+  heatmaps, affines = _heatmaps(run, images, s["input_size"], num_joints)
+  presence, found = presence_numpy.decide(heatmaps, s, num_joints=num_joints, sigma=s["sigma"])
+  keypoints, scores = _decode(heatmaps, affines, s["input_size"], s["decoding"], s["sigma"],
+                              s["dark_kernel"], s["dark_sigma"])  # fmt: skip
+  return Result(keypoints, scores, presence, found)

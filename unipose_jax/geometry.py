@@ -167,6 +167,20 @@ def crop_affine(box: np.ndarray, height: int, width: int, input_size: Any, margi
   return np.array([[zoom, 0.0, offset[0]], [0.0, zoom, offset[1]]])
 
 
+def square_crop_affine(centre, side: float, input_size: Any) -> np.ndarray:
+  """Affine (2, 3) original -> input of the crop of the input's aspect ratio whose longer
+  side is ``side`` (``d``), centred at ``centre`` (2,); ``input_size`` ``S`` or ``(H_in,
+  W_in)``, ``L = max(H_in, W_in)`` (a square input: the square of side ``d``). Its area maps
+  onto the input's pixel area ``[-0.5, W_in - 0.5] x [-0.5, H_in - 0.5]``, ``x_in = (L / d)
+  (x - c_x) + (W_in - 1) / 2``, ``y_in = (L / d) (y - c_y) + (H_in - 1) / 2``, the convention
+  of :func:`crop_affine` and ``transforms.train_affine``, without the second pass's minimum."""
+  in_h, in_w = input_hw(input_size, "input_size")
+  c = np.asarray(centre, np.float64)
+  zoom = max(in_h, in_w) / max(float(side), 1.0)
+  offset = np.array([(in_w - 1) / 2.0, (in_h - 1) / 2.0]) - zoom * c
+  return np.array([[zoom, 0.0, offset[0]], [0.0, zoom, offset[1]]])
+
+
 # ----------------------------------------------------------------------------- boxes of joints
 
 

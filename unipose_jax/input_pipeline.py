@@ -98,6 +98,7 @@ def make_train_dataset(
   augment: AugmentConfig = AugmentConfig(),
   num_epochs: int | None = None,
   flip_permutation: Sequence[int] | None = None,
+  crop: str = "joints",
 ) -> grain.MapDataset:
   """The training pipeline as a ``grain.MapDataset`` of batches (see :func:`make_train_iterator`)."""
   if not sources:
@@ -125,7 +126,11 @@ def make_train_dataset(
   if augment.flip_prob > 0 and flip_permutation is None:
     raise ValueError("flip augmentation needs the keypoint set's flip permutation")
   fn = functools.partial(
-    transform_train, cfg=augment, input_size=input_size, flip_permutation=flip_permutation
+    transform_train,
+    cfg=augment,
+    input_size=input_size,
+    flip_permutation=flip_permutation,
+    crop=crop,
   )
   ds = ds.random_map(fn, seed=_derive_seed(seed, 1, shard_index))
   return ds.batch(batch_size, drop_remainder=True)
@@ -144,6 +149,7 @@ def make_train_iterator(
   num_epochs: int | None = None,
   *,
   flip_permutation: Sequence[int] | None = None,
+  crop: str = "joints",
   read_threads: int = 2,
   prefetch_batches: int = 2,
 ) -> grain.DatasetIterator:
@@ -166,6 +172,8 @@ def make_train_iterator(
     augment: augmentation ranges.
     flip_permutation: the keypoint set's ``(K,)`` flip permutation (needed when
       ``augment.flip_prob > 0``; a set without flip pairs trains with flips off).
+    crop: what the crop centres on, ``"joints"`` (the labeled joints' box) or ``"box"``
+      (the example's person region, ``transforms.person_region``).
     num_epochs: ``None`` repeats forever; ``n`` repeats each source ``n``
       times and ends when the first source (relative to its weight) runs out
       (with one source: exactly ``n`` passes minus the dropped remainder).
@@ -180,7 +188,7 @@ def make_train_iterator(
   """
   ds = make_train_dataset(
     sources, mixture_weights, batch_size, input_size, seed, shard_index, shard_count, augment,
-    num_epochs, flip_permutation,
+    num_epochs, flip_permutation, crop,
   )  # fmt: skip
   return _finish_iterator(
     ds, worker_count=worker_count, read_threads=read_threads, prefetch_batches=prefetch_batches
@@ -242,6 +250,8 @@ def make_eval_dataset(
   input_size: int | tuple[int, int],
   shard_index: int = 0,
   shard_count: int = 1,
+  crop: str = "whole",
+  margin: float = 1.25,
 ) -> grain.MapDataset:
   """The evaluation pipeline as a ``grain.MapDataset`` of batches (see :func:`make_eval_iterator`)."""
   if batch_size <= 0:
@@ -250,7 +260,7 @@ def make_eval_dataset(
   start, stop = eval_shard_range(n, shard_index, shard_count)
   length = num_eval_batches(n, batch_size, shard_count) * batch_size
   ds = grain.MapDataset.source(_PaddedShard(source, start, stop, length))
-  ds = ds.map(functools.partial(transform_eval, input_size=input_size))
+  ds = ds.map(functools.partial(transform_eval, input_size=input_size, crop=crop, margin=margin))
   return ds.batch(batch_size, drop_remainder=False)
 
 
@@ -262,10 +272,13 @@ def make_eval_iterator(
   shard_count: int = 1,
   worker_count: int = 0,
   *,
+  crop: str = "whole",
+  margin: float = 1.25,
   read_threads: int = 2,
   prefetch_batches: int = 2,
 ) -> grain.DatasetIterator:
-  """One in-order pass of letterboxed evaluation batches.
+  """One in-order pass of evaluation batches: whole images letterboxed (``crop="whole"``)
+  or the person's square crop, ``margin`` x its region (``"box"``, ``transforms.eval_affine``).
 
   Process ``i`` of ``P`` reads the contiguous block :func:`eval_shard_range`
   of the source, so every record is in exactly one process's shard. Each
@@ -277,7 +290,7 @@ def make_eval_iterator(
   Returns:
     A grain ``DatasetIterator`` of batch dicts (module docstring).
   """
-  ds = make_eval_dataset(source, batch_size, input_size, shard_index, shard_count)
+  ds = make_eval_dataset(source, batch_size, input_size, shard_index, shard_count, crop, margin)
   return _finish_iterator(
     ds, worker_count=worker_count, read_threads=read_threads, prefetch_batches=prefetch_batches
   )

@@ -4,7 +4,9 @@
   write_images, write_texts, write_histograms, write_hparams, flush, close) on tensorboardX
   event files and ``<workdir>/metrics.jsonl``. (clu's own ``metric_writers`` and
   ``periodic_actions`` import TensorFlow when imported, which this project never installs;
-  ``clu.metrics`` does not.) Opened with ``resume_step``, it
+  ``clu.metrics`` does not.) metrics.jsonl holds one row per step: the scalars written at
+  the step of the last row (the step's images/s, its evaluation) join that row, rewritten
+  in place with one write. Opened with ``resume_step``, it
   first drops every row of a later step (rows written after the checkpoint the run resumes
   from, which the run will write again) and has TensorBoard purge those steps, so each
   step appears once: the run's true history.
@@ -14,6 +16,7 @@
 Only the primary process (index 0) writes; elsewhere the writer does nothing.
 """
 
+import contextlib
 import json
 import os
 import time
@@ -49,8 +52,9 @@ def _truncate_jsonl(path: str, last_step: int) -> int:
 class MetricWriter:
   """Scalars to ``<workdir>/metrics.jsonl`` and TensorBoard events under ``<workdir>/tensorboard``.
 
-  Each line of metrics.jsonl is ``{"step": int, "time": unix seconds, name: value, ...}``.
-  ``resume_step``: the step the run restarts from; rows of later steps are removed.
+  Each line of metrics.jsonl is ``{"step": int, "time": unix seconds, name: value, ...}``,
+  one line per step (``time``: when its first scalars came). ``resume_step``: the step the
+  run restarts from; rows of later steps are removed.
   """
 
   def __init__(self, workdir: str, resume_step: int | None = None, enabled: bool | None = None):
@@ -67,16 +71,52 @@ class MetricWriter:
     from tensorboardX import SummaryWriter  # noqa: PLC0415
 
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
-    self._jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115
+    self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    self._end = os.lseek(self._fd, 0, os.SEEK_END)
+    self._last, self._last_at = self._last_row(path), None  # the last row, its offset
+    if self._last is not None:
+      self._last_at = self._end - len(self._line(self._last))
+
+  @staticmethod
+  def _line(row: Mapping[str, Any]) -> bytes:
+    return (json.dumps(row) + "\n").encode("utf-8")
+
+  def _last_row(self, path: str) -> dict | None:
+    """The file's last row when it ends with a whole line written as this writer writes
+    them (a resumed run's final evaluation joins it), else None."""
+    if self._end == 0:
+      return None
+    with open(path, "rb") as f:
+      f.seek(max(0, self._end - 65536))
+      tail = f.read()
+    if not tail.endswith(b"\n"):
+      return None
+    try:
+      row = json.loads(tail.rstrip(b"\n").rsplit(b"\n", 1)[-1])
+    except ValueError:
+      return None
+    return (
+      row if isinstance(row, dict) and self._line(row) == tail[-len(self._line(row)) :] else None
+    )
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    """TensorBoard scalars, and the row of ``step``: a new line, or the last line with
+    these scalars added when it is the same step's (rewritten by one ``pwrite``, so a
+    kill leaves the old line or the new one)."""
     if not self.enabled:
       return
     clean = {k: float(v) for k, v in scalars.items()}
     for name, value in clean.items():
       self._tb.add_scalar(name, value, global_step=step)
-    self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **clean}) + "\n")
-    self._jsonl.flush()
+    if self._last is not None and self._last.get("step") == int(step):
+      row, at = {**self._last, **clean}, self._last_at
+    else:
+      row, at = {"step": int(step), "time": time.time(), **clean}, self._end
+    line = self._line(row)
+    os.pwrite(self._fd, line, at)
+    if at + len(line) < self._end:  # a shorter row (a value rewritten): cut the rest
+      os.ftruncate(self._fd, at + len(line))
+    self._last, self._last_at, self._end = row, at, at + len(line)
 
   def write_images(self, step: int, images: Mapping[str, Any]) -> None:
     if self.enabled:
@@ -99,12 +139,11 @@ class MetricWriter:
   def flush(self) -> None:
     if self.enabled:
       self._tb.flush()
-      self._jsonl.flush()
 
   def close(self) -> None:
     if self.enabled:
       self._tb.close()
-      self._jsonl.close()
+      os.close(self._fd)
       self.enabled = False
 
 
@@ -113,7 +152,8 @@ class ReportProgress:
   process) and writes ``images_per_s`` to the writer.
 
   Call ``progress(step)`` once at the first step (it starts the clock), then every step;
-  ``progress.extra`` holds scalars (the loss) shown on the next line.
+  ``progress.extra`` holds scalars (the loss) shown on the next line. Time spent inside
+  ``with progress.paused():`` (the evaluations) is left out of the step rate and the ETA.
   """
 
   def __init__(self, *, num_train_steps: int, images_per_step: int, every_steps: int, writer=None):
@@ -143,6 +183,17 @@ class ReportProgress:
       self.writer.write_scalars(step, {"images_per_s": images_per_s})
     self._previous = (step, now)
     return True
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Leave the time spent in this block out of the rate (the clock moves past it)."""
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      if self._previous is not None:
+        step, since = self._previous
+        self._previous = (step, since + time.perf_counter() - start)
 
 
 def format_seconds(seconds: float) -> str:

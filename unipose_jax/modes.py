@@ -9,6 +9,7 @@ line).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -52,18 +53,38 @@ def _original_variables(run: Run, model):
   return variables
 
 
+def _new_folders(folder: str) -> list[str]:
+  """The folders of ``folder``'s path (itself included) that do not exist yet, deepest
+  first: those ``files.check_writable`` would create."""
+  out, path = [], os.path.abspath(folder)
+  while not os.path.lexists(path) and os.path.dirname(path) != path:
+    out.append(path)
+    path = os.path.dirname(path)
+  return out
+
+
 def evaluate_checkpoint(run: Run, step: int | None = None) -> dict[str, dict[str, float]]:
   """``--mode=eval``: the run's checkpoint (``step``, else the best, else the newest intact
   one) or, with ``config.model.init_from`` and no checkpoint folder, an original UniPose
   ``.pth``, evaluated with every configured decoder; the files go to
   ``<workdir>/eval/<checkpoint_N | original_NAME>/`` (``reports.write_eval``) and the table
   to the console. Returns ``{decoder: summary}``."""
-  from unipose_jax import distributed, evaluate, reports  # noqa: PLC0415
+  from unipose_jax import checkpoints, distributed, evaluate, reports  # noqa: PLC0415
 
   config = run.config
   run_config.validate(config, training=False)
+  eval_dir = os.path.join(run.workdir, "eval")
+  made = _new_folders(eval_dir)
   if distributed.is_primary():  # before anything is read or compiled
-    files.check_writable(os.path.join(run.workdir, "eval"), "the evaluation folder")
+    files.check_writable(eval_dir, "the evaluation folder")
+  if not (config.model.init_from and not os.path.isdir(run.checkpoint_dir)):
+    try:
+      run.check_has_checkpoint()  # "train first"
+    except checkpoints.CheckpointError:
+      for folder in made:  # the folders the check made, deepest first: nothing left behind
+        with contextlib.suppress(OSError):
+          os.rmdir(folder)
+      raise
   mesh = distributed.data_mesh()
   model = run.model()
   if config.model.init_from and not os.path.isdir(run.checkpoint_dir) and not run.is_release:
@@ -82,7 +103,7 @@ def evaluate_checkpoint(run: Run, step: int | None = None) -> dict[str, dict[str
   result = evaluate.Evaluator.from_run(run, mesh, model).run(variables, should_stop=stop,
                                                              progress=True)  # fmt: skip
   reports.write_eval(os.path.join(run.workdir, "eval", name), result)
-  reports.print_summary(result.summary, title=title)
+  reports.print_summary(result.summary, title, result.keypoint_set)
   return result.summary
 
 
@@ -116,6 +137,7 @@ def export_checkpoint(run: Run, output: str | None) -> str:
   path = export.export_onnx(
     run.model(), variables, output, run.config.data.input_size, verify=True,
     before_rename=lambda: files.write_json(settings, run.export_settings(step)),
+    log=lambda line: print(line, flush=True),
   )  # fmt: skip
   print(f"wrote {path} (checkpoint {step}) and its decoding settings {settings}")
   return str(path)

@@ -302,12 +302,12 @@ def presence_note(config, workdir: str, step: int) -> str | None:
     return (
       f"note: {workdir} has no person-presence calibration (config.json has no "
       'predict.presence_score): a person is "found" whenever any joint scores >= '
-      f"{p.score_threshold:g}, which says little. Calibrate it with: python launch.py "
+      f"{p.score_threshold:g}, which says little. Calibrate it with: unipose-jax "
       f"--mode=calibrate --workdir={workdir}"
     )
   if p.presence_step != step:
     return (
       f"note: person presence was calibrated on checkpoint {p.presence_step}, predicting "
-      f"with {step}; recalibrate with: python launch.py --mode=calibrate --workdir={workdir}"
+      f"with {step}; recalibrate with: unipose-jax --mode=calibrate --workdir={workdir}"
     )
   return None

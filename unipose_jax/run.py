@@ -282,6 +282,29 @@ class Run:
     self._check_sets([d.eval_source])
     return data_source(d.eval_source, d.eval_split, d.data_dir)
 
+  @property
+  def train_crop(self) -> str:
+    """What training crops around (``data.crop``; ``""``: the training datasets' default,
+    ``datasets.DATASETS``' ``crop``, which must agree; ``run_config.ConfigError`` else)."""
+    d = self.config.data
+    if d.crop:
+      return d.crop
+    found = {datasets.entry(n).crop for n in d.train_sources}
+    if len(found) != 1:
+      raise run_config.ConfigError(
+        f"data.crop: the training sources {tuple(d.train_sources)} crop differently by "
+        f"default ({', '.join(sorted(found))}); set data.crop to 'joints' or 'box'"
+      )
+    return found.pop()
+
+  @property
+  def eval_crop(self) -> str:
+    """The evaluation input (``data.eval_crop``; ``""``: the evaluation dataset's default,
+    ``datasets.DATASETS``' ``eval_crop``: ``"whole"`` for LSP, ``"box"`` for MPII, COCO and
+    Penn Action)."""
+    d = self.config.data
+    return d.eval_crop or datasets.entry(d.eval_source).eval_crop
+
   def _check_sets(self, names) -> None:
     kset = self.keypoint_set
     for name in names:
@@ -309,10 +332,13 @@ class Run:
 
   def resolved_config(self) -> ml_collections.ConfigDict:
     """The config with its defaults resolved (``codec.dark_kernel`` 0 -> the size used,
-    the ``keypoints`` section -> :attr:`keypoint_set`), as training writes it to
+    ``data.crop``/``eval_crop`` "" -> :attr:`train_crop`/:attr:`eval_crop`, the
+    ``keypoints`` section -> :attr:`keypoint_set`), as training writes it to
     ``config.json``."""
     config = ml_collections.ConfigDict(self.config.to_dict())
     config.codec.dark_kernel = self.codec.dark_kernel_size
+    config.data.crop = self.train_crop
+    config.data.eval_crop = self.eval_crop
     config[run_config.KEYPOINTS_SECTION] = run_config.keypoint_section(self.keypoint_set)
     return config
 
@@ -343,6 +369,26 @@ class Run:
 
     return checkpoints.Checkpointer(self.checkpoint_dir, best_metric=self.best_metric, **kwargs)
 
+  def check_has_checkpoint(self, ckpt=None) -> None:
+    """Raise ``checkpoints.CheckpointError`` ("train first") when the run has no
+    checkpoint; reads only (``ckpt``: an open read-only checkpointer of the run)."""
+    from unipose_jax import checkpoints  # noqa: PLC0415
+
+    if self.is_release:
+      return  # a release folder holds its variables, no checkpoints
+    if ckpt is not None:
+      steps = ckpt.all_steps()
+    elif os.path.isdir(self.checkpoint_dir):
+      with self.checkpointer(read_only=True) as opened:
+        steps = opened.all_steps()
+    else:
+      steps = []
+    if not steps:
+      raise checkpoints.CheckpointError(
+        f"no checkpoint in {self.checkpoint_dir}: train first "
+        f"(unipose-jax --mode=train --workdir={self.workdir})"
+      )
+
   def load_variables(self, step: int | None = None) -> tuple[dict[str, Any], int]:
     """Model variables ``{"params", "batch_stats"}`` (host arrays) of a checkpoint, and
     its step.
@@ -353,7 +399,7 @@ class Run:
     (:attr:`is_release`) gives its variables (float32) and the step they came from
     (``release.ReleaseError`` when damaged, or for another ``step``).
     """
-    from unipose_jax import checkpoints, release  # noqa: PLC0415
+    from unipose_jax import release  # noqa: PLC0415
 
     if self.is_release:
       variables, saved_step = release.load_release(self.workdir)
@@ -363,11 +409,7 @@ class Run:
         )
       return variables, saved_step
     with self.checkpointer(read_only=True) as ckpt:
-      if not ckpt.all_steps():
-        raise checkpoints.CheckpointError(
-          f"no checkpoint in {self.checkpoint_dir}: train first "
-          f"(launch.py --mode=train --workdir={self.workdir})"
-        )
+      self.check_has_checkpoint(ckpt)
       restored = ckpt.restore(step=step, prefer_best=step is None)
     state = restored.state
     return {"params": state["params"], "batch_stats": state["batch_stats"]}, restored.step
@@ -377,8 +419,16 @@ class Run:
   def export_settings(self, step: int) -> dict[str, Any]:
     """The decoding settings written beside an exported ONNX file, resolved: the DARK
     kernel's size and sigma are the ones the codec uses, ready for
-    ``deploy.predict(..., dark_kernel=, dark_sigma=)``."""
+    ``deploy.predict(..., dark_kernel=, dark_sigma=)``; and the person-presence decision
+    (``presence_numpy.settings_of``: score, weights, threshold, the checkpoint it was
+    calibrated on) that ``deploy.predict_with_settings`` applies as ``Predictor`` does."""
+    from unipose_jax import presence, presence_numpy  # noqa: PLC0415
+
     codec = self.codec
+    decision = presence_numpy.settings_of(
+      self.config.predict, presence.symmetric_limbs(self.keypoint_set.joint_names)
+    )
+    decision["presence_step"] = int(self.config.predict.presence_step)
     return {
       "checkpoint_step": int(step),
       "input_size": self.config.data.input_size,
@@ -393,6 +443,7 @@ class Run:
       "num_joints": self.num_joints,
       "joint_names": list(self.keypoint_set.joint_names),
       "flip_pairs": [list(p) for p in self.keypoint_set.flip_pairs],
+      **decision,
     }
 
   def predictor_settings(self) -> dict[str, Any]:

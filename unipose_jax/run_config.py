@@ -175,6 +175,9 @@ def _training_checks(config, errors: list[str]) -> None:
   if any(not w >= 0 for w in d.mixture_weights) or not sum(d.mixture_weights) > 0:
     errors.append(f"data.mixture_weights={tuple(d.mixture_weights)}: need >= 0, sum > 0")
   _flip_pairs_check(d.flip_pairs, errors)
+  from unipose_jax import transforms  # noqa: PLC0415
+
+  _choice(config, "data.crop", ("", *transforms.TRAIN_CROPS), errors)
   a = d.augment
   _number(config, "data.augment.margin", errors, above=True)
   _number(config, "data.augment.rotation_deg", errors, high=180.0)
@@ -200,6 +203,10 @@ def validate(config: ml_collections.ConfigDict, training: bool = True, source: s
       _training_checks(config, errors)
     _positive(config, "eval_batch_size", errors)
     _positive(config, "data.eval_worker_count", errors, zero_ok=True)
+    from unipose_jax import transforms  # noqa: PLC0415
+
+    _choice(config, "data.eval_crop", ("", *transforms.EVAL_CROPS), errors)
+    _number(config, "data.eval_margin", errors, above=True)
     _positive(config, "num_example_images", errors, zero_ok=True)
     try:
       size = geometry.input_hw(config.data.input_size)
@@ -236,9 +243,24 @@ def validate(config: ml_collections.ConfigDict, training: bool = True, source: s
     raise ConfigError(f"bad config{f' ({source})' if source else ''}:\n  " + "\n  ".join(errors))
 
 
-def suggest_key(config: ml_collections.ConfigDict, key: str) -> str:
-  """``" (did you mean 'a.b'?)"`` for an unknown dotted key, or ``""``."""
-  match = difflib.get_close_matches(key, list(flat_keys(config)), n=1, cutoff=0.6)
+#: The modes that read every key of a config; the others (eval, predict, export,
+#: calibrate) read only the run-time keys (``config_defaults.key_role``).
+_ALL_KEY_MODES = (None, "train", "prepare", "compile")
+
+
+def accepted_keys(config: ml_collections.ConfigDict, mode: str | None = None) -> list[str]:
+  """The dotted keys of ``config`` that ``--mode=mode`` may override: all of them for
+  training (and without a mode), the run-time keys for the modes that read a trained run."""
+  keys = list(flat_keys(config))
+  if mode in _ALL_KEY_MODES:
+    return keys
+  return [k for k in keys if config_defaults.key_role(k) == "run-time"]
+
+
+def suggest_key(config: ml_collections.ConfigDict, key: str, mode: str | None = None) -> str:
+  """``"; did you mean 'a.b'?"`` for an unknown dotted key, the nearest among the keys
+  ``mode`` accepts (:func:`accepted_keys`), or ``""``."""
+  match = difflib.get_close_matches(key, accepted_keys(config, mode), n=1, cutoff=0.6)
   return f"; did you mean {match[0]!r}?" if match else ""
 
 

@@ -255,6 +255,7 @@ def make_train_iterator(run, mesh, shard_index: int | None = None, shard_count=N
     worker_count=d.worker_count,
     augment=augment,
     flip_permutation=run.flip_permutation,
+    crop=run.train_crop,
   )
 
 
@@ -287,6 +288,10 @@ def train_run(run: run_lib.Run, stop_after: int | None = None, devices=None):
       _check_same_set(run, saved, workdir)
     # This config names the best-checkpoint metric; the saved run's keypoint set is kept.
     run.saved = None
+    finished = calibrate.finished_note(run, saved)
+    if finished is not None:  # evaluated and calibrated: no 25 s calibration again
+      _log(finished)
+      return {}
     if distributed.is_primary():
       run_config.save(run.resolved_config(), workdir)
     summary = _train(run, stop_after, distributed.data_mesh(devices))

@@ -68,9 +68,10 @@ def run(
   progress(first_step)
   final_done = os.path.join(workdir, "eval", f"step_{total}", reports.EVAL_METRICS_FILE)
   if first_step == total and not os.path.exists(final_done):  # stopped or failed before it
-    summary, eval_failed = _evaluate(
-      evaluator, writer, ckpt, trainer.canonical(state), workdir, step, total, guard
-    )
+    with progress.paused():
+      summary, eval_failed = _evaluate(
+        evaluator, writer, ckpt, trainer.canonical(state), workdir, step, total, guard
+      )
   while step < total:
     state, m = trainer.step(state, next(batches))
     metrics = m if metrics is None else metrics.merge(m)
@@ -96,9 +97,10 @@ def run(
         raise _diverged("the train state is not finite", step, ckpt, c)
       ckpt.save(step, canonical, batches.get_state())
     if eval_now:
-      summary, eval_failed = _evaluate(
-        evaluator, writer, ckpt, canonical, workdir, step, total, guard
-      )
+      with progress.paused():  # the ETA is of training steps: evaluations left out
+        summary, eval_failed = _evaluate(
+          evaluator, writer, ckpt, canonical, workdir, step, total, guard
+        )
     if stop:
       ckpt.wait()
       why = (
@@ -121,7 +123,11 @@ def run(
 
 
 #: Evaluation metrics logged to TensorBoard / metrics.jsonl and saved with a checkpoint.
-SUMMARY = ("pck@0.2", "pck@0.1", "pck@0.05", "auc@0.2", "pckh@0.5", "box_iou", "box_iou>=0.5")
+#: (``pckh@0.5`` and ``pck@0.2`` are also MPII's and Penn Action's best-metric aliases; ``AP``
+#: COCO's.)
+SUMMARY = (
+  "pck@0.2", "pck@0.1", "pck@0.05", "auc@0.2", "pckh@0.5", "box_iou", "box_iou>=0.5", "AP",
+)  # fmt: skip
 
 #: Faults of an evaluation during training that the run survives (its checkpoint is saved).
 EVALUATION_FAULTS = (OSError, datasets.DatasetError, checkpoints.CheckpointError)
@@ -163,9 +169,10 @@ def _evaluate(evaluator, writer, ckpt, state, workdir: str, step: int, total: in
   writer.write_scalars(step, {f"eval/{k}": v for k, v in _flat(result.summary).items()})
   if final:
     title = f"final evaluation: checkpoint {step} (the last step, {step} of {total})"
-    reports.write_final_summary(workdir, result.summary, title=title)
+    reports.write_final_summary(workdir, result.summary, title, result.keypoint_set)
   else:
-    reports.print_summary(result.summary, title=f"evaluation of checkpoint {step} (step {step})")
+    title = f"evaluation of checkpoint {step} (step {step})"
+    reports.print_summary(result.summary, title, result.keypoint_set)
   return result.summary, None
 
 

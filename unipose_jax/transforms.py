@@ -40,6 +40,7 @@ from unipose_jax.geometry import (
   is_flipping,
   letterbox_affine,
   person_box,
+  square_crop_affine,
 )
 
 #: Border fill of warped images: the mean colour, which normalises to ~0.
@@ -109,6 +110,7 @@ def train_affine(
   rng: np.random.Generator,
   cfg: AugmentConfig,
   input_size: Any,
+  region: tuple[np.ndarray, float] | None = None,
 ) -> np.ndarray:
   """Random training affine: person-centred crop, scale, rotation, flip, translation.
 
@@ -119,7 +121,9 @@ def train_affine(
   ``S_c = ((W_in-1)/2, (H_in-1)/2)`` the input centre, ``M = diag(-1, 1)`` when
   flipping (mirror about the vertical line through the input centre), and
   ``t = U(-f, f) * (W_in, H_in)``. Exactly six uniforms are drawn from ``rng``
-  every call, so the draw sequence does not depend on the branches.
+  every call, so the draw sequence does not depend on the branches. ``region``: the
+  person's ``(centre (2,), extent)`` to crop (:func:`person_region` for this input size,
+  ``data.crop="box"``); None: the labeled joints' box (:func:`~unipose_jax.geometry.person_box`).
 
   A flip is recognisable as ``det(A[:, :2]) < 0`` (:func:`is_flipping`); joints
   then must be relabelled with the keypoint set's ``flip_permutation``.
@@ -129,7 +133,9 @@ def train_affine(
   """
   u = rng.random(6)
   in_h, in_w = input_hw(input_size, "input_size")
-  centre, extent = person_box(keypoints, labeled, height, width, (in_h, in_w))
+  if region is None:
+    region = person_box(keypoints, labeled, height, width, (in_h, in_w))
+  centre, extent = region
   lo, hi = cfg.scale_range
   zoom = (lo + (hi - lo) * u[0]) * max(in_h, in_w) / (cfg.margin * extent)
   theta = math.radians(cfg.rotation_deg * (2.0 * u[2] - 1.0)) if u[1] < cfg.rotation_prob else 0.0
@@ -141,6 +147,59 @@ def train_affine(
     lin[0] *= -1.0
   out_centre = np.array([(in_w - 1) / 2.0 + tx, (in_h - 1) / 2.0 + ty])
   return np.concatenate([lin, (out_centre - lin @ centre)[:, None]], axis=1)
+
+
+#: ``data.crop``: what training crops around: the labeled joints' extent, or the example's
+#: person box (:func:`person_region`).
+TRAIN_CROPS = ("joints", "box")
+#: ``data.eval_crop``: the whole image letterboxed (LSP's protocol), or the person's square
+#: crop (top-down: MPII, COCO, Penn Action).
+EVAL_CROPS = ("whole", "box")
+#: MPII's person centre lies above the hips: HRNet (and DarkPose, mmpose) move it down by
+#: this many ``scale`` units (``scale`` = person height / 200 px) before cropping.
+MPII_CENTRE_SHIFT = 15.0
+#: MPII's person box side per ``scale`` unit (the annotation's definition of ``scale``).
+MPII_SCALE_PX = 200.0
+
+
+def person_region(
+  record: Mapping[str, Any],
+  keypoints: np.ndarray,
+  labeled: np.ndarray,
+  height: int,
+  width: int,
+  input_size: Any = 1,
+) -> tuple[np.ndarray, float]:
+  """``(centre (2,), extent)``: the person's region, in original pixels, before any margin,
+  grown to the aspect ratio of ``input_size`` (``S`` or ``(H_in, W_in)``, ``L = max(H_in,
+  W_in)``): ``extent`` is the longer side of the grown region, ``max(w L / W_in, h L / H_in)``
+  for a region ``w`` wide and ``h`` high (a square input: ``max(w, h)``).
+
+  * MPII (the record has ``center`` and ``scale`` > 0): HRNet's, ``centre = center + (0,
+    15 scale)``, ``extent = 200 scale`` (with HRNet's 1.25 as the margin this is its crop);
+  * else the record's ``box`` [x1, y1, x2, y2] (COCO's annotation box, Penn Action's
+    ``bbox``): its centre and longer side;
+  * else, or when that box is not finite or under 1 pixel, the labeled joints' box
+    (:func:`~unipose_jax.geometry.person_box`, the whole image without a labeled joint).
+  """
+  in_h, in_w = input_hw(input_size, "input_size")
+  long = max(in_h, in_w)
+  if "center" in record and "scale" in record:
+    c = np.asarray(record["center"], np.float64)
+    sc = float(np.asarray(record["scale"]))
+    if np.isfinite(c).all() and np.isfinite(sc) and sc > 0:
+      side = MPII_SCALE_PX * sc  # a square region
+      return c + np.array([0.0, MPII_CENTRE_SHIFT * sc]), max(
+        side * (long / in_w), side * (long / in_h)
+      )
+  if "box" in record:
+    b = np.asarray(record["box"], np.float64)
+    if b.shape == (4,) and np.isfinite(b).all():
+      bw, bh = b[2:] - b[:2]
+      extent = float(max(bw * (long / in_w), bh * (long / in_h)))
+      if extent >= 1.0:
+        return (b[:2] + b[2:]) / 2.0, extent
+  return person_box(keypoints, labeled, height, width, (in_h, in_w))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,8 +293,12 @@ def transform_train(
   cfg: AugmentConfig = AugmentConfig(),
   input_size: Any = 368,
   flip_permutation: Sequence[int] | None = None,
+  crop: str = "joints",
 ) -> dict[str, np.ndarray]:
   """Augments one record for training (one composed affine, one warp).
+
+  ``crop`` (:data:`TRAIN_CROPS`): ``"joints"`` centres the crop on the labeled joints' box,
+  ``"box"`` on the person's region (:func:`person_region`).
 
   ``flip_permutation``: the keypoint set's ``(K,)`` flip permutation, which relabels the
   joints of a flipped sample; None (a set without flip pairs) needs ``cfg.flip_prob`` 0.
@@ -259,7 +322,10 @@ def transform_train(
   """
   image, kp, labeled, _ = check_record(record)
   h, w = image.shape[:2]
-  affine = train_affine(kp, labeled, h, w, rng, cfg, input_size)
+  if crop not in TRAIN_CROPS:
+    raise ValueError(f"crop must be one of {TRAIN_CROPS}, got {crop!r}")
+  region = person_region(record, kp, labeled, h, w, input_size) if crop == "box" else None
+  affine = train_affine(kp, labeled, h, w, rng, cfg, input_size, region)
   if is_flipping(affine):
     if flip_permutation is None:
       raise ValueError(
@@ -287,8 +353,28 @@ PROTOCOL_FIELDS: dict[str, Any] = {
 }
 
 
-def transform_eval(record: Mapping[str, Any], *, input_size: Any = 368) -> dict[str, np.ndarray]:
-  """Letterboxes one record for evaluation (whole image, aspect kept, centred).
+def eval_affine(
+  record: Mapping[str, Any], kp: np.ndarray, labeled: np.ndarray, height: int, width: int,
+  input_size: Any, crop: str = "whole", margin: float = 1.25,
+) -> np.ndarray:  # fmt: skip
+  """The (2, 3) original -> input affine of an evaluation record: ``crop="whole"`` the
+  letterbox of the whole image (:func:`~unipose_jax.geometry.letterbox_affine`);
+  ``"box"`` the crop of the input's aspect ratio whose longer side is ``margin`` x the person
+  region's extent (the region grown to that aspect, :func:`person_region`) around its centre."""
+  if crop == "whole":
+    return letterbox_affine(height, width, input_size)
+  if crop != "box":
+    raise ValueError(f"eval crop must be one of {EVAL_CROPS}, got {crop!r}")
+  centre, extent = person_region(record, kp, labeled, height, width, input_size)
+  return square_crop_affine(centre, margin * extent, input_size)
+
+
+def transform_eval(
+  record: Mapping[str, Any], *, input_size: Any = 368, crop: str = "whole", margin: float = 1.25
+) -> dict[str, np.ndarray]:
+  """One record for evaluation: the whole image letterboxed (aspect kept, centred;
+  ``crop="whole"``) or the person's square crop (``"box"``, :func:`eval_affine` with
+  ``margin``); predictions map back to original pixels through ``inverse_affine``.
 
   Returns the keys of :func:`transform_train` plus:
     keypoints_orig  float32 (K, 2) the annotation in original pixels (non-finite
@@ -301,7 +387,7 @@ def transform_eval(record: Mapping[str, Any], *, input_size: Any = 368) -> dict[
   """
   image, kp, labeled, visible = check_record(record)
   h, w = image.shape[:2]
-  affine = letterbox_affine(h, w, input_size)
+  affine = eval_affine(record, kp, labeled, h, w, input_size, crop, margin)
   out = _finish(warp_image(image, affine, input_size), affine, kp, labeled, input_size)
   out.update(
     keypoints_orig=kp.astype(np.float32),

@@ -36,6 +36,8 @@ BOX_COLOR: tuple[int, int, int] = (255, 190, 0)
 BANNER_COLOR: tuple[int, int, int] = (150, 0, 0)
 #: Background of the overlay's "n/K joints, mean score s" banner (white text on it).
 LABEL_COLOR: tuple[int, int, int] = (40, 40, 40)
+#: Opacity of those bands: the photo shows through (a head at the top stays visible).
+BANNER_ALPHA: float = 0.6
 
 _SHIFT = 4  # cv2 fixed-point bits: coordinates are drawn with 1/16 px precision.
 _MAX_COORD = 1.0e4  # coordinates are clipped to +-this before drawing (cv2 overflows on huge ones).
@@ -198,10 +200,18 @@ def banner_layout(width: int, height: int, text: str) -> tuple[float, int, list[
   return scale, thickness, lines, line_height, band
 
 
+def banner_blend(under: np.ndarray, color: Sequence[int]) -> np.ndarray:
+  """uint8 pixels ``under`` (any shape ``(..., 3)``) seen through a banner of ``color``:
+  ``round((1 - a) * under + a * color)``, ``a`` = :data:`BANNER_ALPHA`."""
+  mixed = np.asarray(under, np.float32) * (1.0 - BANNER_ALPHA)
+  return np.round(mixed + np.asarray(color, np.float32) * BANNER_ALPHA).astype(np.uint8)
+
+
 def _banner(image: np.ndarray, text: str, color: tuple[int, int, int]) -> None:
-  """A ``color`` band across the top with ``text`` on it in white, each line once (in place)."""
+  """A translucent ``color`` band across the top (:func:`banner_blend`: the photo shows
+  through) with ``text`` on it in white, each line once (in place)."""
   scale, thickness, lines, line_height, band = banner_layout(image.shape[1], image.shape[0], text)
-  image[:band] = color
+  image[:band] = banner_blend(image[:band], color)
   base = cv2.getTextSize(text, _FONT, scale, thickness)[1]
   for i, line in enumerate(lines):
     _text(image, line, (6, (i + 1) * line_height - base), scale, (255, 255, 255), thickness)
@@ -327,9 +337,9 @@ def draw_prediction(
     keypoints: ``(K, 2)`` ``(x, y)`` in this image's pixels.
     visible: ``(K,)`` bool; only these joints, and limbs between two of them, are drawn.
     box: optional ``(4,)`` ``x0, y0, x1, y1`` (pixel centres), a :data:`BOX_COLOR` rectangle.
-    person_found: False draws a :data:`BANNER_COLOR` band across the top saying
-      "no person found" (over anything else).
-    scores: optional ``(K,)``: a :data:`LABEL_COLOR` band across the top saying
+    person_found: False draws a translucent :data:`BANNER_COLOR` band across the top
+      saying "no person found" (over anything else).
+    scores: optional ``(K,)``: a translucent :data:`LABEL_COLOR` band across the top saying
       "n/K joints, mean score s" (visible joints).
   """
   out = draw_skeleton(

@@ -101,6 +101,12 @@ class DatasetEntry:
       ``coco_format`` (stored with the prepared data, :func:`keypoint_set`).
     download: one line, what to download and where to put it (``{manual}`` = the manual
       dir); empty for the synthetic set.
+    crop: what training crops around by default (``data.crop``): ``"joints"`` (the labeled
+      joints' extent: LSP, and MPII, whose ``box`` is that extent) or ``"box"`` (a person
+      box of the annotation's own: COCO, Penn Action).
+    eval_crop: the evaluation input by default (``data.eval_crop``): ``"whole"`` (the image
+      letterboxed: LSP's protocol) or ``"box"`` (top-down, the person's crop: MPII's
+      ``center``/``scale``, COCO's and Penn Action's box; ``transforms.person_region``).
     by_default: prepared by ``--mode=prepare`` without ``--datasets``.
   """
 
@@ -111,6 +117,8 @@ class DatasetEntry:
   eval_split: str | None
   keypoint_set: keypoint_sets.KeypointSet | None
   download: str
+  crop: str
+  eval_crop: str
   by_default: bool = False
 
 
@@ -121,32 +129,32 @@ DATASETS: dict[str, DatasetEntry] = {
   "lsp": DatasetEntry(
     "lsp", Lsp, None, archives.LSP.split_sizes, "test", keypoint_sets.LSP,
     _LSP_DOWNLOAD.format(zip="lsp_dataset.zip", stem="lsp_dataset", page="http://sam.johnson.io/research/lsp.html"),
-    by_default=True,
+    "joints", "whole", by_default=True,
   ),
   "lsp_extended": DatasetEntry(
     "lsp_extended", LspExtended, None, archives.LSP_EXTENDED.split_sizes, None, keypoint_sets.LSP,
     _LSP_DOWNLOAD.format(zip="lspet_dataset.zip", stem="lspet_dataset", page="http://sam.johnson.io/research/lspet.html"),
-    by_default=True,
+    "joints", "whole", by_default=True,
   ),
   **{
     "synthetic" + ("" if c.name == "default" else f"/{c.name}"): DatasetEntry(
       "synthetic" + ("" if c.name == "default" else f"/{c.name}"), Synthetic, c.name,
       {"train": c.num_train, "test": c.num_test}, "test", keypoint_sets.LSP, "",
-      by_default=c.name == "default",
+      "joints", "whole", by_default=c.name == "default",
     )
     for c in Synthetic.BUILDER_CONFIGS
   },
   "mpii": DatasetEntry(
     "mpii", Mpii, None, mpii.SPLIT_SIZES, "validation", keypoint_sets.MPII,
-    mpii.DOWNLOAD.format(root="{manual}/mpii"),
+    mpii.DOWNLOAD.format(root="{manual}/mpii"), "joints", "box",
   ),
   "coco": DatasetEntry(
     "coco", Coco, None, coco.SPLIT_SIZES, "validation", keypoint_sets.COCO,
-    coco.COCO_DOWNLOAD.format(root="{manual}/coco"),
+    coco.COCO_DOWNLOAD.format(root="{manual}/coco"), "box", "box",
   ),
   "penn_action": DatasetEntry(
     "penn_action", PennAction, None, {}, "test", keypoint_sets.PENN_ACTION,
-    penn_action.DOWNLOAD.format(manual="{manual}", root="{manual}/Penn_Action"),
+    penn_action.DOWNLOAD.format(manual="{manual}", root="{manual}/Penn_Action"), "box", "box",
   ),
 }  # fmt: skip
 
@@ -171,7 +179,7 @@ def entry(name: str) -> DatasetEntry:
   if base == COCO_FORMAT and coco.NAME_RE.match(sub):
     return DatasetEntry(
       name, CocoFormat, sub, {}, "validation", None,
-      coco.FORMAT_DOWNLOAD.format(root="{manual}/" + sub),
+      coco.FORMAT_DOWNLOAD.format(root="{manual}/" + sub), "box", "box",
     )  # fmt: skip
   hint = " (NAME: letters, digits, '_', '.', '-')" if base == COCO_FORMAT else ""
   raise UnknownDatasetError(f"unknown dataset {name!r}{hint}; known: {known_names()}")
@@ -202,7 +210,7 @@ def prepare_command(
   data_dir: str | os.PathLike = "data/tfds", manual_dir: str | os.PathLike = "data"
 ) -> str:
   """The command line that prepares the datasets into ``data_dir``."""
-  return f"python launch.py --mode=prepare --manual_dir={manual_dir} --data_dir={data_dir}"
+  return f"unipose-jax --mode=prepare --manual_dir={manual_dir} --data_dir={data_dir}"
 
 
 def _keypoint_set_path(name: str, data_dir: str | os.PathLike) -> pathlib.Path:

@@ -50,7 +50,7 @@ research use only:
 unchanged, in the project's `data/` folder (or extract them there as `data/lsp_dataset/`
 and `data/lspet_dataset/`), then run
 
-  python launch.py --mode=prepare --manual_dir=data --data_dir=data/tfds
+  unipose-jax --mode=prepare --manual_dir=data --data_dir=data/tfds
 """
 
 
