@@ -36,7 +36,8 @@ def _ok(r, what):
 
 def _chain(tmp_path: pathlib.Path, name: str, manual: pathlib.Path, image: pathlib.Path,
            kset: keypoint_sets.KeypointSet, keys: set[str], crops: tuple[str, str],
-           gt: pathlib.Path, predictions: str = "predictions.csv") -> dict:  # fmt: skip
+           gt: pathlib.Path, predictions: str = "predictions.csv",
+           extra: tuple[str, ...] = ()) -> dict:  # fmt: skip
   """The whole chain for dataset ``name``; returns the eval metrics. ``gt``: the release's
   ground truth file, which ``python -m unipose_jax.score`` scores the evaluation's
   ``predictions`` file against (the same numbers as ``eval_metrics.json``)."""
@@ -46,7 +47,8 @@ def _chain(tmp_path: pathlib.Path, name: str, manual: pathlib.Path, image: pathl
   assert f"[{name}] built" in r.stdout, r.stdout
   _ok(launch("--mode=train", f"--config=configs/tiny_{name}.py", f"--workdir={run}",
              f"--config.data.data_dir={data}", f"--config.num_train_steps={STEPS}",
-             f"--config.checkpoint_every={STEPS}", "--config.codec.eval_decodings=('dark',)"),
+             f"--config.checkpoint_every={STEPS}", "--config.codec.eval_decodings=('dark',)",
+             *extra),
       "train")  # fmt: skip
   saved = json.loads((run / "config.json").read_text())
   assert saved["keypoints"]["joint_names"] == list(kset.joint_names)
@@ -107,7 +109,10 @@ def test_penn_action_from_the_command_line(tmp_path):
          root / "labels")  # fmt: skip
 
 
-def test_coco_from_the_command_line(tmp_path):
+@pytest.mark.parametrize("input_size", [None, "(64, 48)"], ids=["square", "64x48"])
+def test_coco_from_the_command_line(tmp_path, input_size):
+  """COCO top-down at the tiny config's square input and at a non-square one (DARK's
+  256 x 192 in miniature): the whole chain, export included."""
   coco_dir = sample("coco")  # skips with the reason when the samples are absent
   root = tmp_path / "manual" / "coco"
   (root / "annotations").mkdir(parents=True)
@@ -119,7 +124,11 @@ def test_coco_from_the_command_line(tmp_path):
   image = sorted(coco_dir.glob("*.jpg"))[0]
   _chain(tmp_path, "coco", tmp_path / "manual", image, keypoint_sets.COCO,
          set(coco_eval.COCO_KEYS), ("box", "box"), coco_dir / "test_coco.json",
-         "coco_results_dark.json")  # fmt: skip
+         "coco_results_dark.json",
+         () if input_size is None else (f"--config.data.input_size={input_size}",))  # fmt: skip
+  if input_size is not None:
+    settings = json.loads((tmp_path / "unipose.json").read_text())
+    assert settings["input_size"] == [64, 48] and settings["heatmap_size"] == [8, 6]
   results = json.loads((tmp_path / "run" / "eval" / f"checkpoint_{STEPS}" /
                         "coco_results_dark.json").read_text())  # fmt: skip
   assert results and all(len(r["keypoints"]) == 17 * 3 for r in results)
