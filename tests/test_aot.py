@@ -249,3 +249,25 @@ def test_reference_flops_are_one_devices_share_in_every_bn_sync_mode():
   assert flops["local"] == pytest.approx(flops["global"], rel=0.01)
   double = programs.reference_flops(_small_config(4, 8), "train", 4)
   assert 1.8 < double / flops["global"] < 2.0  # the optimiser update is not per image
+
+
+@pytest.mark.slow
+def test_an_evaluation_step_the_evaluator_refuses_is_skipped_and_said():
+  # A set whose protocol the evaluator does not run yet (MPII: no torso and head joints)
+  # must not cost the report its training step: the evaluation entry says why it is absent.
+  import jax  # noqa: PLC0415
+  from jax.sharding import Mesh  # noqa: PLC0415
+
+  from unipose_jax.aot import report  # noqa: PLC0415
+
+  c = _small_config(2, 1)
+  c.data.train_sources, c.data.eval_source, c.data.eval_split = ("mpii",), "mpii", "validation"
+  logged = []
+  session = type("S", (), {})()
+  session.config, session.n, session.log = c, 1, logged.append
+  session.mesh = Mesh(jax.local_devices(backend="cpu")[:1], ("data",))
+  entry = report._Session.eval(session)
+  assert entry["step"] == "eval" and entry["per_device_batch"] == 2
+  assert "keypoint set 'mpii' has no torso and head joints" in entry["skipped"]
+  assert logged[-1].startswith("  evaluation step skipped: keypoint set 'mpii'")
+  assert report.findings(c, [entry]) == []
