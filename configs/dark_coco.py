@@ -14,8 +14,8 @@ the one with the highest AP (the set's ``best_metric``).
 Taken from DARK (Zhang et al., CVPR 2020; ilovepose/DarkPose
 ``experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml``): unbiased targets and dark
 decoding, Adam at 1e-3, 210 epochs with the rate x 0.1 at epochs 170 and 200, 32 images
-per GPU on 4 GPUs = a global batch of 128, flip test, rotation up to 45 deg with
-probability 0.6, scale factor 0.35, horizontal flip 0.5.
+per GPU on 4 GPUs = a global batch of 128, flip test, rotation factor 45 deg (applied
+with probability 0.6), scale factor 0.35, horizontal flip 0.5 (HRNet's ``JointsDataset``).
 
 Adapted to UniPose:
 
@@ -27,18 +27,18 @@ Adapted to UniPose:
   (``BLUR_KERNEL: 3``; 11 at 64 x 48), hence ``codec.dark_kernel = 3``;
 * bfloat16 compute (parameters and optimiser state float32), for the length below.
 
-Differs from DARK (the project's pipeline as it is):
+Differs from DARK (the project's pipeline):
 
-* the crop: each person is cropped around its *labeled joints'* box x 1.25
-  (``geometry.person_box``; a person with one labeled joint gets the whole image), not
-  around COCO's annotated box with its aspect fixed to the input's, as HRNet does; no
-  half-body augmentation (DARK: probability 0.3); scale and rotation are drawn uniformly
-  (scale 0.65-1.35, rotation +-45 deg with probability 0.6), where HRNet draws them from
-  clipped normals;
-* evaluation letterboxes the whole stored image (``transforms.transform_eval``), where the
-  published numbers crop each person's ground-truth (or detected) box; so the AP of a run
-  is on the ground-truth persons (box score 1, OKS-NMS, COCOeval), but not yet on
-  top-down crops of their boxes;
+* the crops, in training and evaluation, are the dataset's defaults (README "Datasets and
+  their protocols"), square, where HRNet crops COCO's annotated box with its aspect fixed
+  to the input's (0.75) and x 1.25;
+* no half-body augmentation (DARK: probability 0.3); scale and rotation are drawn
+  uniformly (scale 0.65-1.35, rotation +-45 deg with probability 0.6), where HRNet draws
+  them from normals (scale 1 + N(0, 0.35) clipped to 0.65-1.35; rotation N(0, 45 deg)
+  clipped to +-90 deg);
+* evaluation is on the ground-truth persons (box score 1, OKS-NMS, COCOeval); DARK's
+  published numbers use a person detector's boxes (AP 56.4), which ``python -m
+  unipose_jax.score`` can score but training does not run;
 * no ImageNet weights by default: pass ``--config.model.pretrained=resnet101.pth``.
 
 Length: 210 epochs x 149,813 / 128 = 245,787 steps, rounded up to the hundred: 245,800;

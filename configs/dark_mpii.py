@@ -26,14 +26,12 @@ Differs from the original code:
 
 * augmentation: the original's MPII loader applies none (its crop and transform calls are
   commented out) and resizes the *whole image* to 368 x 368, aspect not kept; here the
-  project's pipeline crops each person (the labeled joints' box x 1.25) and augments it
-  as for LSP (scale 0.7-1.3, rotation +-40 deg with probability 0.6, flip 0.5, shift 5 %).
-  Users of the original code report ~70 % PCKh@0.5 from it without the authors' own
-  person boxes (bmartacho/UniPose issue #28);
-* evaluation: the protocol's PCKh (0.6 x head-box diagonal, HRNet's definition) on the
-  standard validation split, where the original prints its own PCKh of 46 x 46 heatmaps;
-  evaluation letterboxes the whole stored image (``transforms.transform_eval``), while
-  HRNet and DARK crop each person around its centre and scale;
+  project's pipeline crops each person (the dataset's default crop, README "Datasets and
+  their protocols") and augments it as for LSP (scale 0.7-1.3, rotation +-40 deg with
+  probability 0.6, flip 0.5, shift 5 %). Users of the original code report ~70 % PCKh@0.5
+  from it without the authors' own person boxes (bmartacho/UniPose issue #28);
+* evaluation: MPII's PCKh (0.6 x head-box diagonal, HRNet's definition) on the standard
+  validation split, where the original prints its own PCKh of 46 x 46 heatmaps;
 * no ImageNet weights by default: pass ``--config.model.pretrained=resnet101.pth``.
 
 Length: 278,100 steps x 8 = 2.22 M images. The compile report

@@ -27,10 +27,9 @@ Differs from the original code:
   frames is worth far less than an epoch of distinct images). 9 decays of the step
   schedule fall in it (as in ``default.py``);
 * augmentation: the original resizes the whole frame to 368 x 368 (aspect not kept); here
-  each frame's person is cropped (the labeled joints' box x 1.25) and augmented as for LSP
-  (scale 0.7-1.3, rotation +-40 deg with probability 0.6, flip 0.5, shift 5 %); a visible
-  joint pushed off the input has weight 0;
-* evaluation letterboxes the whole stored frame (``transforms.transform_eval``);
+  each frame's person is cropped (the dataset's default crop, README "Datasets and their
+  protocols") and augmented as for LSP (scale 0.7-1.3, rotation +-40 deg with probability
+  0.6, flip 0.5, shift 5 %); a visible joint pushed off the input has weight 0;
 * no ImageNet weights by default: pass ``--config.model.pretrained=resnet101.pth``.
 
 Length: 125,000 steps x 8 = 1.0 M frames. Evaluation is the costly part of a run: each
