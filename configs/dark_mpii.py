@@ -35,10 +35,12 @@ Differs from the original code:
 * no ImageNet weights by default: pass ``--config.model.pretrained=resnet101.pth``.
 
 Length: 278,100 steps x 8 = 2.22 M images. The compile report
-(``results/aot/dark_mpii/h100x8.json``, 8 images per GPU) gives the estimate; the measured
-H200 step of ``dark_lsp_gpu`` ran 2.6 x its estimate (``results/aot/README.md``), so read
-the estimate as a lower bound on the time. Evaluation every 10,000 steps (28 evaluations:
-2,958 persons x 2 for the flip test each).
+(``results/aot/dark_mpii/h100x8.json``, 8 images per GPU, float32) estimates a 14.6 ms
+step = 548 images/s per H100 (4.0 GB per device; 153 per GPU still fit): 278,100 x 14.6 ms
+= 68 min of steps on one H100 at batch 8, an ESTIMATE; the measured H200 step of
+``dark_lsp_gpu`` ran 2.6 x its estimate (``results/aot/README.md``), which makes ~3 h
+likelier. Evaluation every 10,000 steps (28 evaluations: 2,958 persons x 2 for the flip
+test each).
 """
 
 from configs import default
