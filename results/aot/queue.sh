@@ -8,7 +8,7 @@ PY=${PY:-.venv-aot/bin/python}
 export MAX_BATCH_COMPILES=${MAX_BATCH_COMPILES:-3}
 bash results/aot/make_reports.sh h100x8 a100x8 h200x8
 # Issue 27: the MPII and COCO configs on h100x8, the training step (jit) with its bisection
-# (their evaluation step is skipped, with the reason, while the evaluator refuses their sets).
+# (an evaluation step the evaluator refuses is skipped, with the reason).
 for pair in dark_mpii:8 dark_coco:32; do
   config=${pair%%:*}; per=${pair##*:}; f="results/aot/$config/h100x8.json"
   [ -f "$f" ] && continue
