@@ -249,3 +249,26 @@ def test_reference_flops_are_one_devices_share_in_every_bn_sync_mode():
   assert flops["local"] == pytest.approx(flops["global"], rel=0.01)
   double = programs.reference_flops(_small_config(4, 8), "train", 4)
   assert 1.8 < double / flops["global"] < 2.0  # the optimiser update is not per image
+
+
+@pytest.mark.slow  # importing unipose_jax.aot.report takes ~3 s on a loaded 2-core machine
+def test_an_evaluation_step_the_evaluator_refuses_is_skipped_and_said(monkeypatch):
+  # An evaluation step the evaluator will not build for the run (a set whose protocol it
+  # does not run) must not cost the report its training step: the entry says why.
+  from unipose_jax import run_config  # noqa: PLC0415
+  from unipose_jax.aot import programs, report  # noqa: PLC0415
+
+  def refuse(config, mesh):
+    raise run_config.ConfigError("keypoint set 'x' has no torso and head joints")
+
+  monkeypatch.setattr(programs, "lower_eval", refuse)
+  logged = []
+  session = type("S", (), {})()
+  session.config, session.n, session.log, session.mesh = _small_config(2, 4), 4, logged.append, None
+  entry = report._Session.eval(session)
+  assert entry == {
+    "step": "eval", "parallelism": "jit", "per_device_batch": 2,
+    "skipped": "the evaluation step does not build: keypoint set 'x' has no torso and head joints",
+  }  # fmt: skip
+  assert logged[-1] == "  evaluation step skipped: keypoint set 'x' has no torso and head joints"
+  assert report.findings(session.config, [entry]) == []

@@ -150,6 +150,9 @@ def test_a_given_config_with_another_encoding_is_refused(main_config):
     ("model.wasp_rates", (6, 0), "must be () (the default) or integers >= 1"),
     ("model.backbone_depth", 19, "expected one of 18, 34, 50, 101, 152"),
     ("data.eval_worker_count", -1, "must be an integer >= 0"),
+    ("optimizer.decay_steps", (200, 170), "must be increasing integers >= 1"),
+    ("optimizer.decay_steps", (0,), "must be increasing integers >= 1"),
+    ("optimizer.decay_steps", (10, 10), "must be increasing integers >= 1"),
   ],
 )  # fmt: skip
 def test_every_bad_value_is_named(key, value, fault):

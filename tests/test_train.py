@@ -320,6 +320,13 @@ def test_make_optimizer_schedules():
   assert [float(lr(s)) for s in (0, 9, 10, 19, 25)] == pytest.approx(
     [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4]
   )
+  # Listed steps (DARK's epochs 170 and 200 of 210): x 0.1 from each of them on, not between.
+  cfg.decay_factor, cfg.decay_steps = 0.1, (17, 20)
+  _, lr = train.make_optimizer(cfg, 21)
+  assert [float(lr(s)) for s in (0, 10, 16, 17, 19, 20, 21)] == pytest.approx(
+    [1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5]
+  )
+  cfg.decay_steps = ()
   cfg.schedule, cfg.warmup_steps = "cosine", 4
   _, lr = train.make_optimizer(cfg, 104)
   assert [float(lr(s)) for s in (0, 2, 4)] == pytest.approx([0.0, 5e-4, 1e-3])

@@ -156,6 +156,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer.learning_rate = 1e-4
   c.optimizer.schedule = "step"  # "step" | "cosine" | "constant"
   c.optimizer.decay_every = 13275  # step schedule: multiply by decay_factor every N steps
+  # step schedule: when given, multiply by decay_factor at each of these steps (increasing)
+  # instead of every decay_every (DARK / HRNet: at epochs 170 and 200 of 210).
+  c.optimizer.decay_steps = ()
   c.optimizer.decay_factor = 0.333
   c.optimizer.warmup_steps = 0  # cosine schedule
   c.optimizer.weight_decay = 1e-4  # adamw only

@@ -157,6 +157,11 @@ def _training_checks(config, errors: list[str]) -> None:
   _number(config, "optimizer.learning_rate", errors, above=True)
   if config.optimizer.schedule == "step":
     _positive(config, "optimizer.decay_every", errors)
+  steps = tuple(config.optimizer.decay_steps)
+  if any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in steps) or any(
+    b <= a for a, b in zip(steps, steps[1:])
+  ):
+    errors.append(f"optimizer.decay_steps={steps!r}: must be increasing integers >= 1")
   _number(config, "optimizer.decay_factor", errors, above=True)
   _positive(config, "optimizer.warmup_steps", errors, zero_ok=True)
   for key in ("weight_decay", "momentum", "grad_clip_norm"):

@@ -288,7 +288,8 @@ def score_lsp(gt_path: str, pred_path: str, one_based: bool = False) -> dict:
       pred, ref = d, gt[-len(d) :]  # every image, or the test half (1001-2000)
     else:
       raise ScoreError(f"{pred_path}: not LSP predictions (for {len(gt)} or {len(gt) // 2} images)")
-    counts = metrics.keypoint_counts(pred, ref)
+    lsp = keypoint_sets.LSP
+    counts = metrics.keypoint_counts(pred, ref, torso=lsp.torso, head=lsp.head)
     out[dec] = metrics.summarize(counts, joint_names=keypoint_sets.LSP.joint_names)
   return out
 

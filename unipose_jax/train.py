@@ -88,7 +88,11 @@ class TrainState:
 
 def make_optimizer(cfg: ml_collections.ConfigDict, num_steps: int):
   """``(optax transformation, learning-rate schedule)`` of ``config.optimizer``."""
-  if cfg.schedule == "step":
+  if cfg.schedule == "step" and tuple(cfg.decay_steps):
+    lr = optax.piecewise_constant_schedule(
+      cfg.learning_rate, {int(s): cfg.decay_factor for s in cfg.decay_steps}
+    )  # x decay_factor from each listed step on (optax: the step itself has the new rate)
+  elif cfg.schedule == "step":
     lr = optax.exponential_decay(
       cfg.learning_rate, cfg.decay_every, cfg.decay_factor, staircase=True
     )  # x decay_factor at every multiple of decay_every (not a smooth decay)

@@ -9,7 +9,7 @@ import json
 import pathlib
 
 HERE = pathlib.Path(__file__).resolve().parent
-CONFIGS = ("dark_lsp_gpu", "unipose_lsp")
+CONFIGS = ("dark_lsp_gpu", "unipose_lsp", "dark_mpii", "dark_coco")
 
 
 def _train(report, form="jit"):

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from unipose_jax import run_config
 from unipose_jax.aot import programs, targets, topology
 
 MAX_PER_DEVICE_BATCH = 4096
@@ -73,7 +74,13 @@ class _Session:
     per_device = self.config.eval_batch_size // self.n
     self.log(f"compiling the evaluation step (jit, {per_device}/device) ...")
     try:
-      compiled, secs = programs.compile_timed(programs.lower_eval(self.config, self.mesh))
+      lowered = programs.lower_eval(self.config, self.mesh)
+    except run_config.ConfigError as e:  # the evaluator refuses the run's keypoint set
+      self.log(f"  evaluation step skipped: {e}")
+      return {"step": "eval", "parallelism": "jit", "per_device_batch": per_device,
+              "skipped": f"the evaluation step does not build: {e}"}  # fmt: skip
+    try:
+      compiled, secs = programs.compile_timed(lowered)
     except Exception as e:  # noqa: BLE001
       if not _is_oom(e):
         raise
