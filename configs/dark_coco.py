@@ -1,9 +1,6 @@
 """UniPose + DARK on COCO, top-down: DARK's HRNet-W32 256x192 recipe adapted to UniPose.
 
-SQUARE FOR NOW: the input is 256 x 256, not DARK's 256 x 192 (height x width). Non-square
-input (``data.input_size = (height, width)``) was not on main when this was written; when
-it is, set ``c.data.input_size = (256, 192)`` here (heatmaps then 32 x 24) and recompile
-``results/aot/dark_coco/``. Every figure below is for the square 256 x 256.
+The input is DARK's 256 x 192 (``data.input_size = (height, width)``; heatmaps 32 x 24).
 
 Data: ``coco`` train (149,813 persons of train2017 with a labeled keypoint, crowds
 excluded) for training, ``coco`` validation (6,352 persons of val2017) for evaluation; the
@@ -20,7 +17,7 @@ with probability 0.6), scale factor 0.35, horizontal flip 0.5 (HRNet's ``JointsD
 Adapted to UniPose:
 
 * ResNet-101 UniPose (WASP + decoder, output stride 16), whose heatmaps are at stride 8:
-  32 x 32 at this input (32 x 24 at 256 x 192), where HRNet's are at stride 4 (64 x 48);
+  32 x 24 at this input, where HRNet's are at stride 4 (64 x 48);
 * sigma 1 heatmap pixel: DARK's sigma 2 at stride 4 is 8 input pixels, which is sigma 1 at
   stride 8; DARK's own 128 x 96 config, whose heatmaps are also 32 x 24, uses sigma 1
   (``w32_128x96_adam_lr1e-3.yaml``). Its dark-decoding blur kernel there is 3
@@ -70,7 +67,7 @@ def get_config():
   c.data.mixture_weights = (1.0,)
   c.data.eval_source = "coco"
   c.data.eval_split = "validation"
-  c.data.input_size = 256  # square for now: DARK's is 256 x 192 (see the docstring)
+  c.data.input_size = (256, 192)  # (height, width), DARK's
   c.data.worker_count = 12
   c.data.eval_worker_count = 4
   c.data.augment.scale_range = (0.65, 1.35)

@@ -47,15 +47,21 @@ def train_batch(batch: int, size, num_joints: int) -> dict[str, jax.ShapeDtypeSt
   }
 
 
-def eval_batch(batch: int, size, num_joints: int) -> dict[str, jax.ShapeDtypeStruct]:
-  """The evaluation batch's arrays, ``K`` joints (the run's keypoint set's)."""
-  return {
-    "image": jax.ShapeDtypeStruct((batch, *geometry.input_hw(size, "input_size"), 3), jnp.uint8),
-    "inverse_affine": jax.ShapeDtypeStruct((batch, 2, 3), jnp.float32),
-    "keypoints_orig": jax.ShapeDtypeStruct((batch, num_joints, 2), jnp.float32),
-    "labeled": jax.ShapeDtypeStruct((batch, num_joints), jnp.bool_),
-    "valid": jax.ShapeDtypeStruct((batch,), jnp.bool_),
+def eval_batch(batch: int, size, keypoint_set) -> dict[str, jax.ShapeDtypeStruct]:
+  """The evaluation batch's arrays as the devices get them (``evaluate.device_keys``: the
+  protocol's fields too, e.g. MPII's head boxes), ``K`` joints of ``keypoint_set``."""
+  k, f32, b = keypoint_set.num_joints, jnp.float32, jnp.bool_
+  shapes = {
+    "image": ((batch, *geometry.input_hw(size, "input_size"), 3), jnp.uint8),
+    "inverse_affine": ((batch, 2, 3), f32),
+    "keypoints_orig": ((batch, k, 2), f32),
+    "labeled": ((batch, k), b),
+    "visible": ((batch, k), b),
+    "valid": ((batch,), b),
+    "box": ((batch, 4), f32),
+    "head_box": ((batch, 4), f32),
   }
+  return {key: jax.ShapeDtypeStruct(*shapes[key]) for key in evaluate.device_keys(keypoint_set)}
 
 
 def lower_train(config, mesh: Mesh):
@@ -82,7 +88,7 @@ def lower_eval(config, mesh: Mesh):
   )
   batch = jax.tree.map(
     lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=data),
-    eval_batch(config.eval_batch_size, size, run.num_joints),
+    eval_batch(config.eval_batch_size, size, run.keypoint_set),
   )
   return jax.jit(evaluate.eval_step_of(run, model)).lower(variables, batch)
 
