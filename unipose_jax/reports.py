@@ -42,10 +42,11 @@ def write_eval(out_dir: str, result, all_files: bool = True) -> None:
 def _write_files(out_dir: str, result) -> None:
   kset = result.keypoint_set
   write_predictions(out_dir, result.predictions, kset.joint_names)
-  charts.save_pck_curve(
-    os.path.join(out_dir, "pck_curve.png"),
-    {d: metrics.pck_curve(c) for d, c in result.counts.items()},
-  )
+  if result.counts:  # none for a video evaluation (evaluate_video: Penn Action's table)
+    charts.save_pck_curve(
+      os.path.join(out_dir, "pck_curve.png"),
+      {d: metrics.pck_curve(c) for d, c in result.counts.items()},
+    )
   for i, ex in enumerate(result.examples):
     visualize.save_prediction_png(
       os.path.join(out_dir, f"example_{i}.png"), ex.image, ex.keypoints, ex.annotation,
@@ -104,10 +105,11 @@ def print_summary(summary: Mapping[str, Mapping[str, float]], title: str | None 
   if has_box:
     head += f" {'boxIoU':>7s} {'IoU>=.5':>7s} {'ctr.err':>7s}"
   print(head + "   (*head = neck to head top: LSP has no head box)")
+  nan = float("nan")  # a metric the protocol has not (a video run's: no AUC, no PCKh)
   for dec, r in summary.items():
     line = (
       f"{dec:10s} {r['pck@0.2']:8.4f} {r['pck@0.1']:8.4f} {r['pck@0.05']:8.4f} "
-      f"{r['auc@0.2']:8.4f} {r['pckh@0.5']:9.4f}"
+      f"{r.get('auc@0.2', nan):8.4f} {r.get('pckh@0.5', nan):9.4f}"
     )
     if has_box:
       line += f" {r['box_iou']:7.4f} {r['box_iou>=0.5']:7.4f} {r['box_centre_error']:7.4f}"
