@@ -246,6 +246,46 @@ class VideoEvaluator:
     return EvalResult(summary, {}, preds, [], self.decodings[-1], self.keypoint_set)
 
 
+def evaluate_video_checkpoint(run, step: int | None = None) -> dict[str, dict[str, float]]:
+  """``--mode=eval`` of a video run: its checkpoint (``step``, else the best, else the
+  newest intact one) or, with ``model.init_from`` and no checkpoint folder, an original
+  UniPose-LSTM ``.pth``; files in ``<workdir>/eval/<checkpoint_N | original_NAME>/``
+  (``reports.write_eval``: ``eval_metrics.json`` per decoder, ``predictions.csv``) and the
+  Penn Action table (video model beside its single-frame path) on the console. A
+  checkpoint of a single-frame network is refused in one line."""
+  import os  # noqa: PLC0415
+
+  from unipose_jax import models, reports, train_video  # noqa: PLC0415
+
+  config = run.config
+  mesh = distributed.data_mesh()
+  model = run.model()
+  if config.model.init_from and not os.path.isdir(run.checkpoint_dir) and not run.is_release:
+    template = jax.device_get(
+      train_video.init_variables(model, config.seed, config.data.input_size)
+    )
+    variables, report = models.load_original_unipose_lstm(config.model.init_from, template)
+    print(f"loaded {config.model.init_from}: {report}", flush=True)
+    name = "original_" + os.path.splitext(os.path.basename(config.model.init_from))[0]
+    title = f"{config.model.init_from} (an original UniPose-LSTM checkpoint)"
+  else:
+    variables, step = run.load_variables(step)
+    train_video.check_kind(variables, video=True, what=f"checkpoint {step} of {run.workdir}")
+    if distributed.is_primary():
+      print(f"evaluating checkpoint {step} of {run.workdir}, video by video", flush=True)
+    name, title = f"checkpoint_{step}", f"checkpoint {step} of {run.workdir}"
+  variables = distributed.replicate(variables, mesh)
+  stop = functools.partial(distributed.any_process, preemption.should_stop)
+  result = VideoEvaluator.from_run(run, mesh, model).run(variables, should_stop=stop,
+                                                         progress=True)  # fmt: skip
+  reports.write_eval(os.path.join(run.workdir, "eval", name), result)
+  if distributed.is_primary():
+    print(f"{title}:")
+    for d in result.summary:
+      print(format_table(result.summary, run.keypoint_set, d), flush=True)
+  return result.summary
+
+
 def format_table(summary, keypoint_set, decoding: str) -> str:
   """The paper's Penn Action table of one decoder: the video model and the single-frame
   path, one row each (percentages)."""

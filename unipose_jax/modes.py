@@ -64,6 +64,10 @@ def evaluate_checkpoint(run: Run, step: int | None = None) -> dict[str, dict[str
   run_config.validate(config, training=False)
   if distributed.is_primary():  # before anything is read or compiled
     files.check_writable(os.path.join(run.workdir, "eval"), "the evaluation folder")
+  if run.is_video:  # UniPose-LSTM: every test video whole, the state carried
+    from unipose_jax import evaluate_video  # noqa: PLC0415
+
+    return evaluate_video.evaluate_video_checkpoint(run, step)
   mesh = distributed.data_mesh()
   model = run.model()
   if config.model.init_from and not os.path.isdir(run.checkpoint_dir) and not run.is_release:
@@ -73,6 +77,9 @@ def evaluate_checkpoint(run: Run, step: int | None = None) -> dict[str, dict[str
   else:
     how = "best, else newest intact" if step is None else "as asked"
     variables, step = run.load_variables(step)
+    from unipose_jax.train_video import check_kind  # noqa: PLC0415
+
+    check_kind(variables, video=False, what=f"checkpoint {step} of {run.workdir}")
     if distributed.is_primary():
       print(f"evaluating checkpoint {step} of {run.workdir} ({how})", flush=True)
     name = f"checkpoint_{step}"

@@ -294,8 +294,8 @@ def train_run(run: run_lib.Run, stop_after: int | None = None, devices=None):
     if distributed.is_primary():
       run_config.save(run.resolved_config(), workdir)
     summary = _train(run, stop_after, distributed.data_mesh(devices))
-    if distributed.is_primary():
-      calibrate.after_training(run)  # person presence of a finished run
+    if distributed.is_primary() and not train_video.is_video(config):
+      calibrate.after_training(run)  # person presence of a finished run (images only)
     return summary
   finally:
     if lock is not None:
