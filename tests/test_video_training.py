@@ -4,8 +4,6 @@ the scan gives, a single-frame run's network as the trunk, and bad input in one 
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 from conftest import tiny_network
 
 from configs import smoke_video
-from unipose_jax import checkpoints, distributed, run, run_config, train, train_video, transforms
+from unipose_jax import checkpoints, distributed, run, run_config, train_video, transforms
 from unipose_jax.evaluate_video import VideoEvaluator
 from unipose_jax.models import normalize
 
