@@ -104,7 +104,12 @@ def predict_inputs(run: Run, inputs, output: str | None) -> dict:
   items = media.collect_inputs(inputs, max_pixels=max_pixels)  # all checked before compiling
   out_dir = output or os.path.join(run.workdir, "predict")
   files.check_writable(out_dir, "the prediction output folder")
-  predictor = Predictor.from_run(run)
+  if run.is_video:  # UniPose-LSTM: the state carried through each video
+    from unipose_jax.predict_video import VideoPredictor  # noqa: PLC0415
+
+    predictor = VideoPredictor.from_run(run)
+  else:
+    predictor = Predictor.from_run(run)
   return media.predict_all(items, predictor, out_dir, max_pixels=max_pixels)
 
 
