@@ -216,3 +216,26 @@ def test_bad_sources_are_refused_in_one_line():
   assert "\n" not in msg
   assert "data.clip_length=3" in msg and "fewer than clip_length=3" in msg and "1 (2)" in msg
   assert len(train_video.clip_index(_FakeRun(2), frames, "penn_action").runs) == 2
+
+
+@pytest.mark.slow
+def test_data_parallel_on_8_devices_and_bfloat16_match_one_device():
+  import json
+  import os
+  import subprocess
+  import sys
+
+  from conftest import REPO_ROOT
+
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "tests")])
+  r = subprocess.run(
+    [sys.executable, str(REPO_ROOT / "tests" / "video_parallel_worker.py")],
+    env=env, capture_output=True, text=True, timeout=900,
+  )  # fmt: skip
+  assert r.returncode == 0, r.stdout + r.stderr
+  out = json.loads(r.stdout.strip().splitlines()[-1])
+  for form in ("jit", "pmap"):  # the global batch's update, whatever the devices
+    assert out[f"loss_8_{form}"] == pytest.approx(out["loss_1"], rel=1e-5)
+    assert out[f"max_param_diff_{form}"] < 1e-5
+  assert out["loss_bf16"] == pytest.approx(out["loss_1"], rel=0.05)  # close, not equal
