@@ -2,12 +2,15 @@
 (tiny label files in the release's format, tests/penn_standin.py): prepare, train
 configs/smoke_video.py on 2 fake devices, stop and resume, compared with an uninterrupted
 run (the same losses: the clip iterator's state and the train state resume exactly), then
-``--mode=eval`` (every test video whole: the video model beside its single-frame path)."""
+``--mode=eval`` (every test video whole: the video model beside its single-frame path) and
+``--mode=predict`` of a short video."""
 
 from __future__ import annotations
 
 import json
 
+import cv2
+import numpy as np
 import pytest
 from conftest import launch
 from penn_standin import write_release
@@ -59,6 +62,23 @@ def test_prepare_train_resume_exactly_and_evaluate(tmp_path):
   assert "UniPose-LSTM" in p.stdout and "single frame" in p.stdout
   got = json.loads((resumed / "eval" / "checkpoint_4" / "eval_metrics.json").read_text())
   assert got["argmax"]["pck@0.2"] == final["pck@0.2"]
+  # Predict a short video: the state carried, one JSON line per frame, the overlay video.
+  clip = tmp_path / "clip.mp4"
+  writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+  for i in range(6):
+    image = np.full((48, 64, 3), 40, np.uint8)
+    cv2.circle(image, (20 + 4 * i, 24), 8, (200, 180, 160), -1)
+    writer.write(image)
+  writer.release()
+  out = tmp_path / "pred"
+  p = launch("--mode=predict", f"--workdir={resumed}", f"--inputs={clip}", f"--output={out}",
+             timeout=900)  # fmt: skip
+  assert p.returncode == 0, p.stdout + p.stderr
+  assert "UniPose-LSTM checkpoint 4" in p.stdout and "6 frames in" in p.stdout
+  lines = [json.loads(x) for x in (out / "clip_pose.jsonl").read_text().splitlines()]
+  assert [x["frame"] for x in lines] == list(range(6))
+  assert all(len(x["keypoints"]) == 13 for x in lines)
+  assert (out / "clip_pose.mp4").stat().st_size > 0
   # An image dataset for a video config: one line, exit 2.
   p = launch("--mode=train", *_flags(data, tmp_path / "bad", 4),
              "--config.data.train_sources=('synthetic/small',)", timeout=600)  # fmt: skip
