@@ -239,3 +239,19 @@ def test_data_parallel_on_8_devices_and_bfloat16_match_one_device():
     assert out[f"loss_8_{form}"] == pytest.approx(out["loss_1"], rel=1e-5)
     assert out[f"max_param_diff_{form}"] < 1e-5
   assert out["loss_bf16"] == pytest.approx(out["loss_1"], rel=0.05)  # close, not equal
+
+
+@pytest.mark.slow
+def test_the_penn_action_source_reads_its_metadata_without_the_images(tmp_path):
+  import penn_standin
+
+  from unipose_jax import datasets
+
+  data = penn_standin.prepare(tmp_path / "manual", tmp_path / "tfds")
+  for split in ("train", "test"):
+    source = datasets.data_source("penn_action", split, data)
+    want = [(int(r["video_id"]), int(r["frame"])) for r in source]
+    assert source.metadata() == want
+    assert len(want) == sum(
+      n for n, t in penn_standin.VIDEOS.values() if (t == 1) == (split == "train")
+    )
