@@ -235,6 +235,7 @@ def test_data_parallel_on_8_devices_and_bfloat16_match_one_device():
   )  # fmt: skip
   assert r.returncode == 0, r.stdout + r.stderr
   out = json.loads(r.stdout.strip().splitlines()[-1])
+  assert out["max_param_change"] > 1e-4  # the step did update the parameters
   for form in ("jit", "pmap"):  # the global batch's update, whatever the devices
     assert out[f"loss_8_{form}"] == pytest.approx(out["loss_1"], rel=1e-5)
     assert out[f"max_param_diff_{form}"] < 1e-5

@@ -22,6 +22,7 @@ def _config(parallelism="jit", dtype="float32"):
   c.model.decoder_dropout = (0.0, 0.0)
   c.parallelism, c.model.dtype, c.batch_size = parallelism, dtype, 8
   c.data.clip_length = 2
+  c.optimizer.schedule = "constant"  # a warm-up's first rate is 0: no update to compare
   return c
 
 
@@ -37,6 +38,14 @@ def _step(config, devices, batch):
   return state, float(metrics.compute()["loss"])
 
 
+def _state(config):
+  run = run_lib.Run(config)
+  run.keypoint_set = keypoint_sets.PENN_ACTION
+  model = run.model()
+  tx = train_video.build_video_trainer(run, distributed.data_mesh(jax.devices()[:1]))[2]
+  return train_video.create_video_train_state(model, tx, 0, 32)
+
+
 def main():
   assert jax.device_count() == 8, jax.devices()
   rng = np.random.default_rng(0)
@@ -46,12 +55,15 @@ def main():
     "weights": np.ones((8, 2, 13), np.float32),
   }
   one, loss1 = _step(_config(), jax.devices()[:1], batch)
+  init = _state(_config())
   out = {"loss_1": loss1}
   for form in ("jit", "pmap"):
     many, loss8 = _step(_config(form), jax.devices(), batch)
     diff = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), many.params, one.params)
     out[f"loss_8_{form}"] = loss8
     out[f"max_param_diff_{form}"] = max(jax.tree.leaves(diff))
+  moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), one.params, init.params)
+  out["max_param_change"] = max(jax.tree.leaves(moved))
   _, out["loss_bf16"] = _step(_config(dtype="bfloat16"), jax.devices(), batch)
   print(json.dumps(out))
 
