@@ -22,7 +22,10 @@ def _config(parallelism="jit", dtype="float32"):
   c.model.decoder_dropout = (0.0, 0.0)
   c.parallelism, c.model.dtype, c.batch_size = parallelism, dtype, 8
   c.data.clip_length = 2
-  c.optimizer.schedule = "constant"  # a warm-up's first rate is 0: no update to compare
+  # Plain SGD at a constant, large rate: the update is the gradient itself (a warm-up's
+  # first rate is 0, and Adam's g / |g| would magnify the rounding of tiny gradients).
+  c.optimizer.name, c.optimizer.schedule, c.optimizer.learning_rate = "sgd", "constant", 1.0
+  c.optimizer.momentum = 0.0
   return c
 
 
