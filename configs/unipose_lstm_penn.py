@@ -7,7 +7,10 @@ MSE. Penn Action has 1,258 training videos: one clip per video per epoch, so 100
 are 125,800 steps at batch 1. The trunk may start from a per-frame run
 (``--config.model.init_from=WORKDIR``) or the original's checkpoint
 (``--config.model.init_from=FILE.pth``; the released one needs
-``--config.model.input_centre_map=True``). Training on clips is wired in later (issue 28).
+``--config.model.input_centre_map=True``). Training: ``unipose_jax/train_video.py``;
+evaluation (every test video whole, the state carried; the single-frame path beside it):
+``unipose_jax/evaluate_video.py``. Batch 1 is one device's: on 8 GPUs give
+``--config.batch_size=8`` (``--mode=compile ... --per_device_batch=1``).
 """
 
 from configs import default

@@ -107,3 +107,18 @@ def test_torch_train_bench():
   (line,) = bench("torch_train_bench")
   assert line["batch"] == 2 and line["images_per_s"] == pytest.approx(2 / line["step_s"], rel=0.05)
   assert line["device"].startswith("cpu: ")
+
+
+def test_video_bench():
+  names = by_name(bench("video_bench"))
+  (single,) = names["video_bench/tiny"][:1]
+  video = names["video_bench/tiny"][1]
+  assert (single["path"], video["path"]) == ("single_frame", "video")
+  for r in (single, video):
+    assert r["videos"] == 2 and r["input_size"] == 64 and r["frames"] == 3
+    assert r["frames_per_s"] == pytest.approx(2 / r["median_s"], rel=1e-6)
+  assert video["ratio_vs_single_frame"] == pytest.approx(
+    single["frames_per_s"] / video["frames_per_s"], rel=1e-6
+  )
+  (summary,) = names["video_bench/tiny/summary"]
+  assert summary["temporal_stage_cost"] == pytest.approx(video["ratio_vs_single_frame"] - 1)

@@ -278,3 +278,13 @@ def test_top_down_crops_grow_the_person_box_to_the_inputs_aspect_by_hand():
     record, np.random.default_rng(0), input_size=HW, flip_permutation=np.arange(14), crop="box"
   )
   assert out["image"].shape == (64, 48, 3)
+
+
+def test_a_video_config_refuses_a_non_square_input_in_one_line():
+  from configs import smoke_video
+  from unipose_jax import run_config
+
+  config = smoke_video.get_config()
+  config.data.input_size = (64, 48)
+  with pytest.raises(run_config.ConfigError, match=r"UniPose-LSTM .* takes a square input"):
+    run_config.validate(config, training=True)

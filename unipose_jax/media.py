@@ -256,6 +256,8 @@ def predict_video(item: Item, predictor: Callable, out_dir: str) -> dict[str, An
   every :data:`PROGRESS_EVERY_S` seconds, and a final line. Returns ``{"frames", "fps",
   "video", "jsonl", "seconds"}``.
   """
+  if hasattr(predictor, "reset"):  # a video model's state: each video starts afresh
+    predictor.reset()
   cap = cv2.VideoCapture(item.path)
   if not cap.isOpened():
     raise PredictInputError(f"{item.path}: not a readable video (OpenCV cannot open it)")

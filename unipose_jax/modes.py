@@ -85,6 +85,10 @@ def evaluate_checkpoint(run: Run, step: int | None = None) -> dict[str, dict[str
         with contextlib.suppress(OSError):
           os.rmdir(folder)
       raise
+  if run.is_video:  # UniPose-LSTM: every test video whole, the state carried
+    from unipose_jax import evaluate_video  # noqa: PLC0415
+
+    return evaluate_video.evaluate_video_checkpoint(run, step)
   mesh = distributed.data_mesh()
   model = run.model()
   if config.model.init_from and not os.path.isdir(run.checkpoint_dir) and not run.is_release:
@@ -94,6 +98,9 @@ def evaluate_checkpoint(run: Run, step: int | None = None) -> dict[str, dict[str
   else:
     how = "best, else newest intact" if step is None else "as asked"
     variables, step = run.load_variables(step)
+    from unipose_jax.train_video import check_kind  # noqa: PLC0415
+
+    check_kind(variables, video=False, what=f"checkpoint {step} of {run.workdir}")
     if distributed.is_primary():
       print(f"evaluating checkpoint {step} of {run.workdir} ({how})", flush=True)
     name = f"checkpoint_{step}"
@@ -118,7 +125,12 @@ def predict_inputs(run: Run, inputs, output: str | None) -> dict:
   items = media.collect_inputs(inputs, max_pixels=max_pixels)  # all checked before compiling
   out_dir = output or os.path.join(run.workdir, "predict")
   files.check_writable(out_dir, "the prediction output folder")
-  predictor = Predictor.from_run(run)
+  if run.is_video:  # UniPose-LSTM: the state carried through each video
+    from unipose_jax.predict_video import VideoPredictor  # noqa: PLC0415
+
+    predictor = VideoPredictor.from_run(run)
+  else:
+    predictor = Predictor.from_run(run)
   return media.predict_all(items, predictor, out_dir, max_pixels=max_pixels)
 
 

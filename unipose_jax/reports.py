@@ -147,10 +147,11 @@ def print_summary(summary: Mapping[str, Mapping[str, float]], title: str | None 
   if has_box:
     head += f" {'boxIoU':>7s} {'IoU>=.5':>7s} {'ctr.err':>7s}"
   print(head + "   (*head = neck to head top: LSP has no head box)")
+  nan = float("nan")  # a metric the protocol has not (a video run's: no AUC, no PCKh)
   for dec, r in summary.items():
     line = (
       f"{dec:10s} {r['pck@0.2']:8.4f} {r['pck@0.1']:8.4f} {r['pck@0.05']:8.4f} "
-      f"{r['auc@0.2']:8.4f} {r['pckh@0.5']:9.4f}"
+      f"{r.get('auc@0.2', nan):8.4f} {r.get('pckh@0.5', nan):9.4f}"
     )
     if has_box:
       line += f" {r['box_iou']:7.4f} {r['box_iou>=0.5']:7.4f} {r['box_centre_error']:7.4f}"

@@ -317,9 +317,17 @@ class Run:
 
   # ----------------------------------------------------------------------- model and codec
 
-  def model(self, bn_sync: BatchNormSync | None = None) -> UniPose:
+  @property
+  def is_video(self) -> bool:
+    """Whether the run's network is UniPose-LSTM (``model.arch="unipose_lstm"``)."""
+    return self.config.model.get("arch", "unipose") == "unipose_lstm"
+
+  def model(self, bn_sync: BatchNormSync | None = None) -> UniPose | UniPoseLSTM:
     """The network, ``K`` joint maps of the run's set (``bn_sync``: whose BatchNorm
-    statistics it trains with, ``parallel.batch_norm_sync`` of ``model.bn_sync``)."""
+    statistics it trains with, ``parallel.batch_norm_sync`` of ``model.bn_sync``): a
+    ``UniPoseLSTM`` for a video run (:attr:`is_video`)."""
+    if self.is_video:
+      return build_video_model(self.config, self.num_joints, bn_sync)
     return build_model(self.config, self.num_joints, bn_sync)
 
   @functools.cached_property

@@ -223,6 +223,11 @@ def validate(config: ml_collections.ConfigDict, training: bool = True, source: s
           f"data.input_size={config.data.input_size!r}: must be a multiple of "
           f"{HEATMAP_STRIDE} (the heatmap stride)"
         )
+      if size[0] != size[1] and config.model.get("arch", "unipose") == "unipose_lstm":
+        errors.append(
+          f"data.input_size={config.data.input_size!r}: UniPose-LSTM (model.arch="
+          "unipose_lstm) takes a square input (one int) for now"
+        )
     _model_checks(config, errors)
     _choice(config, "codec.encoding", ("unbiased", "quantized"), errors)
     decoders = tuple(decoding_lib.DECODINGS)

@@ -54,6 +54,7 @@ from unipose_jax import (
   run_config,
   skeleton,
   train_loop,
+  train_video,
 )
 from unipose_jax import run as run_lib
 from unipose_jax.codecs import HeatmapCodec
@@ -225,6 +226,8 @@ def build_trainer(run: run_lib.Run | ml_collections.ConfigDict, mesh):
   """Model, codec, optimiser, learning-rate schedule and parallel trainer of a run (or of
   a config: its own ``Run``)."""
   run = _as_run(run)
+  if train_video.is_video(run.config):
+    return train_video.build_video_trainer(run, mesh)
   config = run.config
   sync = batch_norm_sync(config.model.bn_sync, config.parallelism, mesh.devices.size)
   model = run.model(bn_sync=sync)
@@ -243,6 +246,8 @@ def make_train_iterator(run, mesh, shard_index: int | None = None, shard_count=N
   ``shard_index``/``shard_count`` (tests). Flips relabel joints by the run's keypoint
   set; a set without flip pairs trains without flips (said once)."""
   run = _as_run(run)
+  if train_video.is_video(run.config):
+    return train_video.make_clip_iterator(run, mesh, shard_index, shard_count)
   config = run.config
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
@@ -299,8 +304,8 @@ def train_run(run: run_lib.Run, stop_after: int | None = None, devices=None):
     if distributed.is_primary():
       run_config.save(run.resolved_config(), workdir)
     summary = _train(run, stop_after, distributed.data_mesh(devices))
-    if distributed.is_primary():
-      calibrate.after_training(run)  # person presence of a finished run
+    if distributed.is_primary() and not train_video.is_video(config):
+      calibrate.after_training(run)  # person presence of a finished run (images only)
     return summary
   finally:
     if lock is not None:
@@ -331,14 +336,19 @@ def _train(run: run_lib.Run, stop_after, mesh):
     stack.enter_context(guard.deferring())  # until the checkpoint below is committed
     ckpt = run.checkpointer(max_to_keep=config.keep_checkpoints)
     stack.callback(ckpt.close)  # waits for a pending asynchronous save
-    state, data_state, first_step = _initial_state(config, model, tx, mesh, ckpt)
+    state, data_state, first_step = _initial_state(run, model, tx, mesh, ckpt)
     train_iter = make_train_iterator(run, mesh)
     if first_step:
       train_iter.set_state(data_state)
       _log(f"resumed from {workdir} at step {first_step}")
     writer = MetricWriter(workdir, resume_step=first_step if first_step else None)
     stack.callback(writer.close)
-    evaluator = evaluate.Evaluator.from_run(run, mesh, model)
+    if train_video.is_video(config):
+      from unipose_jax import evaluate_video  # noqa: PLC0415
+
+      evaluator = evaluate_video.VideoEvaluator.from_run(run, mesh, model)
+    else:
+      evaluator = evaluate.Evaluator.from_run(run, mesh, model)
     guard.check("training, before its first step; nothing new to save")
     return train_loop.run(
       trainer.place(state), first_step, config=config, workdir=workdir, trainer=trainer,
@@ -347,13 +357,21 @@ def _train(run: run_lib.Run, stop_after, mesh):
     )  # fmt: skip
 
 
-def _initial_state(config, model, tx, mesh, ckpt):
+def _initial_state(run, model, tx, mesh, ckpt):
   """``(state, None, 0)`` of a new run (``model.pretrained`` / ``init_from`` applied), or
   ``(state, data_state, step)`` restored from the newest intact checkpoint; a weights
   file named by the config is then not read, and one line says so."""
+  config = run.config
+  video = train_video.is_video(config)
   if not ckpt.all_steps():
-    return distributed.replicate(initial_variables(config, model, tx), mesh), None, 0
-  template = create_train_state(model, tx, config.seed, config.data.input_size)
+    first = (
+      train_video.initial_video_state(run, model, tx)
+      if video
+      else initial_variables(config, model, tx)
+    )
+    return distributed.replicate(first, mesh), None, 0
+  create = train_video.create_video_train_state if video else create_train_state
+  template = create(model, tx, config.seed, config.data.input_size)
   restored = ckpt.restore(target=distributed.replicate(template, mesh))
   for key in ("init_from", "pretrained"):
     if config.model[key]:

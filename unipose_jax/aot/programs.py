@@ -69,6 +69,18 @@ def lower_train(config, mesh: Mesh):
   run = run_lib.Run(config)
   model, _, tx, _, trainer = train.build_trainer(run, mesh)
   size = geometry.input_hw(config.data.input_size)
+  if run.is_video:  # UniPose-LSTM: clips of T frames, unrolled by the scan
+    from unipose_jax import train_video  # noqa: PLC0415
+
+    state = jax.eval_shape(
+      lambda: train_video.create_video_train_state(model, tx, config.seed, size)
+    )
+    t = config.data.clip_length
+    batch = {
+      k: jax.ShapeDtypeStruct((v.shape[0], t) + v.shape[1:], v.dtype)
+      for k, v in train_batch(config.batch_size, size, run.num_joints).items()
+    }
+    return trainer.lower(state, batch)
   state = jax.eval_shape(lambda: train.create_train_state(model, tx, config.seed, size))
   return trainer.lower(state, train_batch(config.batch_size, size, run.num_joints))
 
@@ -78,6 +90,8 @@ def lower_eval(config, mesh: Mesh):
   run = run_lib.Run(config)
   model = run.model()
   size = geometry.input_hw(config.data.input_size)
+  if run.is_video:
+    return _lower_video_eval(run, model, config, mesh)
   variables = jax.eval_shape(
     functools.partial(model.init, train=False), jax.random.key(0),
     jax.ShapeDtypeStruct((1, *size, 3), jnp.float32),
@@ -91,6 +105,37 @@ def lower_eval(config, mesh: Mesh):
     eval_batch(config.eval_batch_size, size, run.keypoint_set),
   )
   return jax.jit(evaluate.eval_step_of(run, model)).lower(variables, batch)
+
+
+def _lower_video_eval(run, model, config, mesh: Mesh):
+  """The video evaluation's jitted step: one frame of ``eval_batch_size`` videos and the
+  LSTM state (``evaluate_video.video_eval_step``)."""
+  from unipose_jax import evaluate_video  # noqa: PLC0415
+  from unipose_jax.models.unipose_lstm import initial_state  # noqa: PLC0415
+
+  size, k, g = config.data.input_size, run.num_joints, config.eval_batch_size
+  repl, data = distributed.replicated(mesh), distributed.batch_sharded(mesh)
+  variables = jax.eval_shape(
+    functools.partial(model.init, train=False), jax.random.key(0),
+    jax.ShapeDtypeStruct((1, 1, size, size, 3), jnp.float32),
+  )  # fmt: skip
+  variables = jax.tree.map(
+    lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl), variables
+  )
+  state = jax.tree.map(
+    lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=data),
+    jax.eval_shape(lambda: initial_state(g, size, size, k)),
+  )
+  shapes = {
+    "image": ((g, size, size, 3), jnp.uint8), "inverse_affine": ((g, 2, 3), jnp.float32),
+    "keypoints_orig": ((g, k, 2), jnp.float32), "visible": ((g, k), jnp.bool_),
+    "box": ((g, 4), jnp.float32), "valid": ((g,), jnp.bool_),
+  }  # fmt: skip
+  frames = {n: jax.ShapeDtypeStruct(sh, dt, sharding=data) for n, (sh, dt) in shapes.items()}
+  step = functools.partial(
+    evaluate_video.video_eval_step, model=model, codec=run.codec, decodings=run.eval_decodings
+  )
+  return jax.jit(step).lower(variables, state, frames)
 
 
 def reference_flops(config, step: str, per_device_batch: int) -> float:

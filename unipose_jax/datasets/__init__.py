@@ -484,6 +484,22 @@ class PoseDataSource(Sequence):
     except RuntimeError as e:
       raise self._damaged(indices[0] if indices else 0, e) from None
 
+  def metadata(self) -> list[tuple[int, int]] | None:
+    """``[(video_id, frame)]`` of every record in source order, read without decoding the
+    images (a video dataset's cheap read, for ``clip_pipeline.index_videos``); None for a
+    dataset without ``video_id`` / ``frame`` (an image dataset)."""
+    if not {"video_id", "frame"} <= set(self._builder.info.features):
+      return None
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    try:
+      raw = self._builder.as_data_source(
+        split=self.split, decoders={"image": tfds.decode.SkipDecoding()}
+      )
+      return [(int(raw[i]["video_id"]), int(raw[i]["frame"])) for i in range(len(raw))]
+    except RuntimeError as e:
+      raise self._damaged(0, e) from None
+
   def __getstate__(self) -> dict[str, str]:
     return {"name": self.name, "split": self.split, "data_dir": self.data_dir}
 

@@ -427,6 +427,20 @@ class UniPoseLSTM(nn.Module):
     state, heatmaps = self._frame(state, frames, jnp.asarray(pooled_centre_map(h, w)), train)
     return heatmaps, state
 
+  def step_with_trunk(
+    self, frames: jnp.ndarray, state: LSTMState | None = None, train: bool = False
+  ) -> tuple[jnp.ndarray, jnp.ndarray, LSTMState]:
+    """:meth:`step` that also returns the trunk's own maps of the frames (B, h8, w8, K + 1)
+    float32: the single-frame path of the same network, computed once (video evaluation
+    shows both)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+      raise ClipShapeError(f"UniPoseLSTM.step expects frames (B, H, W, 3), got {frames.shape}")
+    b, h, w, _ = frames.shape
+    state = self._check_state(state, b, h, w)
+    maps = self._trunk_maps(frames, train)
+    state, heatmaps = self.recurrent(state, maps, jnp.asarray(pooled_centre_map(h, w)))
+    return heatmaps, maps.astype(jnp.float32), state
+
   def _frame(self, state: LSTMState, frames: jnp.ndarray, centre: jnp.ndarray, train: bool):
     """The body of the scan and of :meth:`step`: trunk, then the recurrent stage."""
     maps = self._trunk_maps(frames, train)
