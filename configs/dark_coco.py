@@ -41,10 +41,10 @@ Differs from DARK (the project's pipeline):
 Length: 210 epochs x 149,813 / 128 = 245,787 steps, rounded up to the hundred: 245,800;
 the decays at the first step of epochs 170 and 200: ceil(170 x 149,813 / 128) = 198,971
 and ceil(200 x 149,813 / 128) = 234,083. 245,800 x 128 = 31.5 M images. The compile report
-(``results/aot/dark_coco/h100x8.json``, 32 images per GPU, square 256) estimates a 13.2 ms
-step = 2,419 images/s per H100 (3.7 GB per device; 369 per GPU fit): on DARK's 4 GPUs x 32,
-31.5 M / (4 x 2,419) = 3,250 s = 54 min of steps, an ESTIMATE (the measured H200 step of
-``dark_lsp_gpu`` ran 2.6 x its estimate: ~2.3 h is likelier).
+(``results/aot/dark_coco/h100x8.json``, 32 images per GPU, 256 x 192) estimates an 11.1 ms
+step = 2,886 images/s per H100 (2.9 GB per device; 481 per GPU fit): on DARK's 4 GPUs x 32,
+31.5 M / (4 x 2,886) = 2,730 s = 46 min of steps, an ESTIMATE (the measured H200 step of
+``dark_lsp_gpu`` ran 2.6 x its estimate: ~2 h is likelier).
 Evaluation every 10,000 steps (about 8.5 epochs; 6,352 persons x 2 for the flip test).
 """
 
