@@ -279,7 +279,7 @@ def test_predict_reads_every_image_under_the_runs_max_pixels(tmp_path, monkeypat
     media, "read_image", lambda p, m=media.MAX_PIXELS: reads.append(m) or read_image(p, m)
   )
   config = smoke.get_config()
-  run = types.SimpleNamespace(config=config, workdir=str(tmp_path))
+  run = types.SimpleNamespace(config=config, workdir=str(tmp_path), is_video=False)
   config.predict.max_pixels = 3500
   out = modes.predict_inputs(run, [str(tmp_path / "a.png")], str(tmp_path / "out"))
   assert len(out["images"]) == 1 and reads == [3500]  # the image was read under the run's limit

@@ -169,7 +169,8 @@ def test_the_onnx_route_finds_a_person_as_the_predictor_does(trained_run, tmp_pa
   found = [predictor.first_pass(image).person_found for image in images]
   assert got.person_found.tolist() == found and True in found and False in found
   keypoints, joint_scores = deploy.predict(
-    runner, images, settings["input_size"], decoding=settings["decoding"],
+    runner, images, settings["input_size"], num_joints=settings["num_joints"],
+    decoding=settings["decoding"],
     sigma=settings["sigma"], dark_kernel=settings["dark_kernel"], dark_sigma=settings["dark_sigma"],
   )  # fmt: skip
   np.testing.assert_array_equal(got.keypoints, keypoints)
