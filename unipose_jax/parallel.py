@@ -16,6 +16,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from unipose_jax import distributed
@@ -182,3 +183,23 @@ class _Split:
 
   def set_state(self, state):
     self.iterator.set_state(state)
+
+
+def apply_gradients(state, tx, model, loss, batch_stats, grads, axis_name: str | None):
+  """The end of a training step (image or video): under pmap (``axis_name``) the gradients
+  and loss are averaged over devices, and so are the running BatchNorm statistics of a
+  local/grouped BatchNorm (one set of them); then the optimiser's update. Returns
+  ``(new state, {"loss", "grad_norm"})``."""
+  if axis_name is not None:
+    grads = jax.lax.pmean(grads, axis_name)
+    loss = jax.lax.pmean(loss, axis_name)
+    if not (model.bn_sync and model.bn_sync.all_devices):  # local/grouped BatchNorm
+      batch_stats = jax.lax.pmean(batch_stats, axis_name)  # one set of running statistics
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(
+    step=state.step + 1,
+    params=optax.apply_updates(state.params, updates),
+    batch_stats=batch_stats,
+    opt_state=opt_state,
+  )
+  return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}

@@ -61,7 +61,7 @@ from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.codecs import box as box_lib
 from unipose_jax.metric_writers import MetricWriter
 from unipose_jax.models import normalize
-from unipose_jax.parallel import ParallelTrainer, batch_norm_sync
+from unipose_jax.parallel import ParallelTrainer, apply_gradients, batch_norm_sync
 from unipose_jax.preemption import Preempted, PreemptionGuard  # noqa: F401 (the API)
 from unipose_jax.train_loop import NonFiniteError  # noqa: F401 (the API)
 
@@ -200,19 +200,7 @@ def train_step(
     return loss, mutated["batch_stats"]
 
   (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  if axis_name is not None:
-    grads = jax.lax.pmean(grads, axis_name)
-    loss = jax.lax.pmean(loss, axis_name)
-    if not (model.bn_sync and model.bn_sync.all_devices):  # local/grouped BatchNorm
-      batch_stats = jax.lax.pmean(batch_stats, axis_name)  # one set of running statistics
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(
-    step=state.step + 1,
-    params=optax.apply_updates(state.params, updates),
-    batch_stats=batch_stats,
-    opt_state=opt_state,
-  )
-  return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+  return apply_gradients(state, tx, model, loss, batch_stats, grads, axis_name)
 
 
 # ----------------------------------------------------------------------------- the loop

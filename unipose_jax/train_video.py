@@ -27,12 +27,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from unipose_jax import checkpoints, clip_pipeline, distributed, losses, run_config
 from unipose_jax.codecs import HeatmapCodec
 from unipose_jax.models import normalize
-from unipose_jax.parallel import ParallelTrainer, batch_norm_sync
+from unipose_jax.parallel import ParallelTrainer, apply_gradients, batch_norm_sync
 
 ARCH = "unipose_lstm"
 
@@ -102,19 +101,7 @@ def clip_train_step(
     return loss, mutated["batch_stats"]
 
   (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  if axis_name is not None:
-    grads = jax.lax.pmean(grads, axis_name)
-    loss = jax.lax.pmean(loss, axis_name)
-    if not (model.bn_sync and model.bn_sync.all_devices):
-      batch_stats = jax.lax.pmean(batch_stats, axis_name)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(
-    step=state.step + 1,
-    params=optax.apply_updates(state.params, updates),
-    batch_stats=batch_stats,
-    opt_state=opt_state,
-  )
-  return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+  return apply_gradients(state, tx, model, loss, batch_stats, grads, axis_name)
 
 
 def build_video_trainer(run, mesh):
