@@ -90,8 +90,9 @@ def lsp_ground_truth(path: str) -> np.ndarray:
         raise ScoreError(f"{path}: the zip holds no joints.mat")
       data = z.read(names[0])
   joints = np.asarray(_loadmat(path, ["joints"], data)["joints"], np.float64)
-  if joints.shape[:2] != (3, 14):
-    raise ScoreError(f"{path}: 'joints' has shape {joints.shape}, expected LSP's (3, 14, N)")
+  k = keypoint_sets.LSP.num_joints
+  if joints.shape[:2] != (3, k):
+    raise ScoreError(f"{path}: 'joints' has shape {joints.shape}, expected LSP's (3, {k}, N)")
   return np.transpose(joints[:2], (2, 1, 0)) - 1.0
 
 
@@ -277,7 +278,7 @@ def _decoders(kind: str, data, path: str) -> dict[str, Any]:
 
 def score_lsp(gt_path: str, pred_path: str, one_based: bool = False) -> dict:
   gt = lsp_ground_truth(gt_path)
-  kind, data = read_predictions(pred_path, 14, one_based)
+  kind, data = read_predictions(pred_path, keypoint_sets.LSP.num_joints, one_based)
   out = {}
   for dec, d in _decoders(kind, data, pred_path).items():
     if kind == "keyed":
@@ -308,7 +309,7 @@ def _ordered(kind, d, n: int, path: str, what: str) -> np.ndarray:
 
 def score_mpii(gt_path: str, pred_path: str, one_based: bool = False) -> dict:
   g = mpii_ground_truth(gt_path)
-  kind, data = read_predictions(pred_path, 16, one_based)
+  kind, data = read_predictions(pred_path, keypoint_sets.MPII.num_joints, one_based)
   out = {}
   for dec, d in _decoders(kind, data, pred_path).items():
     pred = _ordered(kind, d, len(g["gt"]), pred_path, "person")
@@ -319,7 +320,7 @@ def score_mpii(gt_path: str, pred_path: str, one_based: bool = False) -> dict:
 
 def score_penn(gt_path: str, pred_path: str, one_based: bool = False) -> dict:
   g = penn_ground_truth(gt_path)
-  kind, data = read_predictions(pred_path, 13, one_based)
+  kind, data = read_predictions(pred_path, keypoint_sets.PENN_ACTION.num_joints, one_based)
   out = {}
   for dec, d in _decoders(kind, data, pred_path).items():
     if kind == "keyed":
